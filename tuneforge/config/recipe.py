@@ -1,0 +1,65 @@
+"""The recipe: one typed document describing a run, composed of one section per lifecycle stage.
+
+Each stage owns its section's model (``tuneforge/<stage>/config.py``); this module only composes them
+and holds the two sections every command shares: ``model`` and ``run``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tuneforge.config.base import Section
+from tuneforge.data.config import DataConfig
+from tuneforge.eval.config import EvalConfig
+from tuneforge.rag.config import RagConfig
+from tuneforge.serve.config import ServeConfig
+from tuneforge.train.config import TrainConfig
+
+BUNDLED_DEFAULT = "smollm2-135m-instruct"
+
+
+class ModelConfig(Section):
+    """Which base model to load and how."""
+
+    name: str = Field(
+        BUNDLED_DEFAULT,
+        description="A bundled model name (smollm2-135m-instruct), a local Hugging Face folder "
+        "(config.json + safetensors) or a local .gguf file.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight dtype. auto: bfloat16 on a GPU that supports it, float32 on CPU."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    adapter: str | None = Field(
+        None, description="Optional PEFT adapter folder applied on top of the base model."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow a model folder to run its own Python code. Off: only enable for folders you trust."
+    )
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel. auto: sdpa where available."
+    )
+
+
+class RunConfig(Section):
+    """Where the run folder goes and what makes it reproducible."""
+
+    name: str | None = Field(
+        None, description="Run folder name under output_dir. Default: <command>-<timestamp>."
+    )
+    output_dir: str = Field("runs", description="Parent folder of run folders.")
+    seed: int = Field(42, description="Seed for Python, NumPy and torch RNGs and for data splits.")
+
+
+class Recipe(Section):
+    """A tuneforge recipe. Every section is optional; missing sections take their defaults."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Base model.")
+    run: RunConfig = Field(default_factory=RunConfig, description="Run folder and seed.")
+    data: DataConfig | None = Field(None, description="Data preparation (tuneforge data).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning (tuneforge train).")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation (tuneforge eval).")
+    rag: RagConfig = Field(default_factory=RagConfig, description="Retrieval-augmented generation.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="HTTP serving (tuneforge serve).")

@@ -1,0 +1,68 @@
+"""The on-disk cache of converted models.
+
+GGUF files (the bundled default ships as one) are dequantised once into a standard safetensors folder
+under the cache; every later load reads that folder. Each converted folder has a ``checksums.json``
+with the SHA-256 of every file, verified on load, and is written to a temporary name and renamed into
+place so an interrupted conversion is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from tuneforge.errors import UserError
+
+CACHE_ENV = "TUNEFORGE_CACHE"
+CHECKSUMS = "checksums.json"
+
+
+def cache_root() -> Path:
+    """$TUNEFORGE_CACHE, else $XDG_CACHE_HOME/tuneforge, else ~/.cache/tuneforge."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tuneforge"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    sums = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS}
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1, sort_keys=True))
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise UserError naming the first file whose content no longer matches its recorded hash."""
+    record = folder / CHECKSUMS
+    if not record.is_file():
+        raise UserError(f"{folder}: cached model has no {CHECKSUMS}; delete the folder to rebuild it")
+    sums = json.loads(record.read_text())
+    for name, digest in sums.items():
+        f = folder / name
+        if not f.is_file() or sha256_file(f) != digest:
+            raise UserError(f"{f}: cached file is missing or corrupted (checksum mismatch); delete {folder} to rebuild it")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock so that parallel processes convert a model only once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,197 @@
+"""Run folders: everything needed to reproduce or compare a run lives in ``runs/<name>/``.
+
+Layout::
+
+    runs/<name>/
+      recipe.yaml      the fully resolved recipe (defaults filled in, overrides applied)
+      manifest.json    command, seed, content hashes of every input file, library versions, git commit
+      logs/run.log     the run's log
+      metrics.jsonl    one JSON object per line: {"step": ..., "split": ..., <metric>: value}
+      ...              stage outputs (data/, checkpoints/, adapter/, eval/, report.html)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config.loader import dump_recipe
+from tuneforge.config.recipe import Recipe
+from tuneforge.models.cache import sha256_file
+
+TRACKED_LIBRARIES = (
+    "tuneforge", "torch", "transformers", "peft", "accelerate", "datasets", "safetensors",
+    "tokenizers", "sentence-transformers", "numpy", "pydantic",
+)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def hash_inputs(paths: list[str | Path]) -> dict[str, str]:
+    """Content hash of every input file (folders: every file inside, sorted)."""
+    hashes: dict[str, str] = {}
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            for f in sorted(x for x in path.rglob("*") if x.is_file()):
+                hashes[str(f)] = sha256_file(f)
+        elif path.is_file():
+            hashes[str(path)] = sha256_file(path)
+    return hashes
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    import torch
+
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Run:
+    """A run folder. Create with :func:`create_run`; open an existing one with :func:`open_run`."""
+
+    path: Path
+    recipe: Recipe
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def file(self, *parts: str) -> Path:
+        p = self.path.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def log_metrics(self, step: int | None = None, split: str | None = None, **metrics: Any) -> None:
+        row: dict[str, Any] = {"time": round(_dt.datetime.now().timestamp(), 3)}
+        if step is not None:
+            row["step"] = step
+        if split is not None:
+            row["split"] = split
+        row.update(metrics)
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        f = self.path / "metrics.jsonl"
+        if not f.is_file():
+            return []
+        return [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def add_inputs(self, paths: list[str | Path]) -> None:
+        """Record content hashes of more input files in the manifest."""
+        self.manifest.setdefault("inputs", {}).update(hash_inputs(paths))
+        self.save_manifest()
+
+    def update_manifest(self, **values: Any) -> None:
+        self.manifest.update(values)
+        self.save_manifest()
+
+    def save_manifest(self) -> None:
+        tmp = self.path / "manifest.json.tmp"
+        tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
+        tmp.replace(self.path / "manifest.json")
+
+
+def _attach_log(path: Path) -> None:
+    """Send tuneforge's log records to the run's log file (replacing an earlier run's file handler)."""
+    root = logging.getLogger("tuneforge")
+    for old in [h for h in root.handlers if getattr(h, "_tuneforge_run", False)]:
+        root.removeHandler(old)
+        old.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler._tuneforge_run = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+
+
+def create_run(recipe: Recipe, command: str, inputs: list[str | Path] | None = None, resume: bool = False) -> Run:
+    """Make ``<output_dir>/<name>/`` and write the resolved recipe, manifest and log file.
+
+    Without an explicit name, the folder is ``<command>-<timestamp>``. An existing folder is reused only
+    with ``resume=True``; otherwise a numeric suffix keeps earlier runs intact.
+    """
+    name = recipe.run.name or f"{command}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    base = Path(recipe.run.output_dir).resolve()
+    path = base / name
+    if path.exists() and not resume:
+        i = 2
+        while (base / f"{name}-{i}").exists():
+            i += 1
+        path = base / f"{name}-{i}"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "logs").mkdir(exist_ok=True)
+    (path / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    manifest: dict[str, Any] = {}
+    if resume and (path / "manifest.json").is_file():
+        manifest = json.loads((path / "manifest.json").read_text())
+    manifest.update(
+        {
+            "command": command,
+            "argv": sys.argv,
+            "created": manifest.get("created") or _dt.datetime.now().isoformat(timespec="seconds"),
+            "seed": recipe.run.seed,
+            "versions": library_versions(),
+            "git_commit": _git_commit(),
+            "platform": platform.platform(),
+        }
+    )
+    manifest.setdefault("inputs", {})
+    run = Run(path=path, recipe=recipe, manifest=manifest)
+    if inputs:
+        manifest["inputs"].update(hash_inputs(inputs))
+    run.save_manifest()
+    _attach_log(path / "logs" / "run.log")
+    logging.getLogger("tuneforge").info("run %s: %s", command, path)
+    return run
+
+
+def open_run(path: str | Path) -> Run:
+    """Open an existing run folder (to evaluate, compare, export or report on it)."""
+    from tuneforge.config.loader import load_recipe
+    from tuneforge.errors import UserError
+
+    p = Path(path)
+    if not (p / "recipe.yaml").is_file():
+        raise UserError(f"{p}: not a run folder (no recipe.yaml)")
+    manifest = json.loads((p / "manifest.json").read_text()) if (p / "manifest.json").is_file() else {}
+    return Run(path=p, recipe=load_recipe(p / "recipe.yaml"), manifest=manifest)

@@ -1,0 +1,48 @@
+"""The ``train`` section of a recipe: method, optimisation, batching and checkpoints."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tuneforge.config.base import Section
+
+
+class LoraConfig(Section):
+    """LoRA / DoRA / rsLoRA settings (PEFT)."""
+
+    r: int = Field(16, ge=1, description="Rank of the low-rank update.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator: the update is scaled by alpha/r (alpha/sqrt(r) with rslora).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Module names to adapt, or all-linear for every linear layer but the head."
+    )
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
+
+
+class TrainConfig(Section):
+    """Supervised fine-tuning."""
+
+    method: Literal["full", "lora", "qlora", "ia3", "prompt_tuning", "prefix_tuning", "freeze"] = Field(
+        "lora", description="full: all weights; lora/qlora: low-rank adapters; ia3; prompt/prefix tuning; freeze: train named modules only."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (method lora/qlora).")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Examples (or packed sequences) per device per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 disables.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps with linear warmup.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule after warmup.")
+    max_length: int = Field(1024, ge=16, description="Truncate tokenized examples to this many tokens.")
+    packing: bool = Field(True, description="Pack several examples per sequence (attention stays within each example).")
+    eval_every: int = Field(50, ge=1, description="Validate every N optimizer steps.")
+    save_every: int = Field(100, ge=1, description="Checkpoint every N optimizer steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Keep the last K checkpoints (plus the best).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on capable GPUs, none on CPU.")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after N validations without improvement.")
