@@ -13,6 +13,7 @@ from pydantic import Field
 from tuneforge.config.base import Section
 from tuneforge.data.config import DataConfig
 from tuneforge.eval.config import EvalConfig
+from tuneforge.export.config import ExportConfig
 from tuneforge.rag.config import RagConfig
 from tuneforge.serve.config import ServeConfig
 from tuneforge.train.config import TrainConfig
@@ -63,3 +64,4 @@ class Recipe(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation (tuneforge eval).")
     rag: RagConfig = Field(default_factory=RagConfig, description="Retrieval-augmented generation.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="HTTP serving (tuneforge serve).")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Merge and export (tuneforge export).")
