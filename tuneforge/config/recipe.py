@@ -17,6 +17,7 @@ from tuneforge.export.config import ExportConfig
 from tuneforge.rag.config import RagConfig
 from tuneforge.serve.config import ServeConfig
 from tuneforge.train.config import TrainConfig
+from tuneforge.train.strategy_config import MixtureConfig, StageConfig, TuneConfig
 
 BUNDLED_DEFAULT = "smollm2-135m-instruct"
 
@@ -65,3 +66,6 @@ class Recipe(Section):
     rag: RagConfig = Field(default_factory=RagConfig, description="Retrieval-augmented generation.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="HTTP serving (tuneforge serve).")
     export: ExportConfig = Field(default_factory=ExportConfig, description="Merge and export (tuneforge export).")
+    mixture: MixtureConfig | None = Field(None, description="Multi-task training: tasks and mixing weights.")
+    stages: list[StageConfig] | None = Field(None, description="Sequential fine-tuning: ordered stages (tuneforge stages).")
+    tune: TuneConfig | None = Field(None, description="Hyperparameter search space (tuneforge tune).")
