@@ -28,7 +28,7 @@ test: install
 	bash scripts/test.sh $(VENV)
 
 lint: install
-	$(BIN)/ruff check tuneforge tests bench
+	$(BIN)/ruff check .
 
 bench: install
 	$(BIN)/python -m bench.run_all

@@ -3,7 +3,7 @@
 set -uo pipefail
 VENV=${1:-.venv}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-"$VENV/bin/ruff" check tuneforge tests bench || exit 1
+"$VENV/bin/ruff" check . || exit 1
 "$VENV/bin/python" -m pytest -q -ra --durations=15 "${@:2}"
 rc=$?
 if [ "$rc" -eq 5 ]; then
