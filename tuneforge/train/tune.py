@@ -1,0 +1,222 @@
+"""Hyperparameter search with Optuna: ``tuneforge tune RECIPE``.
+
+Each trial samples the ``tune.space`` of the recipe into a copy of its ``train`` section, trains in its
+own folder (``<run>/trials/trial-NNN/``) and is scored on its best validation loss. Validation losses are
+reported to Optuna as training goes, so the pruner stops trials that fall behind the others at the
+same step. The study lives in a database (SQLite file by default; any URL Optuna accepts, such as
+PostgreSQL), so several workers, on one machine or many, pointed at the same storage and study name,
+share trials: TPE in each worker learns from every worker's results. When a worker finishes it writes
+the best trial of the whole study as a ready recipe (``best.yaml``) and a report with the search's plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneforge.config.loader import dump_recipe
+from tuneforge.config.recipe import Recipe
+from tuneforge.errors import UserError
+from tuneforge.train.strategy_config import ParamSpace, TuneConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+    from tuneforge.runs import Run
+
+log = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    """Names this worker in the study (trial user attribute ``worker``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def suggest(trial: optuna.Trial, space: dict[str, ParamSpace]) -> dict[str, Any]:
+    """One value per searched field, drawn from its declared range."""
+    params: dict[str, Any] = {}
+    for name, p in space.items():
+        if p.choices is not None:
+            params[name] = trial.suggest_categorical(name, list(p.choices))
+        elif p.integer:
+            step = int(p.step) if p.step else 1
+            params[name] = trial.suggest_int(name, int(p.low), int(p.high), step=step, log=p.log)
+        else:
+            params[name] = trial.suggest_float(name, float(p.low), float(p.high), step=p.step, log=p.log)
+    return params
+
+
+def apply_params(recipe: Recipe, params: dict[str, Any], max_steps: int | None = None) -> Recipe:
+    """A copy of ``recipe`` with ``params`` (dotted names below ``train``) set and validated."""
+    data = recipe.model_dump(mode="json")
+    train = data["train"]
+    for dotted, value in params.items():
+        node = train
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = value
+    if max_steps is not None:
+        train["max_steps"] = min(train["max_steps"] or max_steps, max_steps)
+    try:
+        return Recipe.model_validate(data)
+    except Exception as exc:  # a sampled combination the schema rejects is a bad search space
+        raise UserError(f"tune.space: sampled values {params} are not a valid train section: {exc}") from None
+
+
+def best_recipe(recipe: Recipe, params: dict[str, Any]) -> Recipe:
+    """The recipe to train for real with the best trial's values (no ``tune`` section, no run name)."""
+    out = apply_params(recipe, params)
+    out.tune = None
+    out.run.name = None
+    return out
+
+
+def default_storage(recipe: Recipe, cfg: TuneConfig) -> str:
+    """``cfg.storage``, or a SQLite file next to the run folders (shared by workers on this machine)."""
+    if cfg.storage:
+        return cfg.storage
+    folder = Path(recipe.run.output_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / (cfg.study_name + '.db')}"
+
+
+def open_study(cfg: TuneConfig, storage: str, seed: int | None = None) -> optuna.Study:
+    """Create the study, or join it when another worker already did."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    engine_kwargs: dict[str, Any] = {}
+    if storage.startswith("sqlite"):
+        # Workers write one file; wait for each other's locks instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    last: Exception | None = None
+    for attempt in range(5):  # two workers creating the tables at the same instant may collide once
+        try:
+            rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+            break
+        except Exception as exc:
+            if "sqlite" not in storage:
+                raise UserError(f"tune.storage: cannot open {storage!r}: {exc}") from None
+            last = exc
+            time.sleep(0.5 * (attempt + 1))
+    else:
+        raise UserError(f"tune.storage: cannot open {storage!r}: {last}")
+    if cfg.sampler == "random":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials)
+    if cfg.pruner == "median":
+        pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.startup_trials)
+    elif cfg.pruner == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner()
+    else:
+        pruner = optuna.pruners.NopPruner()
+    return optuna.create_study(
+        storage=rdb, study_name=cfg.study_name, sampler=sampler, pruner=pruner,
+        direction="minimize", load_if_exists=True,
+    )
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    worker: str
+    trials_run: int
+    best_value: float | None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_recipe: Path | None = None
+    report: Path | None = None
+
+
+def make_objective(recipe: Recipe, run: Run, train_file: Path, val_file: Path, model_loader=None):
+    """The function Optuna minimises: train one trial, return its best validation loss."""
+    import optuna
+
+    from tuneforge.train import train as train_fn
+    from tuneforge.train.stages_common import child_run
+
+    cfg = recipe.tune
+    assert cfg is not None
+    me = worker_id()
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, cfg.space)
+        trial.set_user_attr("worker", me)
+        trial_recipe = apply_params(recipe, params, cfg.max_steps_per_trial)
+        trial_run = child_run(run, trial_recipe, "trials", f"trial-{trial.number:03d}")
+        pruned = {"at": None}
+
+        def on_eval(step: int, val_loss: float) -> bool:
+            trial.report(val_loss, step)
+            if trial.should_prune():
+                pruned["at"] = step
+                return True
+            return False
+
+        model = model_loader(trial_recipe) if model_loader else None
+        result = train_fn(trial_recipe, trial_run, train_file, val_file, model=model, on_eval=on_eval)
+        trial.set_user_attr("run", str(trial_run.path))
+        trial.set_user_attr("steps", int(result.steps))
+        trial.set_user_attr("tokens_per_s", float(result.tokens_per_s or 0.0))
+        run.log_metrics(step=trial.number, split="tune", best_val_loss=result.best_val_loss,
+                        pruned=pruned["at"] is not None, worker=me, **params)
+        if pruned["at"] is not None:
+            raise optuna.TrialPruned(f"pruned at step {pruned['at']}")
+        if result.best_val_loss is None:
+            raise UserError("tuning needs validation data: set data.val_fraction > 0")
+        return float(result.best_val_loss)
+
+    return objective
+
+
+def run_search(
+    recipe: Recipe, run: Run, train_file: Path, val_file: Path, *, model_loader=None, objective=None
+) -> TuneResult:
+    """Run this worker's trials in the shared study, then write ``best.yaml`` and the report.
+
+    ``objective`` replaces training (for tests of the search machinery only).
+    """
+    import optuna
+
+    from tuneforge.train.tune_report import write_report
+
+    cfg = recipe.tune
+    if cfg is None:
+        raise UserError("the recipe has no tune section; add tune.space (see examples/tune.yaml)")
+    storage = default_storage(recipe, cfg)
+    # Workers must not draw the same "random" startup trials: seed each one differently.
+    study = open_study(cfg, storage, seed=recipe.run.seed + os.getpid())
+    run.update_manifest(tune={"storage": storage, "study": cfg.study_name, "worker": worker_id()})
+    objective = objective or make_objective(recipe, run, train_file, val_file, model_loader)
+    callbacks = []
+    if cfg.max_total_trials:
+        callbacks.append(optuna.study.MaxTrialsCallback(cfg.max_total_trials))
+    before = len(study.trials)
+    study.optimize(
+        objective, n_trials=cfg.n_trials, timeout=cfg.timeout_s, callbacks=callbacks,
+        catch=(RuntimeError,), show_progress_bar=cfg.n_trials > 1,
+    )
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker_id()]
+    result = TuneResult(cfg.study_name, storage, worker_id(), len(mine), None)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if complete:
+        best = study.best_trial
+        result.best_value = best.value
+        result.best_params = dict(best.params)
+        out = run.file("best.yaml")
+        header = (
+            f"# Best of study {cfg.study_name!r} ({len(complete)} complete trials): trial {best.number}, "
+            f"best validation loss {best.value:.4f}\n# Train it: tuneforge train {out}\n"
+        )
+        out.write_text(header + dump_recipe(best_recipe(recipe, best.params)), encoding="utf-8")
+        result.best_recipe = out
+    log.info("tune: %d trials in the study (%d new)", len(study.trials), len(study.trials) - before)
+    result.report = write_report(study, run, result)
+    return result
