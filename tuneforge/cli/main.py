@@ -15,6 +15,9 @@ from tuneforge.errors import UserError
 COMMAND_MODULES = (
     "tuneforge.cli.models",
     "tuneforge.cli.config",
+    "tuneforge.cli.train",
+    "tuneforge.cli.export",
+    "tuneforge.cli.eval",
 )
 
 DESCRIPTION = """\

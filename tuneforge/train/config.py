@@ -22,6 +22,27 @@ class LoraConfig(Section):
     use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
 
 
+class PromptConfig(Section):
+    """Prompt tuning / prefix tuning settings (PEFT)."""
+
+    num_virtual_tokens: int = Field(20, ge=1, description="Learned virtual tokens prepended to every input.")
+    init_text: str | None = Field(
+        None, description="Prompt tuning only: initialise the virtual tokens from this text (random otherwise)."
+    )
+
+
+class FreezeConfig(Section):
+    """Method freeze: every weight is frozen except the ones named here."""
+
+    trainable_modules: list[str] = Field(
+        default_factory=list,
+        description="Parameter-name fragments to train (e.g. [lm_head, norm]); a parameter trains if its name contains one.",
+    )
+    top_blocks: int | None = Field(
+        None, ge=1, description="Also train the last N transformer blocks (and the final norm)."
+    )
+
+
 class TrainConfig(Section):
     """Supervised fine-tuning."""
 
@@ -29,8 +50,11 @@ class TrainConfig(Section):
         "lora", description="full: all weights; lora/qlora: low-rank adapters; ia3; prompt/prefix tuning; freeze: train named modules only."
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (method lora/qlora).")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt/prefix tuning settings.")
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="What trains with method freeze.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not applied to biases and norms).")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     batch_size: int = Field(8, ge=1, description="Examples (or packed sequences) per device per micro-batch.")
@@ -40,9 +64,21 @@ class TrainConfig(Section):
     scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule after warmup.")
     max_length: int = Field(1024, ge=16, description="Truncate tokenized examples to this many tokens.")
     packing: bool = Field(True, description="Pack several examples per sequence (attention stays within each example).")
+    group_by_length: bool = Field(True, description="Batch sequences of similar length together to cut padding.")
+    train_on: Literal["all_assistant", "last_assistant"] = Field(
+        "all_assistant", description="Which assistant turns carry the loss (prompts never do)."
+    )
     eval_every: int = Field(50, ge=1, description="Validate every N optimizer steps.")
+    eval_at_start: bool = Field(True, description="Measure validation loss before the first step.")
     save_every: int = Field(100, ge=1, description="Checkpoint every N optimizer steps.")
     keep_checkpoints: int = Field(2, ge=1, description="Keep the last K checkpoints (plus the best).")
+    load_best_at_end: bool = Field(True, description="Export the weights with the lowest validation loss, not the last.")
+    log_every: int = Field(10, ge=1, description="Write the training loss to metrics.jsonl every N steps.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on capable GPUs, none on CPU.")
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after N validations without improvement.")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice, one per core).")
+    memory_limit_gb: float | None = Field(
+        None, gt=0, description="Memory the run may use; default: free RAM (CPU) or free GPU memory."
+    )
+    resume: bool = Field(False, description="Continue the run folder run.name from its newest complete checkpoint.")

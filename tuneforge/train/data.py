@@ -1,0 +1,80 @@
+"""Reading prepared JSONL splits and turning conversations into token ids with completion-only labels."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneforge.data.chat import IGNORE_INDEX, tokenize_conversation
+from tuneforge.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    """One tokenized conversation. ``target[t]`` is the token position t must predict (-100: no loss).
+
+    Targets are shifted per example (not per packed row), so packing never asks the last token of one
+    example to predict the first token of the next.
+    """
+
+    input_ids: list[int]
+    target: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_target(self) -> int:
+        return sum(1 for t in self.target if t != IGNORE_INDEX)
+
+
+def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
+    """The ``messages`` of every line of a prepared JSONL split."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: training data file does not exist")
+    rows = []
+    with open(p, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
+            messages = obj.get("messages") if isinstance(obj, dict) else None
+            if not isinstance(messages, list) or not messages:
+                raise UserError(f"{p}:{lineno}: each line needs a non-empty 'messages' list (run `tuneforge data prepare`)")
+            rows.append(messages)
+    if not rows:
+        raise UserError(f"{p}: no examples")
+    return rows
+
+
+def tokenize_file(
+    tokenizer: PreTrainedTokenizerBase, path: str | Path, max_length: int, train_on: str = "all_assistant"
+) -> list[Example]:
+    """Tokenize every conversation of a split; examples left with no trainable token are dropped (and counted)."""
+    examples = []
+    dropped = 0
+    for messages in read_conversations(path):
+        enc = tokenize_conversation(tokenizer, messages, max_length=max_length, train_on=train_on)
+        ids, labels = enc["input_ids"], enc["labels"]
+        ex = Example(input_ids=ids, target=[*labels[1:], IGNORE_INDEX])
+        if ex.n_target == 0:
+            dropped += 1
+            continue
+        examples.append(ex)
+    if dropped:
+        log.warning("%s: %d examples have no assistant tokens within max_length and were skipped", path, dropped)
+    if not examples:
+        raise UserError(f"{path}: no example has assistant tokens within train.max_length={max_length}")
+    return examples

@@ -1,0 +1,215 @@
+"""The training loop: accelerate for devices and processes, our own batching, checkpoints and resume.
+
+Global batch = batch_size x processes x grad_accum rows. Every optimizer step's loss is the mean over
+all target tokens of the step, on all processes (not a mean of per-batch means), so one process with
+batch 4 and two processes with batch 2 compute the same gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.errors import UserError
+from tuneforge.runs import Run, seed_everything
+from tuneforge.train import checkpoint as ckpt
+from tuneforge.train.data import Example
+from tuneforge.train.packing import collate, plan_epoch
+from tuneforge.train.steps import loss_sum
+
+log = logging.getLogger(__name__)
+
+OnEval = Callable[[int, float], bool | None]
+OnStep = Callable[[int, float], None]
+
+
+@dataclass
+class LoopState:
+    """Everything besides weights/optimizer/scheduler/RNG that resume needs (saved as trainer_state.json)."""
+
+    step: int = 0
+    train_tokens: int = 0
+    train_seconds: float = 0.0
+    initial_val_loss: float | None = None
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    last_val_loss: float | None = None
+    last_val_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class LoopData:
+    train: list[Example]
+    train_rows: list[list[int]]
+    val: list[Example] | None
+    val_rows: list[list[int]] | None
+    pad_id: int
+
+    @property
+    def row_lengths(self) -> list[int]:
+        return [sum(len(self.train[i]) for i in row) for row in self.train_rows]
+
+
+def steps_per_epoch(n_rows: int, global_batch: int, grad_accum: int) -> int:
+    return math.ceil(math.ceil(n_rows / global_batch) / grad_accum)
+
+
+def total_steps(cfg, n_rows: int, world: int) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    spe = steps_per_epoch(n_rows, cfg.batch_size * world, cfg.grad_accum)
+    return max(1, math.ceil(cfg.epochs * spe))
+
+
+def micro_batches_for_step(step: int, data: LoopData, cfg, world: int, seed: int) -> list[list[int]]:
+    """The global micro-batches (row lists) of optimizer step ``step``: a pure function of the step."""
+    global_batch = cfg.batch_size * world
+    spe = steps_per_epoch(len(data.train_rows), global_batch, cfg.grad_accum)
+    epoch, k = divmod(step, spe)
+    plan = plan_epoch(data.row_lengths, global_batch, seed, epoch, cfg.group_by_length)
+    return plan[k * cfg.grad_accum : (k + 1) * cfg.grad_accum]
+
+
+def evaluate(model, accelerator, data: LoopData, batch_size: int, prompt_learning: bool) -> float:
+    """Token-weighted validation loss over the whole validation split (shared across processes)."""
+    rows = sorted(data.val_rows, key=lambda r: -sum(len(data.val[i]) for i in r))
+    batches = [rows[s : s + batch_size] for s in range(0, len(rows), batch_size)]
+    mine = batches[accelerator.process_index :: accelerator.num_processes]
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    with torch.no_grad(), accelerator.autocast():
+        for rows_b in mine:
+            b = collate(data.val, rows_b, data.pad_id)
+            total[0] += loss_sum(model, b, prompt_learning).double()
+            total[1] += b.n_target
+    total = accelerator.reduce(total, "sum")
+    if was_training:
+        model.train()
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def _dummy_batch(pad_id: int):
+    # A process with no rows in the last micro-batch still runs forward/backward (zero loss) so that
+    # every process joins the gradient all-reduce.
+    return collate([Example([pad_id], [-100])], [[0]], pad_id)
+
+
+def run_loop(
+    *, model, optimizer, scheduler, accelerator, data: LoopData, cfg, run: Run, n_steps: int, seed: int,
+    prompt_learning: bool, logger, state: LoopState, on_eval: OnEval | None = None, on_step: OnStep | None = None,
+) -> LoopState:
+    world, rank = accelerator.num_processes, accelerator.process_index
+    ckpt_root = run.path / "checkpoints"
+    main = accelerator.is_main_process
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_steps, initial=state.step, disable=not main, desc="train", unit="step", dynamic_ncols=True)
+    step_delay = float(os.environ.get("TUNEFORGE_DEBUG_STEP_SLEEP", "0") or 0)
+    model.train()
+    while state.step < n_steps and not state.stopped_early:
+        t0 = time.perf_counter()
+        micro = micro_batches_for_step(state.step, data, cfg, world, seed)
+        batches = []
+        for rows in micro:
+            mine = rows[rank * cfg.batch_size : (rank + 1) * cfg.batch_size]
+            batches.append(collate(data.train, [data.train_rows[r] for r in mine], data.pad_id)
+                           if mine else _dummy_batch(data.pad_id))
+        counts = torch.tensor([sum(b.n_target for b in batches), sum(b.n_tokens for b in batches)],
+                              dtype=torch.float64, device=accelerator.device)
+        counts = accelerator.reduce(counts, "sum")
+        n_target, n_tokens = float(counts[0]), int(counts[1])
+        step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        for i, b in enumerate(batches):
+            sync = i == len(batches) - 1
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+                loss = loss_sum(model, b, prompt_learning)
+                # DDP averages gradients over processes: scale by world so the result is the global token mean.
+                accelerator.backward(loss * (world / max(n_target, 1.0)))
+            step_loss += loss.detach().double()
+        if cfg.max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = float(accelerator.reduce(step_loss, "sum")) / max(n_target, 1.0)
+        state.step += 1
+        state.train_tokens += n_tokens
+        state.train_seconds += time.perf_counter() - t0
+        tok_s = state.train_tokens / max(state.train_seconds, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+        if state.step % cfg.log_every == 0 or state.step == 1 or state.step == n_steps:
+            extra = {"grad_norm": float(grad_norm)} if cfg.max_grad_norm > 0 else {}
+            logger.log(state.step, "train", loss=step_loss, lr=scheduler.get_last_lr()[0],
+                       tokens=state.train_tokens, tokens_per_s=tok_s, **extra)
+        if data.val is not None and (state.step % cfg.eval_every == 0 or state.step == n_steps):
+            _validate(model, accelerator, data, cfg, prompt_learning, logger, state, run, on_eval, bar)
+        if state.step % cfg.save_every == 0 and state.step < n_steps and not state.stopped_early:
+            save_checkpoint(accelerator, model, optimizer, scheduler, state, ckpt_root, cfg.keep_checkpoints)
+        if on_step is not None:
+            on_step(state.step, step_loss)
+        if step_delay:
+            time.sleep(step_delay)
+    bar.close()
+    return state
+
+
+def _validate(model, accelerator, data, cfg, prompt_learning, logger, state: LoopState, run: Run, on_eval, bar) -> None:
+    val_loss = evaluate(model, accelerator, data, cfg.batch_size, prompt_learning)
+    state.last_val_loss, state.last_val_step = val_loss, state.step
+    logger.log(state.step, "val", loss=val_loss)
+    state.history.append({"step": state.step, "val_loss": val_loss})
+    bar.write(f"step {state.step}: validation loss {val_loss:.4f}") if accelerator.is_main_process else None
+    if state.best_val_loss is None or val_loss < state.best_val_loss:
+        state.best_val_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
+        if accelerator.is_main_process:
+            ckpt.save_best(accelerator.unwrap_model(model), run.path / "checkpoints", state.step, val_loss)
+    else:
+        state.bad_evals += 1
+        if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
+            state.stopped_early = True
+            log.info("early stopping at step %d: %d validations without improvement", state.step, state.bad_evals)
+    if on_eval is not None and on_eval(state.step, val_loss):
+        state.stopped_early = True
+
+
+def save_checkpoint(accelerator, model, optimizer, scheduler, state: LoopState, root: Path, keep: int) -> None:
+    from dataclasses import asdict
+
+    tmp = ckpt.tmp_folder(root, state.step)
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(exist_ok=True)
+    accelerator.wait_for_everyone()
+    main_model = accelerator.unwrap_model(model) if accelerator.is_main_process else None
+    ckpt.write_local(tmp, accelerator.process_index, main_model, optimizer, scheduler, asdict(state))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ckpt.finalize(root, state.step, keep)
+    accelerator.wait_for_everyone()
+
+
+def restore_checkpoint(accelerator, model, optimizer, scheduler, root: Path) -> tuple[LoopState, int]:
+    latest = ckpt.latest_checkpoint(root)
+    if latest is None:
+        raise UserError(f"{root}: no complete checkpoint to resume from (train.resume); start without it")
+    saved = ckpt.load_local(latest, accelerator.process_index, accelerator.unwrap_model(model), optimizer, scheduler)
+    state = LoopState(**saved)
+    return state, state.step
+
+
+def set_seed(seed: int) -> None:
+    seed_everything(seed)

@@ -1,0 +1,91 @@
+"""Estimate the memory a training run needs, before it starts, and stop runs that cannot fit.
+
+The estimate adds weights, gradients and AdamW state of the trainable weights, activations kept for
+backward (per token and layer, from the model's shapes; only block inputs with gradient checkpointing),
+and the logits of the tokens that carry loss. It is an estimate (within tens of percent for decoder
+LMs), good enough to say "this will not fit, change X" before minutes of loading and tokenizing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from tuneforge.errors import UserError
+
+GB = 1024**3
+
+
+@dataclass
+class MemoryEstimate:
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    logits: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.logits
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in vars(self).items())
+        return f"{self.total / GB:.2f} GB ({parts} GB)"
+
+
+def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradient_checkpointing: bool,
+                    act_bytes: int = 4) -> MemoryEstimate:
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    grads = sum(p.numel() * p.element_size() for p in trainable)
+    optim = sum(2 * p.numel() * 4 for p in trainable)  # AdamW: two fp32 moments
+    cfg = getattr(model, "config", None)
+    base_cfg = getattr(getattr(model, "base_model", None), "config", cfg) or cfg
+    hidden = getattr(base_cfg, "hidden_size", 1024)
+    inter = getattr(base_cfg, "intermediate_size", 4 * hidden)
+    layers = getattr(base_cfg, "num_hidden_layers", 12)
+    vocab = getattr(base_cfg, "vocab_size", 32000)
+    # Per token and layer: norms, q/k/v/o inputs and outputs, attention output, MLP gate/up/act/down.
+    per_token_layer = (10 * hidden + 4 * inter) * act_bytes
+    if gradient_checkpointing:
+        activations = tokens_per_micro_batch * (layers * hidden * act_bytes + per_token_layer)
+    else:
+        activations = tokens_per_micro_batch * layers * per_token_layer
+    # Logits, their softmax and gradient, in fp32; at most every token carries loss.
+    logits = tokens_per_micro_batch * vocab * 4 * 3
+    return MemoryEstimate(weights, grads, optim, activations, logits)
+
+
+def available_memory(device: torch.device) -> float:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_fits(est: MemoryEstimate, available: float, method: str, batch_size: int, gradient_checkpointing: bool,
+               where: str) -> None:
+    """Raise a UserError with the estimate and what to change when the run would not fit."""
+    if est.total <= available:
+        return
+    fixes = []
+    if batch_size > 1:
+        fixes.append(f"a smaller train.batch_size (now {batch_size}) with more train.grad_accum")
+    if method in ("full", "freeze"):
+        fixes.append("train.method: lora (only adapter weights get gradients and optimizer state)")
+    if not gradient_checkpointing:
+        fixes.append("train.gradient_checkpointing: true")
+    fixes.append("a smaller train.max_length")
+    raise UserError(
+        f"this run needs about {est.describe()} but {available / GB:.2f} GB is available on {where}; "
+        f"try {'; or '.join(fixes)}"
+    )
