@@ -16,8 +16,6 @@ COMMAND_MODULES = (
     "tuneforge.cli.models",
     "tuneforge.cli.config",
     "tuneforge.cli.train",
-    "tuneforge.cli.export",
-    "tuneforge.cli.eval",
 )
 
 DESCRIPTION = """\
