@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "tuneforge.cli.models",
     "tuneforge.cli.config",
     "tuneforge.cli.train",
+    "tuneforge.cli.export",
+    "tuneforge.cli.serve",
 )
 
 DESCRIPTION = """\

@@ -11,10 +11,24 @@ class ServeConfig(Section):
     """The OpenAI-compatible HTTP server. Closed by default."""
 
     host: str = Field("127.0.0.1", description="Bind address. Loopback unless you mean to expose it.")
-    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
     api_key_env: str = Field("TUNEFORGE_API_KEY", description="Environment variable holding the API key.")
     adapters: dict[str, str] = Field(default_factory=dict, description="Served adapters: model name -> adapter folder.")
-    max_tokens: int = Field(512, ge=1, description="Cap on max_tokens per request.")
-    max_concurrent: int = Field(8, ge=1, description="Requests generated at once (batched together).")
+    served_name: str | None = Field(
+        None, description="Model id of the base model in the API. Default: the model name's last path part."
+    )
+    max_tokens: int = Field(512, ge=1, description="Cap on max_tokens per request (larger requests get 400).")
+    max_n: int = Field(4, ge=1, description="Cap on n (answers per prompt).")
+    max_prompts: int = Field(8, ge=1, description="Cap on prompts per /v1/completions request.")
+    max_stop: int = Field(4, ge=0, description="Cap on the number of stop sequences.")
+    max_stop_chars: int = Field(64, ge=1, description="Cap on the length of each stop sequence.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; larger gets 413.")
+    max_concurrent: int = Field(8, ge=1, description="Rows generated at once (batched together).")
     max_queue: int = Field(32, ge=0, description="Requests waiting beyond max_concurrent; more get 429.")
-    request_timeout_s: float = Field(120.0, gt=0, description="Per-request time limit.")
+    batch_window_ms: float = Field(
+        10.0, ge=0, description="How long the batcher waits for more requests to join a batch."
+    )
+    request_timeout_s: float = Field(120.0, gt=0, description="Per-request time limit (504 after it).")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="On Ctrl-C/SIGTERM, how long in-flight requests get to finish."
+    )

@@ -1,0 +1,105 @@
+"""`tuneforge export`: the merged folder loads with plain transformers and behaves like base+adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.export.helpers import make_lora_run
+from tuneforge.cli.main import main
+from tuneforge.export.merge import check_inputs, compare_logits, logits_of
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_model_dir):
+    run = make_lora_run(tmp_path_factory.mktemp("runs") / "lora", tiny_model_dir)
+    assert main(["export", str(run), "--int8", "--gguf", "f32"]) == 0
+    return run
+
+
+def _peft_reference(run, model_dir, tokenizer):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
+    return logits_of(model, check_inputs(tokenizer))
+
+
+def test_merged_folder_loads_with_automodel_and_matches_adapter(exported, tiny_model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(str(exported / "export" / "merged")).eval()
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    inputs = check_inputs(tokenizer)
+    reference = _peft_reference(exported, tiny_model_dir, tokenizer)
+    assert compare_logits(reference, logits_of(merged, inputs))["max_rel_diff"] < 1e-4
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    # The adapter really changed the model (otherwise the check above proves nothing).
+    assert compare_logits(reference, logits_of(base, inputs))["max_abs_diff"] > 1e-2
+
+
+def test_report_has_checks_and_size_table(exported, capsys):
+    report = json.loads((exported / "export" / "export.json").read_text())
+    assert report["merge_check"]["passed"]
+    sizes = report["sizes_bytes"]
+    assert sizes["adapter"] < sizes["merged"]
+    assert sizes["merged-int8"] < sizes["merged"]
+    assert report["gguf_check"]["tokenization_agreement"] == 1.0
+    assert report["gguf_check"]["max_rel_diff"] < 1e-4  # f32 GGUF: exact up to float rounding
+
+
+def test_int8_copy_is_smaller_and_close(exported, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.export.quantize import load_int8_model
+
+    q = load_int8_model(exported / "export" / "merged-int8")
+    assert any(b.dtype == torch.int8 for b in q.buffers())
+    merged = AutoModelForCausalLM.from_pretrained(str(exported / "export" / "merged")).eval()
+    inputs = check_inputs(tokenizer)
+    c = compare_logits(logits_of(merged, inputs), logits_of(q, inputs))
+    assert 0 < c["max_rel_diff"] < 0.05
+
+
+def test_gguf_q8_and_permutation_roundtrip(tmp_path, tiny_model, tokenizer):
+    from tuneforge.export.to_gguf import check_gguf, write_gguf
+
+    path = tmp_path / "m.gguf"
+    info = write_gguf(tiny_model, tokenizer, path, "q8_0", pre="smollm")
+    assert info["tensors"] == 2 + 9 * tiny_model.config.num_hidden_layers
+    check = check_gguf(path, tiny_model, tokenizer)
+    assert check["tokenization_agreement"] == 1.0
+    assert 0 < check["max_rel_diff"] < 0.05  # 8-bit blocks: close, not exact
+
+
+def test_merge_check_rejects_a_bad_merge(tmp_path, tiny_model_dir, monkeypatch):
+    """If merged weights drifted from base+adapter, export refuses and leaves no merged folder."""
+    import tuneforge.export.merge as merge_mod
+    from tuneforge.errors import UserError
+    from tuneforge.runs import open_run
+
+    run = make_lora_run(tmp_path / "lora", tiny_model_dir)
+    real = merge_mod.logits_of
+    calls = {"n": 0}
+
+    def drifting(model, inputs):
+        calls["n"] += 1
+        out = real(model, inputs)
+        return out + 1.0 if calls["n"] == 3 else out  # the reloaded merged model's logits
+
+    monkeypatch.setattr(merge_mod, "logits_of", drifting)
+    weights = merge_mod.run_weights(open_run(run))
+    with pytest.raises(UserError, match="disagrees"):
+        merge_mod.merge_to_folder(weights, tmp_path / "out" / "merged")
+    assert not (tmp_path / "out" / "merged").exists()
+
+
+def test_export_without_weights_is_a_user_error(tmp_path, tiny_model_dir, capsys):
+    from tuneforge.config import dump_recipe, load_recipe
+
+    (tmp_path / "recipe.yaml").write_text(dump_recipe(load_recipe(None, {"model.name": str(tiny_model_dir)})))
+    assert main(["export", str(tmp_path)]) == 2
+    assert "no trained weights" in capsys.readouterr().err

@@ -1,0 +1,146 @@
+"""Int8 weight-only quantization for CPU serving.
+
+Every ``nn.Linear`` inside the transformer blocks is stored as int8 with one float32 scale per output
+channel (symmetric, ``w ~= q * scale``, ``q`` in [-127, 127]); embeddings, norms and the output head stay
+in float32 because they are small (norms) or shared with the input embedding (tied heads). At run time
+the matmul uses torch's CPU int8 weight kernel (``torch._weight_int8pack_mm``), so weights stay int8 in
+memory: about 4x smaller than float32 for the blocks.
+
+The folder is *not* a standard transformers quantization format: it holds ``config.json``, the
+tokenizer, ``model.safetensors`` and ``tuneforge_int8.json``. Load it with :func:`load_int8_model`
+(``tuneforge serve --model FOLDER`` does this automatically).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tuneforge.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+MARKER = "tuneforge_int8.json"
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: returns (int8 [out, in], float32 scale [out])."""
+    import torch
+
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
+
+
+def _int8_linear_class():
+    import torch
+    from torch import nn
+
+    class Int8Linear(nn.Module):
+        """A Linear whose weight stays int8 in memory (CPU int8 kernel; dequantised matmul elsewhere)."""
+
+        def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+            super().__init__()
+            self.in_features = qweight.shape[1]
+            self.out_features = qweight.shape[0]
+            self.register_buffer("qweight", qweight)
+            self.register_buffer("scale", scale)
+            self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shape = x.shape
+            x2 = x.reshape(-1, shape[-1])
+            if x2.device.type == "cpu" and x2.dtype in (torch.float32, torch.bfloat16, torch.float16):
+                y = torch._weight_int8pack_mm(x2.contiguous(), self.qweight, self.scale.to(x2.dtype))
+            else:
+                y = x2 @ (self.qweight.to(x2.dtype) * self.scale.to(x2.dtype)[:, None]).T
+            if self.bias is not None:
+                y = y + self.bias
+            return y.reshape(*shape[:-1], self.out_features)
+
+    return Int8Linear
+
+
+def _block_linears(model: PreTrainedModel) -> list[str]:
+    """Names of the Linear modules inside the transformer blocks (not the embeddings or the head)."""
+    from torch import nn
+
+    layers_prefix = ".layers."
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and layers_prefix in f".{n}"]
+
+
+def _set_module(model: PreTrainedModel, name: str, module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def save_int8(model: PreTrainedModel, tokenizer, out: Path) -> dict:
+    """Quantize ``model``'s block Linears to int8 and write the folder; returns what was quantized."""
+    import torch
+    from safetensors.torch import save_file
+
+    names = _block_linears(model)
+    if not names:
+        raise UserError("int8 export found no Linear layers under `.layers.`; this architecture is not supported")
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    for name in names:
+        q, s = quantize_weight(state.pop(f"{name}.weight"))
+        state[f"{name}.qweight"] = q
+        state[f"{name}.scale"] = s
+    # Tied heads share storage with the embedding; safetensors refuses shared tensors, and the tie is
+    # re-created on load from the config.
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    save_file({k: v.clone() if v.dtype != torch.int8 else v for k, v in state.items()}, str(out / "model.safetensors"))
+    model.config.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    meta = {"format": "tuneforge-int8-weight-only", "granularity": "per-output-channel", "modules": names}
+    (out / MARKER).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def is_int8_folder(path: str | Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def load_int8_model(folder: str | Path, device: str = "cpu") -> PreTrainedModel:
+    """Build the model from its config and load the int8 folder into it (float32 activations)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(folder)
+    meta = json.loads((folder / MARKER).read_text())
+    config = AutoConfig.from_pretrained(str(folder))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = load_file(str(folder / "model.safetensors"), device=device)
+    int8_linear = _int8_linear_class()
+    for name in meta["modules"]:
+        bias = state.get(f"{name}.bias")
+        _set_module(model, name, int8_linear(state[f"{name}.qweight"], state[f"{name}.scale"], bias))
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise UserError(f"{folder}: int8 weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    # Non-persistent buffers (rotary frequencies) were created on the meta device: rebuild the modules
+    # that own them from their config (they hold no weights).
+    for name, module in list(model.named_modules()):
+        own_meta = any(b.is_meta for b in module.buffers(recurse=False))
+        if own_meta and hasattr(module, "config") and not list(module.parameters(recurse=False)):
+            with torch.device(device):
+                _set_module(model, name, type(module)(module.config))
+    leftover = [n for n, b in model.named_buffers() if b.is_meta]
+    if leftover:
+        raise UserError(f"{folder}: could not rebuild buffers {leftover[:3]} for this architecture")
+    return model.eval()

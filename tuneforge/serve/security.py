@@ -1,0 +1,121 @@
+"""Closed by default: API-key checks, body-size limits, and where the key comes from.
+
+The key is compared in constant time (``hmac.compare_digest``) so response timing reveals nothing about
+how much of a guess was right. The server refuses to start without a key unless ``--no-auth`` is given
+and it binds a loopback address only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import os
+from pathlib import Path
+
+from tuneforge.errors import UserError
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_api_key(env_name: str, key_file: str | None, no_auth: bool, host: str) -> str | None:
+    """The API key to require, or None when auth is explicitly off on a loopback host."""
+    if no_auth:
+        if not is_loopback(host):
+            raise UserError(
+                f"--no-auth is only allowed when binding a loopback address (127.0.0.1, ::1), not {host!r}"
+            )
+        return None
+    if key_file:
+        path = Path(key_file)
+        if not path.is_file():
+            raise UserError(f"--api-key-file {path}: file not found")
+        key = path.read_text(encoding="utf-8").strip()
+        if not key:
+            raise UserError(f"--api-key-file {path}: file is empty")
+    else:
+        key = os.environ.get(env_name, "").strip()
+        if not key:
+            raise UserError(
+                f"no API key: set ${env_name} (serve.api_key_env), pass --api-key-file, or use --no-auth "
+                "on a loopback host for local experiments"
+            )
+    if len(key) < 8:
+        raise UserError("the API key is shorter than 8 characters; use a long random key (e.g. `openssl rand -hex 32`)")
+    return key
+
+
+def key_matches(header: str | None, key: str) -> bool:
+    """``Authorization: Bearer <key>``, compared in constant time."""
+    if not header:
+        return False
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(token.strip().encode("utf-8"), key.encode("utf-8"))
+
+
+def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict:
+    """The OpenAI error shape, so official clients raise the matching exception with our message."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class BodyLimit:
+    """ASGI middleware: reject bodies larger than ``limit`` bytes with 413, chunked bodies included.
+
+    The body is read (up to the limit) before the app sees it and replayed, so an oversized upload is
+    refused without the app ever parsing it.
+    """
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._reject(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await self._reject(send)
+                return
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # waits for http.disconnect, as the app expects
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send) -> None:
+        payload = json.dumps(error_body(
+            f"request body larger than the server's limit of {self.limit} bytes (serve.max_body_bytes)",
+            "invalid_request_error", "body_too_large",
+        )).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})

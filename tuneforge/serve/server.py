@@ -1,0 +1,81 @@
+"""Assemble and run the server: load the base model once, register adapters, start uvicorn."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneforge.config.recipe import ModelConfig
+from tuneforge.errors import UserError
+from tuneforge.serve.config import ServeConfig
+
+log = logging.getLogger(__name__)
+
+PROMPT_LEARNING = {"PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "ADAPTION_PROMPT"}
+
+
+@dataclass
+class Served:
+    app: object
+    engine: object
+    base_id: str
+
+
+def check_adapter(name: str, folder: str | Path) -> Path:
+    """Validate an adapter folder at startup (its weights load lazily on first request)."""
+    path = Path(folder)
+    cfg_file = path / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"adapter {name!r}: {path} is not a PEFT adapter folder (no adapter_config.json)")
+    if not any((path / f).is_file() for f in ("adapter_model.safetensors",)):
+        raise UserError(f"adapter {name!r}: {path} has no adapter_model.safetensors")
+    kind = str(json.loads(cfg_file.read_text()).get("peft_type", "")).upper()
+    if kind in PROMPT_LEARNING:
+        raise UserError(f"adapter {name!r}: {kind} adapters cannot be served (they change the prompt, not weights); "
+                        "serve LoRA-family adapters")
+    return path
+
+
+def base_id_for(model_name: str, served_name: str | None) -> str:
+    if served_name:
+        return served_name
+    path = Path(model_name)
+    return path.stem if path.suffix == ".gguf" else (path.name or model_name)
+
+
+def load_base(model: ModelConfig):
+    """The base model and tokenizer; int8 folders written by `tuneforge export --int8` are recognised."""
+    from tuneforge.export.quantize import is_int8_folder, load_int8_model
+    from tuneforge.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model.name, model.trust_remote_code)
+    if is_int8_folder(model.name):
+        return load_int8_model(model.name), tokenizer
+    return load_model(model.model_copy(update={"adapter": None})), tokenizer
+
+
+def build(model: ModelConfig, cfg: ServeConfig, api_key: str | None, loaded=None) -> Served:
+    """Create the engine and app. ``loaded`` = (model, tokenizer) to reuse an already loaded base."""
+    from tuneforge.serve.app import create_app
+    from tuneforge.serve.engine import Engine
+
+    adapters = {name: check_adapter(name, folder) for name, folder in cfg.adapters.items()}
+    base_id = base_id_for(model.name, cfg.served_name)
+    if base_id in adapters:
+        raise UserError(f"adapter name {base_id!r} is also the base model's id; rename it or set serve.served_name")
+    net, tokenizer = loaded if loaded is not None else load_base(model)
+    engine = Engine(net, tokenizer, adapters, max_batch=cfg.max_concurrent, batch_window_s=cfg.batch_window_ms / 1000)
+    return Served(create_app(engine, cfg, base_id, api_key), engine, base_id)
+
+
+def serve_forever(served: Served, cfg: ServeConfig) -> None:
+    """Run uvicorn; Ctrl-C/SIGTERM stop accepting, let in-flight requests finish, then drain the engine."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        served.app, host=cfg.host, port=cfg.port, log_level="info",
+        timeout_graceful_shutdown=int(cfg.shutdown_timeout_s), server_header=False,
+    )
+    uvicorn.Server(config).run()
