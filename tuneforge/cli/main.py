@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "tuneforge.cli.train",
     "tuneforge.cli.export",
     "tuneforge.cli.serve",
+    "tuneforge.cli.rag",
 )
 
 DESCRIPTION = """\

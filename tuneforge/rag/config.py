@@ -2,16 +2,49 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from tuneforge.config.base import Section
 
 
 class RagConfig(Section):
-    """Retrieval-augmented generation: index location, embedder and retrieval."""
+    """Retrieval-augmented generation: index location, embedder, chunking, retrieval and answers."""
 
     index_dir: str = Field("runs/rag-index", description="Folder of the persistent vector store.")
-    embedding_model: str = Field("all-minilm-l6-v2", description="Bundled embedder name or a local sentence-transformers folder.")
-    chunk_tokens: int = Field(256, ge=16, description="Chunk size in embedder tokens.")
+    store: Literal["lancedb"] = Field(
+        "lancedb",
+        description="Vector store backend. lancedb: embedded, on disk, no server (see README for why).",
+    )
+    embedding_model: str = Field(
+        "all-minilm-l6-v2", description="Bundled embedder name or a local sentence-transformers folder."
+    )
+    embedding_batch_size: int = Field(64, ge=1, description="Chunks embedded per batch while indexing.")
+    chunk_tokens: int = Field(
+        200, ge=16, description="Chunk size in embedder tokens (capped at the embedder's max sequence length)."
+    )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
     top_k: int = Field(4, ge=1, description="Chunks retrieved per question.")
+    ann_min_rows: int = Field(
+        5_000,
+        ge=256,
+        description="Build an approximate (IVF-HNSW) index once the store holds this many chunks; "
+        "below it, search is exact and already fast.",
+    )
+    ann_ef: int = Field(64, ge=1, description="HNSW search breadth with an ANN index (higher: better recall, slower).")
+    ann_nprobes: int = Field(20, ge=1, description="IVF partitions searched with an ANN index.")
+    max_context_tokens: int = Field(
+        1024, ge=64, description="Most model tokens of retrieved text put in the prompt (lowest-ranked chunks cut first)."
+    )
+    max_new_tokens: int = Field(128, ge=1, description="Tokens generated per answer.")
+    batch_size: int = Field(8, ge=1, description="Questions answered per generation batch in `rag eval`.")
+    qa_file: str = Field(
+        "pydoc-topics",
+        description="QA pairs for `rag eval`: a bundled set name (pydoc-topics) or a JSONL file with "
+        "question, answer, doc_id and gold (the answer-bearing span of the document).",
+    )
+    max_questions: int | None = Field(None, ge=1, description="Evaluate at most this many QA pairs.")
+    answer_mode: Literal["generate", "retrieval-only"] = Field(
+        "generate", description="rag eval: retrieval-only skips answer generation (recall@k and MRR only)."
+    )

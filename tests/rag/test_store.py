@@ -1,0 +1,93 @@
+"""Index, update and delete on the real embedded store, checked through retrieval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tuneforge.errors import UserError
+from tuneforge.rag.documents import Document
+from tuneforge.rag.index import index_documents
+from tuneforge.rag.store import ChunkRow, LanceStore, open_store
+
+from .conftest import topic
+
+TOPICS = ["pass", "break", "del", "return", "lambda"]
+
+
+def _docs() -> list[Document]:
+    return [Document(doc_id=f"pydoc-topics/{t}", text=topic(t), title=t) for t in TOPICS]
+
+
+def _ids(store, embedder, question, k=5):
+    return [h.doc_id for h in store.search(embedder.embed_query(question), k)]
+
+
+def test_index_is_idempotent_and_retrieves_the_right_document(rag_config, embedder):
+    store = open_store(rag_config, embedder.name, embedder.dim, create=True)
+    first = index_documents(store, embedder, _docs(), 64, 16, progress=False)
+    assert sorted(first.added) == sorted(f"pydoc-topics/{t}" for t in TOPICS)
+    assert first.total_chunks == store.count() > len(TOPICS)
+    again = index_documents(store, embedder, _docs(), 64, 16, progress=False)
+    assert again.chunks_written == 0 and len(again.unchanged) == len(TOPICS)
+    assert store.count() == first.total_chunks
+    assert _ids(store, embedder, "Which exception is raised when deleting an unbound name?")[0] == "pydoc-topics/del"
+
+
+def test_changed_document_replaces_all_its_chunks(rag_config, embedder):
+    store = open_store(rag_config, embedder.name, embedder.dim, create=True)
+    index_documents(store, embedder, _docs(), 64, 16, progress=False)
+    before = store.documents()["pydoc-topics/return"].chunks
+    assert before > 1
+    shorter = Document(doc_id="pydoc-topics/return", text="The return statement ends a function call.", title="return")
+    report = index_documents(store, embedder, [shorter], 64, 16, progress=False)
+    assert report.updated == ["pydoc-topics/return"]
+    chunks = store.chunks_of("pydoc-topics/return")
+    assert [c.text for c in chunks] == [shorter.text]
+    hits = store.search(embedder.embed_query("StopIteration generator return"), 20)
+    assert not any("StopIteration" in h.text for h in hits if h.doc_id == "pydoc-topics/return")
+
+
+def test_deleted_document_is_never_retrieved_again_even_after_reopening(rag_config, embedder):
+    store = open_store(rag_config, embedder.name, embedder.dim, create=True)
+    index_documents(store, embedder, _docs(), 64, 16, progress=False)
+    question = "What happens when a pass statement is executed?"
+    assert _ids(store, embedder, question)[0] == "pydoc-topics/pass"
+    removed = store.delete_documents(["pydoc-topics/pass"])
+    assert removed > 0
+    store.optimize()
+    total = store.count()
+    for s in (store, open_store(rag_config, embedder.name)):  # this handle, and a fresh one
+        assert "pydoc-topics/pass" not in s.documents()
+        assert s.count() == total
+        assert "pydoc-topics/pass" not in _ids(s, embedder, question, k=total)
+    # Old table versions (which still held the text) are gone from disk too.
+    assert len(LanceStore(rag_config.index_dir, embedder.dim).table.list_versions()) == 1
+
+
+def test_store_refuses_another_embedder_and_missing_index(rag_config, embedder):
+    with pytest.raises(UserError, match="no RAG index"):
+        open_store(rag_config)
+    open_store(rag_config, embedder.name, embedder.dim, create=True)
+    with pytest.raises(UserError, match="built with embedder"):
+        open_store(rag_config, "some/other-model", 768)
+
+
+def test_ann_index_keeps_deletes_and_finds_new_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(600, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [ChunkRow(f"d{i // 2}#{i % 2}", f"d{i // 2}", i % 2, "", "", f"text {i}", 0, 1, "h") for i in range(600)]
+    store = LanceStore(tmp_path / "ann", 32, ann_min_rows=256)
+    store.add(rows, vectors)
+    store.optimize()
+    assert store.has_ann_index()
+    assert store.search(vectors[10], 1)[0].chunk_id == "d5#0"
+    store.delete_documents(["d5"])
+    assert all(h.doc_id != "d5" for h in store.search(vectors[10], 50))
+    extra = rng.normal(size=(1, 32)).astype(np.float32)
+    extra /= np.linalg.norm(extra)
+    store.add([ChunkRow("new#0", "new", 0, "", "", "new", 0, 1, "h")], extra)  # after the index was built
+    assert store.search(extra[0], 1)[0].chunk_id == "new#0"
+    reopened = LanceStore(tmp_path / "ann", 32, ann_min_rows=256)
+    assert all(h.doc_id != "d5" for h in reopened.search(vectors[10], 50))

@@ -1,0 +1,181 @@
+"""The RAG pieces wired together from a recipe: what the CLI (and other stages) call.
+
+* :func:`index_sources` — ingest files, folders or bundled sets into ``rag.index_dir``;
+* :func:`delete_sources` — forget documents by id, file or folder;
+* :func:`ask` — retrieve and answer one question with citations;
+* :func:`evaluate_rag` — recall@k, MRR and answer accuracy, written as "base + RAG" / "tuned + RAG" rows
+  of ``<run>/eval/results.json`` for `tuneforge compare`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tuneforge.errors import UserError
+from tuneforge.rag.documents import file_id, load_documents
+from tuneforge.rag.embed import Embedder
+from tuneforge.rag.index import IndexReport, index_documents
+from tuneforge.rag.store import VectorStore, open_store
+
+if TYPE_CHECKING:
+    from tuneforge.config.recipe import Recipe
+    from tuneforge.rag.answer import RagAnswer
+    from tuneforge.rag.config import RagConfig
+    from tuneforge.runs import Run
+
+log = logging.getLogger(__name__)
+
+
+def load_embedder(cfg: RagConfig) -> Embedder:
+    return Embedder(cfg.embedding_model, batch_size=cfg.embedding_batch_size)
+
+
+def open_index(cfg: RagConfig, embedder: Embedder | None = None, create: bool = False) -> tuple[VectorStore, Embedder]:
+    """The store in ``cfg.index_dir`` and the embedder that built it."""
+    embedder = embedder or load_embedder(cfg)
+    return open_store(cfg, embedder.name, embedder.dim, create=create), embedder
+
+
+def index_sources(cfg: RagConfig, sources: list[str], embedder: Embedder | None = None,
+                  progress: bool = True) -> IndexReport:
+    """Ingest ``sources`` (files, folders, bundled set names); changed documents replace their chunks."""
+    docs = load_documents(sources)
+    store, embedder = open_index(cfg, embedder, create=True)
+    return index_documents(store, embedder, docs, cfg.chunk_tokens, cfg.chunk_overlap, progress=progress)
+
+
+def resolve_doc_ids(known: list[str], targets: list[str]) -> list[str]:
+    """Document ids named by ``targets``: exact ids, files (by their stable id), folders or ``prefix/*``."""
+    found: list[str] = []
+    for target in targets:
+        matches: list[str] = []
+        if target in known:
+            matches = [target]
+        elif target.endswith("*"):
+            matches = [d for d in known if d.startswith(target[:-1])]
+        else:
+            path = Path(target)
+            if path.exists():
+                fid = file_id(path)
+                if path.is_dir():
+                    matches = [d for d in known if d.startswith(fid.rstrip("/") + "/")]
+                else:  # a file, and the documents of its JSONL lines
+                    matches = [d for d in known if d == fid or d.startswith(fid + "#")]
+        if not matches:
+            close = difflib.get_close_matches(target, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see `tuneforge rag list`"
+            raise UserError(f"{target}: no such document in the index{hint}")
+        found += [m for m in matches if m not in found]
+    return found
+
+
+def delete_sources(cfg: RagConfig, targets: list[str]) -> dict[str, int]:
+    """Delete documents (and every chunk of them) durably; return chunks removed per document."""
+    store = open_store(cfg)
+    docs = store.documents()
+    ids = resolve_doc_ids(sorted(docs), targets)
+    store.delete_documents(ids)
+    store.optimize()  # also drops old table versions, so the deleted text is gone from disk too
+    return {d: docs[d].chunks for d in ids}
+
+
+def load_answer_model(recipe: Recipe, adapter: str | None = None):
+    """Tokenizer and model (with ``adapter`` when given; ``""`` forces the bare base model)."""
+    from tuneforge.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
+    model = load_model(recipe.model, adapter=adapter)
+    return tokenizer, model
+
+
+def ask(recipe: Recipe, question: str, generate: bool = True) -> RagAnswer:
+    """Retrieve ``rag.top_k`` chunks and answer with the base model or the recipe's adapter."""
+    from tuneforge.rag.answer import RagAnswer, answer_question, retrieve
+
+    cfg = recipe.rag
+    store, embedder = open_index(cfg)
+    if store.count() == 0:
+        raise UserError(f"{cfg.index_dir}: the index is empty; add documents with `tuneforge rag index`")
+    if not generate:
+        return RagAnswer(question, "", retrieve(store, embedder, question, cfg.top_k))
+    tokenizer, model = load_answer_model(recipe)
+    return answer_question(model, tokenizer, store, embedder, question, k=cfg.top_k,
+                           max_new_tokens=cfg.max_new_tokens, max_context_tokens=cfg.max_context_tokens)
+
+
+def evaluate_rag(recipe: Recipe, run: Run) -> dict[str, dict[str, float]]:
+    """Score retrieval, then answers of the base model (and the tuned one, given an adapter), with RAG.
+
+    Writes ``eval/results.json`` rows, ``eval/rag_predictions.jsonl`` and metrics.jsonl entries in the
+    run folder; returns {system: {metric: value}}.
+    """
+    from tuneforge.eval.results import MetricValue, ResultRow, write_results
+    from tuneforge.rag.answer import build_messages, generate_answers
+    from tuneforge.rag.evaluate import contains_answer, evaluate_retrieval, load_qa, mean_with_ci, token_f1
+
+    cfg = recipe.rag
+    pairs, qa_path = load_qa(cfg.qa_file)
+    if cfg.max_questions:
+        pairs = pairs[: cfg.max_questions]
+    run.add_inputs([qa_path])
+    store, embedder = open_index(cfg)
+    retrieval = evaluate_retrieval(store, embedder, pairs, cfg.top_k)
+    if retrieval.missing_gold:
+        log.warning("gold passage not in the index for %d questions: %s", len(retrieval.missing_gold),
+                    ", ".join(retrieval.missing_gold[:10]))
+    seed = recipe.run.seed
+    task = f"rag:{Path(qa_path).stem}"
+    retrieval_metrics: dict[str, MetricValue] = {}
+    for k in sorted({1, cfg.top_k, 10}):
+        m, lo, hi = mean_with_ci(retrieval.recall_at(k), seed)
+        retrieval_metrics[f"recall@{k}"] = MetricValue(m, lo, hi, len(pairs))
+    m, lo, hi = mean_with_ci(retrieval.reciprocal_ranks(), seed)
+    retrieval_metrics["mrr"] = MetricValue(m, lo, hi, len(pairs))
+    summary: dict[str, dict[str, float]] = {}
+    systems = [("base + RAG", "")]
+    if recipe.model.adapter:
+        systems.append(("tuned + RAG", recipe.model.adapter))
+    rows: list[ResultRow] = []
+    if cfg.answer_mode == "retrieval-only":
+        systems = [("retrieval", None)]
+    predictions: list[dict] = []
+    for system, adapter in systems:
+        metrics = dict(retrieval_metrics)
+        prompt_tokens = None
+        if adapter is not None:
+            tokenizer, model = load_answer_model(recipe, adapter=adapter)
+            conversations = [build_messages(qa.question, hits[: cfg.top_k], tokenizer, cfg.max_context_tokens)
+                             for qa, hits in zip(pairs, retrieval.hits, strict=True)]
+            answers = generate_answers(model, tokenizer, conversations, cfg.max_new_tokens, cfg.batch_size)
+            acc = [contains_answer(a, qa.answer) for a, qa in zip(answers, pairs, strict=True)]
+            f1 = [token_f1(a, qa.answer) for a, qa in zip(answers, pairs, strict=True)]
+            for name, values in (("answer_accuracy", acc), ("token_f1", f1)):
+                m, lo, hi = mean_with_ci(values, seed)
+                metrics[name] = MetricValue(m, lo, hi, len(pairs))
+            prompt_tokens = sum(
+                len(tokenizer(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False),
+                              add_special_tokens=False)["input_ids"]) for c in conversations
+            ) / len(conversations)
+            for qa, hits, answer, a, f in zip(pairs, retrieval.hits, answers, acc, f1, strict=True):
+                predictions.append({"system": system, "id": qa.qid, "question": qa.question, "reference": qa.answer,
+                                    "prediction": answer, "correct": a, "token_f1": f,
+                                    "retrieved": [h.chunk_id for h in hits[: cfg.top_k]]})
+            del model
+        rows.append(ResultRow(system=system, task=task, metrics=metrics, prompt_tokens_per_request=prompt_tokens,
+                              extra={"top_k": cfg.top_k, "index_dir": str(cfg.index_dir),
+                                     "embedding_model": cfg.embedding_model, "chunks": store.count()}))
+        summary[system] = {k: v.value for k, v in metrics.items()}
+        run.log_metrics(split="rag", system=system, **summary[system])
+    if cfg.answer_mode == "retrieval-only":
+        for qa, hits, rank in zip(pairs, retrieval.hits, retrieval.ranks, strict=True):
+            predictions.append({"system": "retrieval", "id": qa.qid, "question": qa.question, "gold_rank": rank,
+                                "retrieved": [h.chunk_id for h in hits[: cfg.top_k]]})
+    write_results(run.path, rows)
+    with open(run.file("eval", "rag_predictions.jsonl"), "w", encoding="utf-8") as f:
+        for p in predictions:
+            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    return summary

@@ -1,0 +1,277 @@
+"""The vector store interface, and its default embedded implementation on LanceDB.
+
+A store holds chunks (id, document id, title, source, text, offsets, document hash, vector) and
+answers three questions: which documents do you hold (with their content hashes, so the indexer can
+skip unchanged ones), what are the k nearest chunks to this vector, and forget this document.
+:class:`VectorStore` is the whole contract; a server-backed store (pgvector, Qdrant) for data that
+outgrows one machine implements the same methods and registers in :data:`STORES`.
+
+The index folder also holds ``index.json``: which embedder and chunking built the vectors, so a
+query with a different embedder is refused instead of silently returning nonsense.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneforge.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tuneforge.rag.config import RagConfig
+
+log = logging.getLogger(__name__)
+
+META_FILE = "index.json"
+
+
+@dataclass
+class Hit:
+    chunk_id: str
+    doc_id: str
+    title: str
+    source: str
+    text: str
+    score: float  # cosine similarity, higher is closer
+    start: int = 0
+    end: int = 0
+
+
+@dataclass
+class ChunkRow:
+    chunk_id: str
+    doc_id: str
+    chunk_index: int
+    title: str
+    source: str
+    text: str
+    start: int
+    end: int
+    doc_hash: str
+
+
+@dataclass
+class DocInfo:
+    doc_id: str
+    doc_hash: str
+    title: str
+    source: str
+    chunks: int
+
+
+class VectorStore(ABC):
+    """What the indexer, retriever and CLI need from a vector store."""
+
+    @abstractmethod
+    def documents(self) -> dict[str, DocInfo]:
+        """Every document held, by id."""
+
+    @abstractmethod
+    def add(self, rows: list[ChunkRow], vectors: np.ndarray) -> None:
+        """Append chunks (the caller deletes a document's old chunks first)."""
+
+    @abstractmethod
+    def delete_documents(self, doc_ids: list[str]) -> int:
+        """Remove every chunk of these documents, durably; return how many chunks went."""
+
+    @abstractmethod
+    def chunks_of(self, doc_id: str) -> list[ChunkRow]:
+        """Every chunk of one document, in order (without vectors)."""
+
+    @abstractmethod
+    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+        """The k chunks nearest to ``vector``, best first."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of chunks held."""
+
+    def optimize(self) -> None:  # noqa: B027 - optional for backends that maintain themselves
+        """Compact storage and bring ANN indexes up to date after writes (optional)."""
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class LanceStore(VectorStore):
+    """Chunks in one LanceDB table on local disk: embedded (no server), columnar, versioned.
+
+    Deletes write deletion vectors that every later scan and ANN search honours, and are committed to
+    disk before returning, so a deleted document is gone for every process that opens the folder. Below
+    ``ann_min_rows`` chunks search is exact (a flat scan); above, an IVF-HNSW index with scalar
+    quantisation is built, and rows added after it are still found (LanceDB scans the unindexed tail).
+    """
+
+    TABLE = "chunks"
+
+    def __init__(self, folder: str | Path, dim: int, ann_min_rows: int = 5_000, ef: int = 64, nprobes: int = 20):
+        import lancedb
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.dim = dim
+        self.ann_min_rows = ann_min_rows
+        self.ef = ef
+        self.nprobes = nprobes
+        self.db = lancedb.connect(str(self.folder / "lance"))
+        self.table = self._open_or_create()
+
+    def _schema(self):
+        import pyarrow as pa
+
+        return pa.schema([
+            pa.field("chunk_id", pa.string()),
+            pa.field("doc_id", pa.string()),
+            pa.field("chunk_index", pa.int32()),
+            pa.field("title", pa.string()),
+            pa.field("source", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("start", pa.int64()),
+            pa.field("end", pa.int64()),
+            pa.field("doc_hash", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), self.dim)),
+        ])
+
+    def _open_or_create(self):
+        names = self.db.list_tables()
+        names = getattr(names, "tables", names)
+        if self.TABLE in names:
+            table = self.db.open_table(self.TABLE)
+            have = table.schema.field("vector").type.list_size
+            if have != self.dim:
+                raise UserError(f"{self.folder}: index holds {have}-d vectors but the embedder makes {self.dim}-d ones")
+            return table
+        return self.db.create_table(self.TABLE, schema=self._schema())
+
+    def documents(self) -> dict[str, DocInfo]:
+        cols = ["doc_id", "doc_hash", "title", "source"]
+        data = self.table.search().select(cols).limit(None).to_arrow().to_pylist() if self.count() else []
+        out: dict[str, DocInfo] = {}
+        for row in data:
+            info = out.get(row["doc_id"])
+            if info is None:
+                out[row["doc_id"]] = DocInfo(row["doc_id"], row["doc_hash"], row["title"], row["source"], 1)
+            else:
+                info.chunks += 1
+        return out
+
+    def add(self, rows: list[ChunkRow], vectors: np.ndarray) -> None:
+        import pyarrow as pa
+
+        if not rows:
+            return
+        if vectors.shape != (len(rows), self.dim):
+            raise ValueError(f"expected {len(rows)}x{self.dim} vectors, got {vectors.shape}")
+        columns: dict[str, Any] = {
+            name: [getattr(r, name) for r in rows]
+            for name in ("chunk_id", "doc_id", "chunk_index", "title", "source", "text", "start", "end", "doc_hash")
+        }
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype("float32").ravel()), self.dim)
+        self.table.add(pa.table(columns, schema=self._schema()))
+
+    def delete_documents(self, doc_ids: list[str]) -> int:
+        if not doc_ids:
+            return 0
+        before = self.count()
+        for start in range(0, len(doc_ids), 500):  # keep each predicate a reasonable size
+            batch = doc_ids[start:start + 500]
+            self.table.delete(f"doc_id IN ({', '.join(_sql_str(d) for d in batch)})")
+        return before - self.count()
+
+    def chunks_of(self, doc_id: str) -> list[ChunkRow]:
+        cols = ["chunk_id", "doc_id", "chunk_index", "title", "source", "text", "start", "end", "doc_hash"]
+        rows = self.table.search().where(f"doc_id = {_sql_str(doc_id)}").select(cols).limit(None).to_arrow().to_pylist()
+        return sorted((ChunkRow(**r) for r in rows), key=lambda r: r.chunk_index)
+
+    def count(self) -> int:
+        return int(self.table.count_rows())
+
+    def has_ann_index(self) -> bool:
+        return any(ix.columns == ["vector"] for ix in self.table.list_indices())
+
+    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+        if self.count() == 0:
+            return []
+        query = self.table.search(vector.astype("float32"), vector_column_name="vector").metric("cosine").limit(k)
+        if self.has_ann_index():
+            query = query.nprobes(self.nprobes).ef(self.ef)
+        cols = ["chunk_id", "doc_id", "title", "source", "text", "start", "end", "_distance"]
+        rows = query.select(cols).to_arrow().to_pylist()
+        return [
+            Hit(r["chunk_id"], r["doc_id"], r["title"], r["source"], r["text"], 1.0 - float(r["_distance"]),
+                int(r["start"]), int(r["end"]))
+            for r in rows
+        ]
+
+    def optimize(self) -> None:
+        """Build the ANN index once the table is big enough; otherwise fold new rows into it and compact."""
+        n = self.count()
+        if n >= self.ann_min_rows and not self.has_ann_index():
+            log.info("building IVF_HNSW_SQ index over %d chunks", n)
+            from lancedb.index import IvfHnswSq
+
+            self.table.create_index("vector", config=IvfHnswSq(distance_type="cosine"))
+        import datetime as dt
+        import warnings
+
+        # Compacts small fragments, folds unindexed rows into the ANN index, and drops old versions so
+        # deleted text does not linger on disk in earlier table versions (a delete must really delete).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "removes every version except the latest": that is the point
+            self.table.optimize(cleanup_older_than=dt.timedelta(seconds=0), delete_unverified=True)
+
+
+STORES = {"lancedb": LanceStore}
+
+
+def read_meta(folder: str | Path) -> dict[str, Any] | None:
+    path = Path(folder) / META_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_meta(folder: str | Path, meta: dict[str, Any]) -> None:
+    path = Path(folder) / META_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def open_store(
+    config: RagConfig, embedder: str | None = None, dim: int | None = None, create: bool = False
+) -> VectorStore:
+    """Open the store in ``config.index_dir`` (or create it, given the embedder's name and ``dim``).
+
+    When ``embedder`` is given, an index built by another embedder is refused: its vectors would not be
+    comparable with the query's.
+    """
+    folder = Path(config.index_dir)
+    meta = read_meta(folder)
+    if meta is None:
+        if not create or embedder is None or dim is None:
+            raise UserError(f"{folder}: no RAG index here; build one with `tuneforge rag index pydoc-topics`")
+        meta = {"store": config.store, "embedding_model": embedder, "dim": dim,
+                "chunk_tokens": config.chunk_tokens, "chunk_overlap": config.chunk_overlap}
+        write_meta(folder, meta)
+    elif embedder is not None and meta.get("embedding_model") != embedder:
+        raise UserError(
+            f"{folder}: index was built with embedder {meta.get('embedding_model')!r}, not {embedder!r}; "
+            f"set rag.embedding_model to match, or use another rag.index_dir"
+        )
+    store_cls = STORES.get(meta.get("store", config.store))
+    if store_cls is None:
+        raise UserError(f"{folder}: unknown store {meta.get('store')!r}; known: {', '.join(STORES)}")
+    return store_cls(folder, int(meta["dim"]), ann_min_rows=config.ann_min_rows, ef=config.ann_ef,
+                     nprobes=config.ann_nprobes)
+
+
+def remove_index(folder: str | Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
