@@ -15,6 +15,7 @@ from tuneforge.errors import UserError
 COMMAND_MODULES = (
     "tuneforge.cli.models",
     "tuneforge.cli.config",
+    "tuneforge.cli.data",
     "tuneforge.cli.train",
     "tuneforge.cli.export",
     "tuneforge.cli.serve",
