@@ -1,0 +1,208 @@
+"""Sequential (staged) fine-tuning: general -> domain -> sub-domain, each stage starting from the last.
+
+``run_stages(recipe, run)`` trains ``recipe.stages`` in order. Each stage has its own data and train
+overrides and starts from the previous stage's result:
+
+- ``start_from: merged``: the previous stage's adapter is merged into the weights and the stage trains
+  a fresh adapter on top (full fine-tuning stages simply continue from the saved weights);
+- ``start_from: adapter``: the stage keeps training the previous stage's adapter on the same base.
+
+``replay`` mixes a share of earlier stages' training data into a stage's training set to curb
+forgetting. Before the first stage, the base model is scored on every stage's test set; after stage k
+it is scored on the test sets of stages 1..k. The report (``<run>/report.md``, ``<run>/strategy.json``,
+rows in ``<run>/eval/results.json``) shows, stage by stage, what was gained on the new task and what was
+forgotten on the earlier ones. Each stage's training run lives in ``<run>/stages/<k>-<name>/``; the
+final weights (every merged stage plus the last adapter, merged) are saved to ``<run>/model``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneforge.config.recipe import Recipe
+from tuneforge.errors import UserError
+from tuneforge.train.mixture import draw, read_jsonl, write_jsonl
+from tuneforge.train.stages_common import child_run, write_json
+from tuneforge.train.stages_report import forgetting_table, stages_markdown
+
+if TYPE_CHECKING:
+    from tuneforge.runs import Run
+    from tuneforge.train.mixture_run import TaskFiles
+
+log = logging.getLogger(__name__)
+
+PEFT = ("lora", "qlora", "ia3", "prompt_tuning", "prefix_tuning")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@dataclass
+class StagePlan:
+    index: int  # 1-based
+    name: str
+    recipe: Recipe  # the recipe this stage trains with (its data, its merged train section)
+    start_from: str
+    replay: float
+
+    @property
+    def folder(self) -> str:
+        return f"{self.index}-{self.name}"
+
+
+def plan_stages(recipe: Recipe) -> list[StagePlan]:
+    """Resolve every stage's recipe up front, so a bad stage fails before any training."""
+    if not recipe.stages:
+        raise UserError("the recipe has no stages; list them under stages: (see examples/sequential.yaml)")
+    names = [s.name for s in recipe.stages]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UserError(f"stages: names must be unique; repeated: {', '.join(dupes)}")
+    base = recipe.model_dump(mode="json")
+    plans: list[StagePlan] = []
+    for i, stage in enumerate(recipe.stages, 1):
+        data = {**base, "data": stage.data.model_dump(mode="json"), "stages": None, "mixture": None, "tune": None,
+                "train": _merge(base["train"], stage.train)}
+        stage_recipe = Recipe.model_validate(data)
+        if i > 1 and stage.start_from == "adapter":
+            prev = plans[-1].recipe.train.method
+            method = stage_recipe.train.method
+            if method not in PEFT or method != prev:
+                raise UserError(
+                    f"stages[{i - 1}] ({stage.name}): start_from adapter continues the previous stage's adapter, "
+                    f"so both stages need the same adapter method (got {prev} then {method}); use start_from: merged"
+                )
+        plans.append(StagePlan(i, stage.name, stage_recipe, stage.start_from if i > 1 else "merged", stage.replay))
+    return plans
+
+
+def replay_rows(stage_rows: list[dict[str, Any]], earlier: list[Path], share: float, seed: int) -> list[dict[str, Any]]:
+    """``stage_rows`` plus earlier stages' examples making up ``share`` of the result, shuffled.
+
+    Earlier stages contribute equally (each keeps its own task tag), so the oldest stage is not left out.
+    """
+    if share <= 0 or not earlier:
+        return stage_rows
+    rng = random.Random(seed)
+    n_replay = round(len(stage_rows) * share / (1 - share))
+    per, extra = divmod(n_replay, len(earlier))
+    rows = list(stage_rows)
+    for j, path in enumerate(earlier):
+        pool = read_jsonl(path)
+        rows += draw(pool, per + (1 if j < extra else 0), rng)
+    rng.shuffle(rows)
+    return rows
+
+
+@dataclass
+class _Current:
+    """What the next stage starts from.
+
+    ``weights``: everything so far merged into plain weights. ``adapter`` and ``adapter_base``: the last
+    stage's adapter and the weights it applies to, so a stage can keep training that adapter instead.
+    """
+
+    weights: Any
+    adapter: Path | None = None
+    adapter_base: Any = None
+
+
+def _continues_adapter(current: _Current, plan: StagePlan) -> bool:
+    return plan.start_from == "adapter" and current.adapter is not None
+
+
+def _stage_model(current: _Current, plan: StagePlan):
+    """The (copied) model handed to train(): merged weights, or the adapter's base + the adapter, trainable."""
+    if not _continues_adapter(current, plan):
+        return copy.deepcopy(current.weights)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(copy.deepcopy(current.adapter_base), str(current.adapter), is_trainable=True)
+
+
+def _after(current: _Current, plan: StagePlan, output_dir: Path, method: str) -> tuple[_Current, Any]:
+    """(what the next stage starts from, the model to score now) after a stage trained into output_dir."""
+    from tuneforge.models import load_model
+
+    if method not in PEFT:
+        tuned = load_model(plan.recipe.model.model_copy(update={"name": str(output_dir), "adapter": None}))
+        return _Current(tuned), tuned
+    from peft import PeftModel
+
+    trained_on = current.adapter_base if _continues_adapter(current, plan) else current.weights
+    scored = PeftModel.from_pretrained(copy.deepcopy(trained_on), str(output_dir)).eval()
+    # The next stage decides between merged weights and the adapter; keep both possible.
+    merged = copy.deepcopy(scored).merge_and_unload().eval()
+    return _Current(merged, adapter=output_dir, adapter_base=trained_on), scored
+
+
+def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+    """Train every stage in order; score after each; write the gained/forgotten report."""
+    from tuneforge.eval.results import write_results
+    from tuneforge.models import load_model, load_tokenizer
+    from tuneforge.train import train
+    from tuneforge.train.mixture_run import prepare_task, score_tasks
+
+    plans = plan_stages(recipe)
+    tokenizer = tokenizer or load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
+    # All data first: a data problem in stage 3 should not surface after two stages of training.
+    tasks: dict[str, TaskFiles] = {}
+    for p in plans:
+        tasks[p.name] = prepare_task(p.name, p.recipe.data, run.path / "stages" / p.folder / "data", tokenizer,
+                                     recipe.run.seed)
+    run.add_inputs([t.train for t in tasks.values()] + [t.test for t in tasks.values()])
+
+    base = model if model is not None else load_model(recipe.model)
+    scores: dict[str, dict[str, Any]] = {"base": _by_task(score_tasks(base, tokenizer, tasks, recipe, "base"))}
+    all_rows = [r for r in scores["base"].values()]
+    current = _Current(base)
+    stage_results = []
+    for p in plans:
+        stage_run = child_run(run, p.recipe, "stages", p.folder)
+        task = tasks[p.name]
+        earlier = [tasks[q.name].train for q in plans if q.index < p.index]
+        train_file = task.train
+        if p.replay > 0 and earlier:
+            rows = replay_rows(read_jsonl(task.train), earlier, p.replay, recipe.run.seed + p.index)
+            train_file = write_jsonl(stage_run.path / "data" / "train_with_replay.jsonl", rows)
+        print(f"stage {p.index}/{len(plans)} {p.name}: start from {'base' if p.index == 1 else p.start_from}"
+              + (f", replay {p.replay:.0%}" if p.replay and earlier else ""))
+        result = train(p.recipe, stage_run, train_file, task.val if task.counts["val"] else None,
+                       model=_stage_model(current, p), tokenizer=tokenizer)
+        current, scored = _after(current, p, result.output_dir, result.method)
+        seen = {q.name: tasks[q.name] for q in plans if q.index <= p.index}
+        system = f"after {p.folder}"
+        rows = score_tasks(scored, tokenizer, seen, recipe, system)
+        scores[system] = _by_task(rows)
+        all_rows += rows
+        stage_results.append({"stage": p.folder, "output_dir": str(result.output_dir), "method": result.method,
+                              "start_from": p.start_from, "replay": p.replay, "steps": result.steps,
+                              "initial_val_loss": result.initial_val_loss, "best_val_loss": result.best_val_loss,
+                              "train_examples": len(read_jsonl(train_file))})
+        for tname, row in scores[system].items():
+            run.log_metrics(step=p.index, split="stage_test", stage=p.name, task=tname,
+                            **{k: v.value for k, v in row.metrics.items()})
+        del scored
+    write_results(run.path, all_rows)
+    final = run.path / "model"
+    current.weights.save_pretrained(str(final), safe_serialization=True)
+    tokenizer.save_pretrained(str(final))
+    order = [p.name for p in plans]
+    summary = {"kind": "stages", "stages": stage_results, "final_model": str(final),
+               "table": forgetting_table(scores, order, [f"after {p.folder}" for p in plans])}
+    write_json(run.path / "strategy.json", summary)
+    (run.path / "report.md").write_text(stages_markdown(summary), encoding="utf-8")
+    return summary
+
+
+def _by_task(rows: list) -> dict[str, Any]:
+    return {r.task: r for r in rows}
