@@ -81,7 +81,7 @@ def plan_stages(recipe: Recipe) -> list[StagePlan]:
                     f"stages[{i - 1}] ({stage.name}): start_from adapter continues the previous stage's adapter, "
                     f"so both stages need the same adapter method (got {prev} then {method}); use start_from: merged"
                 )
-        plans.append(StagePlan(i, stage.name, stage_recipe, stage.start_from if i > 1 else "merged", stage.replay))
+        plans.append(StagePlan(i, stage.name, stage_recipe, stage.start_from if i > 1 else "base", stage.replay))
     return plans
 
 
@@ -174,7 +174,7 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
         if p.replay > 0 and earlier:
             rows = replay_rows(read_jsonl(task.train), earlier, p.replay, recipe.run.seed + p.index)
             train_file = write_jsonl(stage_run.path / "data" / "train_with_replay.jsonl", rows)
-        print(f"stage {p.index}/{len(plans)} {p.name}: start from {'base' if p.index == 1 else p.start_from}"
+        print(f"stage {p.index}/{len(plans)} {p.name}: start from {p.start_from}"
               + (f", replay {p.replay:.0%}" if p.replay and earlier else ""))
         result = train(p.recipe, stage_run, train_file, task.val if task.counts["val"] else None,
                        model=_stage_model(current, p), tokenizer=tokenizer)

@@ -70,9 +70,9 @@ def stages_markdown(summary: dict[str, Any]) -> str:
               "task right after its stage minus the score now (positive = forgotten).", ""]
     for st in summary["stages"]:
         system = f"after {st['stage']}"
-        gained = ", ".join(f"{m} {v:+.3f}" for m, v in table["gained"].get(system, {}).items()) or "n/a"
+        gained = ", ".join(f"{m} {v or 0.0:+.3f}" for m, v in table["gained"].get(system, {}).items()) or "n/a"
         lost = "; ".join(
-            f"{t}: " + ", ".join(f"{m} {v:+.3f}" for m, v in d.items())
+            f"{t}: " + ", ".join(f"{m} {v or 0.0:+.3f}" for m, v in d.items())
             for t, d in table["forgotten"].get(system, {}).items()
         ) or "nothing earlier"
         replay = f", replay {st['replay']:.0%}" if st.get("replay") else ""
