@@ -13,17 +13,19 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneforge.serve.config import ServeConfig
 from tuneforge.serve.engine import BASE, Engine, Row
 from tuneforge.serve.schemas import ChatCompletionRequest, CompletionRequest, _Body
 from tuneforge.serve.security import BodyLimit, error_body, key_matches
+
+if TYPE_CHECKING:
+    from tuneforge.serve.config import ServeConfig
 
 
 class ApiError(Exception):
