@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "tuneforge.cli.config",
     "tuneforge.cli.data",
     "tuneforge.cli.train",
+    "tuneforge.cli.stages",
+    "tuneforge.cli.tune",
     "tuneforge.cli.export",
     "tuneforge.cli.serve",
     "tuneforge.cli.rag",
