@@ -41,7 +41,7 @@ def read_examples(path: str | Path) -> Iterator[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise UserError(f"{p}:{n}: (record): invalid JSON: {exc.msg} at column {exc.colno}") from None
+                raise UserError(f"{p}:{n}: (record): invalid JSON ({exc.msg.removesuffix(' at')}, column {exc.colno})") from None
             yield check_prepared(record, f"{p}:{n}")
 
 

@@ -274,6 +274,10 @@ def prepare_data(cfg: DataConfig, out_dir: Path, tokenizer: Any = None, seed: in
         raise UserError(f"data.stratify_by: only 'label' is supported (got {cfg.stratify_by!r})")
     examples, fmt = _convert(cfg, path, st)
     kept = check_examples(examples, cfg, tokenizer, st)
+    if cfg.strict and st.problems:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "quality.json", _report(cfg, fmt, st, kept, seed))
+        _fail_if_strict(cfg, st, out_dir / "quality.json")
     if not kept:
         reasons = ", ".join(f"{n} {r}" for r, n in st.dropped.most_common()) or "no rows"
         first = f"; first problem: {st.problems[0].render()}" if st.problems else ""
@@ -286,7 +290,9 @@ def prepare_data(cfg: DataConfig, out_dir: Path, tokenizer: Any = None, seed: in
     splits = assign(chosen, chosen_keys, cfg.val_fraction, cfg.test_fraction, seed, cfg.stratify_by == "label")
     report = _report(cfg, fmt, st, chosen, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _fail_if_strict(cfg, st, out_dir / "quality.json")
+    if cfg.strict and st.problems:  # near duplicates are found only now
+        write_json(out_dir / "quality.json", report)
+        _fail_if_strict(cfg, st, out_dir / "quality.json")
     hashes = {s: write_examples(out_dir / f"{s}.jsonl", splits[s]) for s in SPLITS}
     manifest = {
         "seed": seed, "input": cfg.path, "template": cfg.template,

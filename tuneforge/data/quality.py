@@ -27,11 +27,19 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
+ACKNOWLEDGE = ("ok", "okay", "sure", "will do", "thanks", "thank you", "got it", "noted", "yes", "yep", "k")
+DEFER = ("i'll", "i will", "will do", "later", "tomorrow", "in the morning", "asap", "on it", "tonight", "next week")
+
+
 def is_low_information(answer: str) -> bool:
+    """An acknowledgement with no content: "ok", "thanks!", "ok, I'll do it in the morning"."""
     norm = normalize(answer)
-    return norm in LOW_INFORMATION or answer.strip() in LOW_INFORMATION or (
-        bool(norm) and len(norm.split()) <= 3 and any(norm.startswith(p) for p in ("ok ", "okay ", "will do "))
-    )
+    if norm in LOW_INFORMATION or answer.strip() in LOW_INFORMATION:
+        return True
+    words = norm.split()
+    if not words or not any(norm == a or norm.startswith(a + " ") for a in ACKNOWLEDGE):
+        return False
+    return len(words) <= 3 or (len(words) <= 8 and any(d in f" {norm} " for d in DEFER))
 
 
 def _shingles(text: str, n: int = 3) -> set[int]:

@@ -72,7 +72,7 @@ def _raw_lines(path: Path, limit: int) -> Iterator[tuple[int, bytes | None, str 
             try:
                 chunk = f.readline(limit + 1)
             except (OSError, EOFError, lzma.LZMAError) as exc:
-                raise UserError(f"{path}:{n + 1}: cannot decompress or read ({exc})") from None
+                raise UserError(f"{path}:{n + 1}: (file): cannot decompress or read ({exc})") from None
             if not chunk:
                 return
             n += 1
@@ -117,7 +117,7 @@ def read_jsonl(path: Path, limit: int) -> Iterator[Row]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            msg = f"invalid JSON: {exc.msg} at column {exc.colno}"
+            msg = f"invalid JSON ({exc.msg.removesuffix(' at')}, column {exc.colno})"
             yield Row(name, n, problem=Problem("malformed", name, n, "(record)", msg))
             continue
         if not isinstance(value, dict):
@@ -174,7 +174,7 @@ def read_json(path: Path, limit: int) -> Iterator[Row]:
                     continue
                 bad_line = line_at + buf[pos : exc.pos].count("\n")
                 what = "truncated JSON" if exc.pos >= len(buf) - 1 else "invalid JSON"
-                raise UserError(f"{path}:{bad_line}: (record): {what}: {exc.msg}") from None
+                raise UserError(f"{path}:{bad_line}: (record): {what} ({exc.msg.removesuffix(' at')})") from None
             count += 1
             if isinstance(value, dict):
                 yield Row(name, line_at, record=value)
@@ -193,7 +193,8 @@ def _refill(f: IO[bytes], buf: str, pos: int, dec: Any, path: Path, line_at: int
     try:
         text = dec.decode(chunk, final=not chunk)
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}:{line_at + buf[pos:].count(chr(10))}: (record): {_decode_problem(exc)}") from None
+        line = line_at + buf[pos:].count("\n") + bytes(exc.object[: exc.start]).count(b"\n")
+        raise UserError(f"{path}:{line}: (record): {_decode_problem(exc)}") from None
     return buf[pos:] + text, 0, dec, not chunk
 
 
@@ -244,13 +245,14 @@ def read_csv(path: Path, limit: int, delimiter: str = ",") -> Iterator[Row]:
             yield Row(name, start, problem=Problem("malformed", name, start, "(row)", f"unreadable CSV row ({exc})"))
             continue
         prev = reader.line_num
+        bad = next((bad_lines[i] for i in range(start, prev + 1) if i in bad_lines), None)
+        if bad:
+            seen = True
+            yield Row(name, start, problem=Problem("malformed", name, start, "(line)", bad))
+            continue
         if not values or (len(values) == 1 and not values[0].strip() and len(header) > 1):
             continue  # a blank line is not a record
         seen = True
-        bad = next((bad_lines[i] for i in range(start, prev + 1) if i in bad_lines), None)
-        if bad:
-            yield Row(name, start, problem=Problem("malformed", name, start, "(line)", bad))
-            continue
         if len(values) != len(header):
             msg = f"expected {len(header)} columns ({delimiter.join(header)}), got {len(values)}"
             yield Row(name, start, problem=Problem("malformed", name, start, "(row)", msg))
