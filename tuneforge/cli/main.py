@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "tuneforge.cli.tune",
     "tuneforge.cli.export",
     "tuneforge.cli.serve",
+    "tuneforge.cli.eval",
     "tuneforge.cli.rag",
 )
 

@@ -1,0 +1,81 @@
+"""Log-likelihood of continuations given contexts, batched: multiple-choice probes and reference loss.
+
+Context and continuation are tokenized separately and concatenated, so the continuation's tokens are
+exactly its own (no merge across the boundary). Rows are left-padded so every continuation ends the row,
+which lets the model compute logits for the tail only (``logits_to_keep``) instead of a
+batch x length x vocabulary tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class Score:
+    logprob: float  # sum of log-probabilities of the continuation's tokens
+    tokens: int  # how many tokens the continuation has
+    greedy: bool  # every continuation token was the model's top choice
+
+
+def score_continuations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[tuple[str, str]],
+    batch_size: int = 16,
+    max_length: int = 2048,
+    desc: str = "scoring",
+    progress: bool = True,
+) -> list[Score]:
+    """Score each ``(context, continuation)`` pair under the model."""
+    import torch
+
+    encoded = []
+    for ctx, cont in pairs:
+        c = tokenizer(ctx, add_special_tokens=False)["input_ids"] if ctx else []
+        t = tokenizer(cont, add_special_tokens=False)["input_ids"]
+        if not t:
+            raise ValueError(f"empty continuation for context {ctx[-40:]!r}")
+        ids = (c + t)[-max_length:]  # keep the continuation, drop the oldest context if too long
+        encoded.append((ids, min(len(t), len(ids) - 1)))
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    results: list[Score | None] = [None] * len(encoded)
+    bar = tqdm(total=len(order), desc=desc, unit="seq", disable=not progress or len(order) < 2)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(encoded[i][0]) for i in idx)
+        keep = max(encoded[i][1] for i in idx) + 1
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, i in enumerate(idx):
+            seq = encoded[i][0]
+            ids[r, width - len(seq) :] = torch.tensor(seq)
+            mask[r, width - len(seq) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        dev = model.device
+        with torch.inference_mode():
+            try:
+                out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), logits_to_keep=keep)
+                logits = out.logits[:, -keep:, :]
+            except TypeError:  # a model without logits_to_keep: full logits, then the tail
+                out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev))
+                logits = out.logits[:, -keep:, :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+        # logits at position j predict token j+1: the tail's last `n` predictions cover the continuation
+        for r, i in enumerate(idx):
+            seq, n = encoded[i]
+            target = torch.tensor(seq[-n:], device=logprobs.device)
+            lp = logprobs[r, keep - 1 - n : keep - 1, :]
+            tok_lp = lp.gather(-1, target[:, None]).squeeze(-1)
+            greedy = bool((lp.argmax(-1) == target).all())
+            results[i] = Score(logprob=float(tok_lp.sum()), tokens=n, greedy=greedy)
+        bar.update(len(idx))
+    bar.close()
+    return [r for r in results if r is not None]

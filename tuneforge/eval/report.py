@@ -1,0 +1,223 @@
+"""`write_report`: one self-contained HTML file per run (inline SVG and CSS, opens offline).
+
+Sources, all optional except the run folder itself: ``recipe.yaml``, ``metrics.jsonl`` (training and
+validation loss), ``eval/results.json`` and ``eval/predictions-*.jsonl``, ``data/quality.json`` (its
+token-length histogram).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuneforge.errors import UserError
+from tuneforge.eval import svg
+from tuneforge.eval.compare import METRIC_ORDER, collect_predictions, fmt_metric, is_probe, primary_metric
+from tuneforge.eval.results import ResultRow, read_results
+from tuneforge.eval.verdict import Verdict, decide
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:14px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.verdict{border-left:6px solid #888;padding:.6em 1em;background:#f8f8f8}
+.yes{border-color:#2e7d32}.no{border-color:#c62828}.warn{border-color:#ef6c00}
+.drop{color:#c62828;font-weight:bold}.ex{border:1px solid #ddd;padding:.5em;margin:.5em 0}
+.ex pre{white-space:pre-wrap;margin:.2em 0}.muted{color:#777}
+"""
+
+
+def _training_curves(run_path: Path) -> str:
+    f = run_path / "metrics.jsonl"
+    if not f.is_file():
+        return ""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        split, loss = row.get("split"), row.get("loss")
+        if split in ("train", "val") and isinstance(loss, int | float) and math.isfinite(loss):
+            series.setdefault(f"{split} loss", []).append((float(row.get("step", n)), float(loss)))
+    return svg.line_chart(series, title="Training and validation loss", y_label="loss") if series else ""
+
+
+def _find_histogram(node: Any) -> tuple[list[float], list[int]] | None:
+    """The first {edges|bins|bin_edges, counts} pair anywhere in a JSON document."""
+    if isinstance(node, dict):
+        counts = node.get("counts")
+        edges = node.get("edges") or node.get("bin_edges") or node.get("bins")
+        if isinstance(counts, list) and isinstance(edges, list) and len(edges) == len(counts) + 1:
+            return [float(e) for e in edges], [int(c) for c in counts]
+        for key in sorted(node, key=lambda k: "token" not in str(k)):  # prefer token-length entries
+            found = _find_histogram(node[key])
+            if found:
+                return found
+    elif isinstance(node, list):
+        for item in node:
+            found = _find_histogram(item)
+            if found:
+                return found
+    return None
+
+
+def _length_histogram(run_path: Path, preds: dict[str, list[dict[str, Any]]]) -> str:
+    quality = run_path / "data" / "quality.json"
+    if quality.is_file():
+        try:
+            found = _find_histogram(json.loads(quality.read_text(encoding="utf-8")))
+        except json.JSONDecodeError:
+            found = None
+        if found:
+            return svg.histogram(*found, title="Token lengths of the prepared data (data/quality.json)",
+                                 x_label="tokens per example")
+    recs = preds.get("base zero-shot") or preds.get("tuned") or next(iter(preds.values()), [])
+    lengths = [r["prompt_tokens"] for r in recs if isinstance(r.get("prompt_tokens"), int)]
+    if not lengths:
+        return ""
+    lo, hi = min(lengths), max(lengths)
+    bins = min(20, max(1, hi - lo + 1))
+    step = max((hi - lo + 1) / bins, 1)
+    edges = [lo + i * step for i in range(bins + 1)]
+    counts = [0] * bins
+    for n in lengths:
+        counts[min(int((n - lo) / step), bins - 1)] += 1
+    return svg.histogram(edges, counts, title="Prompt tokens per test request (zero-shot)", x_label="tokens")
+
+
+def _metric_table(rows: list[ResultRow]) -> str:
+    metrics = [m for m in METRIC_ORDER if any(m in r.metrics for r in rows)]
+    head = "".join(f"<th>{escape(m)}</th>" for m in metrics)
+    body = []
+    for r in rows:
+        cells = "".join(f'<td class="num">{fmt_metric(r.metrics.get(m))}</td>' for m in metrics)
+        tok = f"{r.prompt_tokens_per_request:.0f}" if r.prompt_tokens_per_request is not None else "-"
+        n = next((v.n for v in r.metrics.values() if v.n), "-")
+        body.append(f"<tr><td>{escape(r.system)}</td><td>{escape(r.task)}</td>{cells}"
+                    f'<td class="num">{tok}</td><td class="num">{n}</td></tr>')
+    return (f"<table><tr><th>system</th><th>task</th>{head}<th>prompt tokens/request</th><th>n</th></tr>"
+            + "".join(body) + "</table>")
+
+
+def _per_task(rows: list[ResultRow]) -> str:
+    parts = []
+    for r in rows:
+        per = r.extra.get("per_task") or {}
+        for task, metrics in per.items():
+            cells = ", ".join(f"{k} {fmt_metric(_mv(v))}" for k, v in metrics.items())
+            parts.append(f"<tr><td>{escape(r.system)}</td><td>{escape(task)}</td><td>{escape(cells)}</td></tr>")
+    if not parts:
+        return ""
+    return "<h3>Per task</h3><table><tr><th>system</th><th>task</th><th>metrics</th></tr>" + "".join(parts) + "</table>"
+
+
+def _mv(d: dict[str, Any]):
+    from tuneforge.eval.results import MetricValue
+
+    return MetricValue(**d)
+
+
+def _forgetting_section(v: Verdict, rows: list[ResultRow]) -> str:
+    if not v.forgetting:
+        probes = [r for r in rows if is_probe(r)]
+        if probes:
+            return "<h2>Forgetting</h2>" + _metric_table(probes) + "<p class='muted'>Only one side (base or tuned) was probed.</p>"
+        return ("<h2>Forgetting</h2><p class='muted'>Not measured: the run has no tuned model or "
+                "<code>eval.forgetting</code> is off.</p>")
+    body = []
+    for d in v.forgetting:
+        ci = f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]" if d.ci_low is not None else "-"
+        flag = '<span class="drop">significant drop</span>' if d.significant_drop else "ok"
+        body.append(f'<tr><td>{escape(d.probe)}</td><td class="num">{d.base:.3f}</td><td class="num">{d.tuned:.3f}</td>'
+                    f'<td class="num">{d.delta:+.3f}</td><td class="num">{ci}</td><td class="num">{d.n}</td><td>{flag}</td></tr>')
+    chart = svg.bar_chart(
+        [d.probe for d in v.forgetting], [d.delta for d in v.forgetting], [d.ci_low for d in v.forgetting],
+        [d.ci_high for d in v.forgetting], title="Accuracy change on general-ability probes (tuned - base)",
+        colors=["#c62828" if d.significant_drop else "#4c78a8" for d in v.forgetting],
+    )
+    return ("<h2>Forgetting</h2><p>Multiple-choice probes outside the fine-tuning data, scored by answer "
+            "log-likelihood; the same questions for base and tuned, so the delta's interval is a paired bootstrap. "
+            "A drop is flagged when the whole interval lies below zero.</p>"
+            "<table><tr><th>probe</th><th>base</th><th>tuned</th><th>delta</th><th>95% interval</th><th>n</th><th></th></tr>"
+            + "".join(body) + "</table>" + chart)
+
+
+def _examples(preds: dict[str, list[dict[str, Any]]], n: int) -> str:
+    if not preds or n <= 0:
+        return ""
+    first = next(iter(preds.values()))
+    ids = [str(r["id"]) for r in first[:n]]
+    by = {s: {str(r["id"]): r for r in recs} for s, recs in preds.items()}
+    parts = ["<h2>Side by side</h2>"]
+    for i in ids:
+        r0 = by[next(iter(by))][i]
+        rows = "".join(f"<tr><td>{escape(s)}</td><td>{escape(str(recs[i]['prediction']))}</td></tr>"
+                       for s, recs in by.items() if i in recs)
+        parts.append(f'<div class="ex"><b>{escape(i)}</b> <span class="muted">({escape(str(r0.get("task")))})</span>'
+                     f"<pre>{escape(str(r0.get('prompt', ''))[:1500])}</pre><b>reference:</b> "
+                     f"{escape(str(r0.get('reference', '')))}<table>{rows}</table></div>")
+    return "".join(parts)
+
+
+def write_report(run_path: str | Path) -> Path:
+    """Write ``<run>/report.html`` and return its path."""
+    run_path = Path(run_path)
+    if not run_path.is_dir():
+        raise UserError(f"{run_path}: run folder not found")
+    recipe: dict[str, Any] = {}
+    if (run_path / "recipe.yaml").is_file():
+        recipe = yaml.safe_load((run_path / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    ev = recipe.get("eval") or {}
+    rows = read_results(run_path)
+    preds = collect_predictions(run_path)
+    verdict = decide(run_path, rows, samples=int(ev.get("bootstrap_samples", 1000) or 0),
+                     confidence=float(ev.get("confidence", 0.95)), margin=float(ev.get("forgetting_drop", 0.0)),
+                     seed=int((recipe.get("run") or {}).get("seed", 0)))
+    test = [r for r in rows if not is_probe(r)]
+    metric = primary_metric(test)
+    css_class = {"yes": "yes", "no": "no", "yes, but": "warn"}.get(verdict.answer, "")
+    model = (recipe.get("model") or {}).get("name", "?")
+    train = recipe.get("train") or {}
+    method = train.get("method") if isinstance(train, dict) else None
+    has_tuned = (run_path / "adapter").is_dir() or (run_path / "model").is_dir()
+    html = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>tuneforge report: {escape(run_path.name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape(run_path.name)}</h1>",
+        f"<p class='sub'>base model <code>{escape(str(model))}</code>"
+        + (f", method <code>{escape(str(method))}</code>" if method else "")
+        + (", tuned weights in this run" if has_tuned else ", no tuned weights in this run") + "</p>",
+        "<h2>Was fine-tuning worth it?</h2>",
+        f"<div class='verdict {css_class}'><p><b>{escape(verdict.headline)}</b></p><ul>"
+        + "".join(f"<li>{escape(line)}</li>" for line in verdict.lines) + "</ul></div>",
+    ]
+    if test:
+        html.append("<h2>Test split</h2><p>Mean with a 95% bootstrap interval; overlapping intervals mean a "
+                    "difference may be noise.</p>" + _metric_table(test))
+        if metric:
+            chosen = [r for r in test if metric in r.metrics]
+            html.append(svg.bar_chart(
+                [r.system for r in chosen], [r.metrics[metric].value for r in chosen],
+                [r.metrics[metric].ci_low for r in chosen], [r.metrics[metric].ci_high for r in chosen],
+                title=f"{metric} on the test split",
+            ))
+        html.append(_per_task(test))
+    html.append(_forgetting_section(verdict, rows))
+    curves = _training_curves(run_path)
+    html.append("<h2>Training</h2>" + (curves or "<p class='muted'>No training in this run (baseline only).</p>"))
+    hist = _length_histogram(run_path, preds)
+    if hist:
+        html.append("<h2>Token lengths</h2>" + hist)
+    html.append(_examples(preds, int(ev.get("compare_examples", 3))))
+    html.append("<hr><p class='muted'>Generated by tuneforge. Recipe: <code>recipe.yaml</code>; "
+                "numbers: <code>eval/results.json</code>.</p></body></html>")
+    out = run_path / "report.html"
+    out.write_text("\n".join(h for h in html if h), encoding="utf-8")
+    return out

@@ -1,0 +1,88 @@
+""""Was fine-tuning worth it?": the tuned model against the best alternative, with the numbers.
+
+The tuned model is compared with the best system that needs no fine-tuning (zero/k-shot, RAG) on the
+primary metric. Where both have per-example predictions the difference gets a paired bootstrap
+interval; otherwise the two intervals are compared. Prompt cost and forgetting enter the verdict too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneforge.eval.compare import collect_predictions, fmt_metric, is_probe, primary_metric
+from tuneforge.eval.forgetting import ForgettingDelta, compare_forgetting
+from tuneforge.eval.metrics import paired_delta
+from tuneforge.eval.results import ResultRow
+
+
+@dataclass
+class Verdict:
+    answer: str  # "yes", "yes, but", "no", "not shown", "no tuned model", "no results"
+    headline: str
+    lines: list[str] = field(default_factory=list)
+    forgetting: list[ForgettingDelta] = field(default_factory=list)
+
+
+def decide(run_path: str | Path, rows: list[ResultRow], samples: int = 1000, confidence: float = 0.95,
+           margin: float = 0.0, seed: int = 0) -> Verdict:
+    test = [r for r in rows if not is_probe(r)]
+    forgetting = compare_forgetting(rows, samples=samples, confidence=confidence, margin=margin, seed=seed)
+    metric = primary_metric(test)
+    if not test or metric is None:
+        return Verdict("no results", "No test-split results yet: run `tuneforge eval` first.", forgetting=forgetting)
+    tuned = next((r for r in test if r.system == "tuned" and metric in r.metrics), None)
+    others = [r for r in test if not r.system.startswith("tuned") and metric in r.metrics]
+    best = max(others, key=lambda r: r.metrics[metric].value, default=None)
+    if tuned is None:
+        head = "No tuned model in this run: these are the baselines fine-tuning has to beat."
+        lines = [f"{r.system}: {metric} {fmt_metric(r.metrics[metric])}" for r in others]
+        return Verdict("no tuned model", head, lines, forgetting)
+    if best is None:
+        return Verdict("not shown", f"tuned {metric} {fmt_metric(tuned.metrics[metric])}; no baseline to compare with.",
+                       forgetting=forgetting)
+
+    t, b = tuned.metrics[metric], best.metrics[metric]
+    lines = [f"tuned {metric}: {fmt_metric(t)}", f"best baseline ({best.system}) {metric}: {fmt_metric(b)}"]
+    lo = hi = None
+    preds = collect_predictions(run_path)
+    pt, pb = preds.get("tuned"), preds.get(best.system)
+    if pt and pb and all(metric in r.get("scores", {}) for r in pt + pb):
+        sb = {str(r["id"]): r["scores"][metric] for r in pb}
+        pairs = [(sb[str(r["id"])], r["scores"][metric]) for r in pt if str(r["id"]) in sb]
+        if len(pairs) > 1:
+            d, lo, hi = paired_delta([p[0] for p in pairs], [p[1] for p in pairs], samples, confidence, seed)
+            lines.append(f"difference (tuned - {best.system}): {d:+.3f}, {confidence:.0%} paired bootstrap "
+                         f"interval [{lo:+.3f}, {hi:+.3f}] over {len(pairs)} test examples")
+    if lo is None and None not in (t.ci_low, t.ci_high, b.ci_low, b.ci_high):
+        lo, hi = t.ci_low - b.ci_high, t.ci_high - b.ci_low  # conservative: intervals must not overlap
+        lines.append(f"difference {t.value - b.value:+.3f}; intervals {'overlap' if lo <= 0 <= hi else 'do not overlap'}")
+    better = lo is not None and lo > 0
+    worse = hi is not None and hi < 0
+    if t.n is not None and t.n < 100:
+        lines.append(f"only {t.n} test examples: intervals are wide; more test data would sharpen the verdict")
+
+    tok_t, tok_b = tuned.prompt_tokens_per_request, best.prompt_tokens_per_request
+    cheaper = tok_t is not None and tok_b is not None and tok_t < tok_b * 0.8
+    if tok_t is not None and tok_b is not None:
+        lines.append(f"prompt tokens per request: tuned {tok_t:.0f} vs {best.system} {tok_b:.0f}")
+    drops = [f for f in forgetting if f.significant_drop]
+    if forgetting:
+        lines.append(
+            "forgetting: significant drop on " + ", ".join(f"{f.probe} ({f.delta:+.3f})" for f in drops)
+            if drops else f"forgetting: no significant drop on {len(forgetting)} general-ability probes"
+        )
+    else:
+        lines.append("forgetting: not measured (eval.forgetting off or no probe rows)")
+
+    if better:
+        answer = "yes, but" if drops else "yes"
+        head = (f"Yes: fine-tuning beats the best baseline ({best.system}) on {metric} by {t.value - b.value:+.3f}"
+                + (", but it forgot general ability (see the forgetting table)." if drops else "."))
+    elif worse:
+        answer, head = "no", f"No: the tuned model is worse than {best.system} on {metric} ({t.value - b.value:+.3f})."
+    else:
+        answer = "not shown"
+        head = f"Not shown: the tuned model's {metric} is within noise of {best.system} ({t.value - b.value:+.3f})"
+        head += (f", though it needs {tok_b - tok_t:.0f} fewer prompt tokens per request." if cheaper else ".")
+    return Verdict(answer, head, lines, forgetting)
