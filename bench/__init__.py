@@ -1,0 +1,1 @@
+"""Benchmarks: tuneforge against the tools users would otherwise pick (see BENCHMARKS.md)."""

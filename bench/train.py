@@ -1,0 +1,282 @@
+"""Training benchmark: tuneforge vs TRL's SFTTrainer, LoRA and full fine-tuning, same data and settings.
+
+Every contender trains the bundled SmolLM2-135M-Instruct (same local weights) on the same JSONL lines
+(80% short / 20% long real reviews), with the same optimisation: AdamW, lr, cosine schedule with 3%
+warmup, grad-norm clip 1.0, about 8 examples per optimizer step (8 rows unpacked, 2 packed rows of 384
+tokens), the same number of steps, max length 384 (nothing in the mix is longer),
+loss on the assistant tokens only (TRL: conversational prompt/completion data, whose default is
+completion-only loss), LoRA r=16, alpha=32, dropout 0.05 on all linear layers. Data handling and
+memory options are each tool's own defaults (TRL: padding to the longest example of each batch,
+gradient checkpointing on; tuneforge: packing on, length grouping), plus TRL with ``packing=True``
+and tuneforge with ``packing: false`` (so one row = one example, as TRL's default).
+
+Throughput is non-padding tokens per second of training steps (model loading, tokenisation and
+validation excluded; the same for both). Validation loss is measured after training by one shared
+function (token-weighted mean over the assistant tokens of the held-out lines), not by either tool.
+Each contender runs in a fresh process; peak RSS is that process's ru_maxrss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.data import read_jsonl, write_splits
+
+MODEL = "smollm2-135m-instruct"
+SIZES = {
+    # train lines, val lines, optimizer steps
+    "small": {"n_train": 64, "n_val": 16, "steps": 3},
+    "full": {"n_train": 800, "n_val": 64, "steps": 40},
+}
+SETTINGS = {
+    # 8 examples per step unpacked; packed: 2 rows of 384 tokens (~8 examples of this mix, mean ~94 tokens),
+    # so every contender takes about the same number of examples and tokens per optimizer step.
+    # No example of the mix exceeds 384 tokens: nothing is truncated.
+    "batch": 8, "packed_batch": 2, "max_length": 384, "warmup_ratio": 0.03, "max_grad_norm": 1.0, "seed": 0,
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+    "lr": {"lora": 2e-4, "full": 2e-5},
+}
+
+
+# ------------------------------------------------------------------------------------- shared evaluator
+
+
+def encode_pair(tokenizer, messages: list[dict], max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids of the whole conversation and labels with everything before the last answer masked."""
+    prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
+    labels = [-100] * min(len(p_ids), len(ids)) + ids[len(p_ids):]
+    return ids, labels
+
+
+def validation_loss(model, tokenizer, val_file: Path, max_length: int) -> float:
+    """Token-weighted mean cross-entropy over the assistant tokens of every held-out line."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in read_jsonl(val_file):
+            ids, labels = encode_pair(tokenizer, row["messages"], max_length)
+            x = torch.tensor([ids])
+            y = torch.tensor([labels[1:] + [-100]])
+            logits = model(input_ids=x).logits.float()
+            loss = torch.nn.functional.cross_entropy(logits[0], y[0], ignore_index=-100, reduction="sum")
+            total += float(loss)
+            count += int((y != -100).sum())
+    return total / max(count, 1)
+
+
+# ------------------------------------------------------------------------------------------------ TRL
+
+
+def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing: bool) -> dict[str, Any]:
+    """Train with TRL's SFTTrainer (its defaults, our shared hyperparameters); time the training steps."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from tuneforge.models import resolve_model
+
+    folder = str(resolve_model(MODEL))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in read_jsonl(Path(train_file))]
+    s = SETTINGS
+    out = tempfile.mkdtemp(prefix="trl-bench-")
+    args = SFTConfig(
+        output_dir=out, max_steps=steps, per_device_train_batch_size=s["packed_batch" if packing else "batch"], gradient_accumulation_steps=1,
+        learning_rate=s["lr"][method], lr_scheduler_type="cosine", warmup_steps=s["warmup_ratio"],
+        max_grad_norm=s["max_grad_norm"], weight_decay=0.0, max_length=s["max_length"], packing=packing,
+        logging_steps=10_000, save_strategy="no", eval_strategy="no", report_to="none", seed=s["seed"],
+        use_cpu=True, dataloader_num_workers=0,
+    )
+    lc = s["lora"]
+    peft_config = None if method == "full" else LoraConfig(
+        r=lc["r"], lora_alpha=lc["alpha"], lora_dropout=lc["dropout"], target_modules=lc["target_modules"],
+        task_type="CAUSAL_LM", bias="none",
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=peft_config)
+
+    counts: list[int] = []
+    inner = trainer.data_collator
+
+    def counting_collator(features):
+        batch = inner(features)
+        mask = batch.get("attention_mask")
+        counts.append(int(mask.sum()) if mask is not None else int(batch["input_ids"].numel()))
+        return batch
+
+    trainer.data_collator = counting_collator
+    marks: dict[str, float] = {}
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            marks["begin"] = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            marks["last"] = time.perf_counter()
+
+    trainer.add_callback(Clock())
+    trainer.train()
+    seconds = marks["last"] - marks["begin"]
+    tokens = sum(counts[:steps])  # the dataloader may fetch one batch ahead
+    val = validation_loss(trainer.model, tokenizer, Path(val_file), s["max_length"])
+    shutil.rmtree(out, ignore_errors=True)
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "val_loss": val,
+            "params": sum(p.numel() for p in model.parameters()) if method == "full"
+            else sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" not in n),
+            "gradient_checkpointing": bool(args.gradient_checkpointing)}
+
+
+# ------------------------------------------------------------------------------------------ tuneforge
+
+
+def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, packing: bool) -> dict[str, Any]:
+    from tuneforge.config import load_recipe
+    from tuneforge.models import load_tokenizer
+    from tuneforge.runs import create_run
+    from tuneforge.train import train
+
+    s = SETTINGS
+    out = tempfile.mkdtemp(prefix="tf-bench-run-")
+    lc = s["lora"]
+    overrides: dict[str, Any] = {
+        "model.name": MODEL, "run.output_dir": out, "run.name": f"bench-{method}", "run.seed": s["seed"],
+        "train.method": method, "train.max_steps": steps,
+        "train.batch_size": s["packed_batch" if packing else "batch"], "train.grad_accum": 1,
+        "train.learning_rate": s["lr"][method], "train.scheduler": "cosine", "train.warmup_ratio": s["warmup_ratio"],
+        "train.max_grad_norm": s["max_grad_norm"], "train.max_length": s["max_length"], "train.packing": packing,
+        "train.eval_at_start": False, "train.save_every": 10**6, "train.log_every": 10**6,
+        "train.lora.r": lc["r"], "train.lora.alpha": lc["alpha"], "train.lora.dropout": lc["dropout"],
+        "train.lora.target_modules": lc["target_modules"],
+    }
+    recipe = load_recipe(None, overrides)
+    run = create_run(recipe, "bench-train", inputs=[train_file])
+    tokenizer = load_tokenizer(MODEL)
+    # No val_file: validation is measured afterwards by the shared function, same as for TRL.
+    result = train(recipe, run, Path(train_file), None, tokenizer=tokenizer)
+    from tuneforge.models import load_model
+
+    if method == "full":
+        model = load_model(str(result.output_dir))
+    else:
+        model = load_model(MODEL, adapter=str(result.output_dir))
+    val = validation_loss(model, tokenizer, Path(val_file), s["max_length"])
+    shutil.rmtree(out, ignore_errors=True)
+    return {"tokens": result.train_tokens, "seconds": result.train_seconds, "tokens_per_s": result.tokens_per_s,
+            "val_loss": val, "params": result.total_params - (result.trainable_params if method != "full" else 0),
+            "gradient_checkpointing": recipe.train.gradient_checkpointing}
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+CONTENDERS = [
+    # label, worker, method, packing
+    ("TRL SFTTrainer (defaults)", "trl_worker", "lora", False),
+    ("TRL SFTTrainer packing=True", "trl_worker", "lora", True),
+    ("tuneforge (defaults: packing)", "tuneforge_worker", "lora", True),
+    ("tuneforge packing=false", "tuneforge_worker", "lora", False),
+    ("TRL SFTTrainer full (defaults)", "trl_worker", "full", False),
+    ("tuneforge full (defaults)", "tuneforge_worker", "full", True),
+]
+
+
+def flops_per_token(method: str, params: int) -> float:
+    # 6N for full training (forward 2N, backward 4N); LoRA skips the frozen weights' gradients: 4N.
+    return (6 if method == "full" else 4) * params
+
+
+def run(size: str, only: list[str] | None = None, write: bool = True, threads: int | None = None) -> common.Report:
+    import torch
+
+    cfg = SIZES[size]
+    if threads:
+        torch.set_num_threads(threads)  # the matmul peak is measured with the contenders' thread count
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    report = common.Report(name="train", title="Training: tuneforge vs TRL SFTTrainer", size=size)
+    peak_before = common.matmul_peak_gflops()
+    with tempfile.TemporaryDirectory(prefix="tf-bench-data-") as tmp:
+        train_file, val_file = write_splits(Path(tmp), cfg["n_train"], cfg["n_val"])
+        results = []
+        for label, worker, method, packing in CONTENDERS:
+            if only and not any(o in label for o in only):
+                continue
+            print(f"\n=== {label} ({method}) ===", flush=True)
+            r = common.run_worker(f"bench.train:{worker}", {
+                "train_file": str(train_file), "val_file": str(val_file), "method": method,
+                "steps": cfg["steps"], "packing": packing,
+            }, env=env)
+            r.update(label=label, method=method, packing=packing)
+            results.append(r)
+    peak_after = common.matmul_peak_gflops()
+    peak = max(peak_before, peak_after)
+    rows = []
+    for r in results:
+        base = next((b for b in results if b["method"] == r["method"] and b["label"].startswith("TRL")
+                     and "packing=True" not in b["label"]), None)
+        achieved = flops_per_token(r["method"], r["params"]) * r["tokens_per_s"] / 1e9
+        rows.append({
+            "contender": r["label"], "method": r["method"], "tokens": r["tokens"], "train s": r["seconds"],
+            "tokens/s": r["tokens_per_s"], "x TRL default": common.ratio(r["tokens_per_s"], base and base["tokens_per_s"]),
+            "peak RSS MB": r["peak_rss_mb"], "RSS x TRL": common.ratio(r["peak_rss_mb"], base and base["peak_rss_mb"]),
+            "val loss": r["val_loss"], "val loss x TRL": common.ratio(r["val_loss"], base and base["val_loss"]),
+            "GFLOP/s": achieved, "% of matmul peak": 100 * achieved / peak,
+        })
+    report.setup = [
+        f"data: {cfg['n_train']} training + {cfg['n_val']} validation lines, 80% Rotten Tomatoes snippets "
+        "(short) + 20% Drugs.com reviews (long), identical files for every contender (bench/data.py)",
+        f"{cfg['steps']} optimizer steps of {SETTINGS['batch']} examples (unpacked) or {SETTINGS['packed_batch']} "
+        f"packed rows of {SETTINGS['max_length']} tokens (about 8 examples), max length {SETTINGS['max_length']}, "
+        f"lr {SETTINGS['lr']['lora']} (LoRA) / {SETTINGS['lr']['full']} (full), cosine, 3% warmup, clip 1.0, "
+        "LoRA r=16 alpha=32 dropout 0.05 all-linear; fp32 on CPU; each contender in a fresh process",
+        "tokens/s = non-padding tokens in the training steps / seconds of those steps; val loss = one shared "
+        "function over the held-out lines (assistant tokens, token-weighted)",
+        f"torch threads per contender: {threads or 'torch default'}",
+        f"utilisation: achieved FLOP/s = 4N (LoRA) or 6N (full) x tokens/s, N = base-model parameters "
+        f"(embeddings included, tied with the LM head) against the fp32 matmul peak measured by torch in "
+        f"this run (1024x1024 mm, best of 2 s): {peak_before:.1f} GFLOP/s before, {peak_after:.1f} after; "
+        f"{peak:.1f} used",
+    ]
+    cols = ["contender", "method", "tokens", "train s", "tokens/s", "x TRL default", "peak RSS MB", "RSS x TRL",
+            "val loss", "val loss x TRL", "GFLOP/s", "% of matmul peak"]
+    report.tables.append(common.table(rows, cols))
+    tf = next((r for r in rows if r["contender"].startswith("tuneforge (defaults")), None)
+    if tf:
+        report.targets = [
+            common.target_line("LoRA tokens/s vs TRL default", tf["x TRL default"], 1.5, unit="x"),
+            common.target_line("peak RSS vs TRL default", tf["RSS x TRL"], 1.0, higher_is_better=False, unit="x"),
+            common.target_line("val loss vs TRL default", tf["val loss x TRL"], 1.02, higher_is_better=False, unit="x"),
+            common.target_line("share of matmul peak", tf["% of matmul peak"], 35, unit="%"),
+        ]
+    common.finish(report, write=write)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="LoRA and full fine-tuning throughput: tuneforge vs TRL SFTTrainer.")
+    p.add_argument("--full", action="store_true", help="the large size (tens of minutes on 2 cores)")
+    p.add_argument("--only", nargs="*", help="run only contenders whose label contains one of these")
+    p.add_argument("--threads", type=int, help="torch threads for every contender (default: torch's choice)")
+    p.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
+    a = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run("full" if a.full else "small", a.only, write=not a.no_write, threads=a.threads)
+
+
+if __name__ == "__main__":
+    main()
