@@ -1,0 +1,131 @@
+"""evaluate_run, the HTML report, compare and the CLI, end to end on the tiny model."""
+
+from pathlib import Path
+
+import pytest
+
+from tuneforge.cli.main import main
+from tuneforge.config.loader import load_recipe
+from tuneforge.eval.compare import compare_runs, side_by_side
+from tuneforge.eval.report import write_report
+from tuneforge.eval.results import read_results
+from tuneforge.eval.runner import evaluate_run
+from tuneforge.runs import create_run
+
+EVAL = {"eval.max_new_tokens": 3, "eval.batch_size": 8, "eval.shots": [0, 2], "eval.bootstrap_samples": 100,
+        "eval.forgetting_tasks": ["arc_easy"], "eval.forgetting_examples": 4}
+
+
+def _recipe(model_dir: Path, name: str, **extra):
+    return load_recipe(overrides={"model.name": str(model_dir), "run.name": name, **EVAL, **extra})
+
+
+def _save_adapter(model_dir: Path, folder: Path) -> Path:
+    from peft import LoraConfig, get_peft_model
+
+    from tuneforge.models import load_model
+
+    model = load_model(str(model_dir))
+    # init_lora_weights=False: a non-zero update, so the tuned model really differs from the base
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def tuned_run(run_dir, tiny_model_dir, splits):
+    recipe = _recipe(tiny_model_dir, "tuned")
+    run = create_run(recipe, "train")
+    _save_adapter(tiny_model_dir, run.path / "adapter")
+    for step, (tr, va) in enumerate([(3.1, 3.0), (2.5, 2.6), (2.2, 2.4)]):
+        run.log_metrics(step=step * 10, split="train", loss=tr)
+        run.log_metrics(step=step * 10, split="val", loss=va)
+    test, train = splits
+    rows = evaluate_run(recipe, run, test, train)
+    return run.path, rows
+
+
+def test_evaluate_run_writes_baselines_tuned_and_forgetting(tuned_run):
+    path, rows = tuned_run
+    keys = [(r.system, r.task) for r in read_results(path)]
+    assert keys == [
+        ("base zero-shot", "sentiment"), ("base 2-shot", "sentiment"), ("base", "forgetting:arc_easy"),
+        ("tuned", "sentiment"), ("tuned", "forgetting:arc_easy"),
+    ]
+    for name in ("base-zero-shot", "base-2-shot", "tuned"):
+        assert (path / "eval" / f"predictions-{name}.jsonl").is_file()
+    logged = [line for line in (path / "metrics.jsonl").read_text().splitlines() if "eval/" in line]
+    assert len(logged) == 5
+
+
+def test_baseline_only_run_has_no_tuned_or_forgetting_rows(run_dir, tiny_model_dir, splits):
+    recipe = _recipe(tiny_model_dir, "baseline")
+    run = create_run(recipe, "eval")
+    evaluate_run(recipe, run, splits[0], None)  # no train split: k-shot is skipped, not faked
+    assert [(r.system, r.task) for r in read_results(run.path)] == [("base zero-shot", "sentiment")]
+    html = write_report(run.path).read_text()
+    assert "No tuned model in this run" in html
+    assert "No training in this run" in html
+
+
+def test_report_is_self_contained_with_verdict_and_charts(tuned_run):
+    path, _ = tuned_run
+    html = write_report(path).read_text()
+    assert "Was fine-tuning worth it?" in html
+    assert "Training and validation loss" in html and "<polyline" in html
+    assert "Forgetting" in html and "arc_easy" in html
+    assert "base 2-shot" in html and "tuned" in html
+    assert html.count("<svg") >= 3
+    # opens offline: no scripts, stylesheets or images fetched from anywhere
+    for needle in ("<script", "<link", "src=", "url(", "https://"):
+        assert needle not in html
+
+
+def test_report_uses_the_data_quality_histogram(tuned_run):
+    import json
+
+    path, _ = tuned_run
+    (path / "data").mkdir(exist_ok=True)
+    (path / "data" / "quality.json").write_text(json.dumps(
+        {"tokens": {"histogram": {"edges": [0, 50, 100, 150], "counts": [3, 9, 2]}}}))
+    html = write_report(path).read_text()
+    assert "data/quality.json" in html
+
+
+def test_compare_and_side_by_side(tuned_run, tiny_model_dir, splits):
+    path, _ = tuned_run
+    other = create_run(_recipe(tiny_model_dir, "other"), "eval")
+    evaluate_run(other.recipe, other, splits[0], splits[1])
+    table = compare_runs([path, other.path])
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["run", "system", "task"] and "accuracy" in lines[0]
+    assert sum(1 for line in lines if line.startswith("other ")) == 2
+    assert any("forgetting arc_easy: base" in line for line in lines)
+    shown = side_by_side([path, other.path], n=2)
+    assert "=== test-0" in shown and "tuned / tuned" in shown and "other / base 2-shot" in shown
+
+
+def test_cli_eval_compare_report(run_dir, tiny_model_dir, splits, capsys):
+    test, train = splits
+    args = ["eval", "--model", str(tiny_model_dir), "--test", str(test), "--train", str(train), "--shots", "0,1",
+            "--max-new-tokens", "2", "--max-examples", "4", "--no-forgetting", "--name", "cli"]
+    assert main(args) == 0
+    run = run_dir / "runs" / "cli"
+    assert (run / "report.html").is_file()
+    rows = read_results(run)
+    assert [r.system for r in rows] == ["base zero-shot", "base 1-shot"]
+    assert rows[0].metrics["accuracy"].n == 4
+    assert main(["compare", str(run), "--examples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "base 1-shot" in out and "=== test-0" in out
+    assert main(["report", str(run)]) == 0
+
+
+def test_cli_errors_are_one_line(run_dir, tiny_model_dir, capsys):
+    assert main(["eval", "--model", str(tiny_model_dir)]) == 2
+    assert "no test split" in capsys.readouterr().err
+    assert main(["compare", str(run_dir)]) == 2
+    assert "no evaluation results" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "--test", "x.jsonl", "--shots", "zero"])
+    assert "comma-separated integers" in capsys.readouterr().err
