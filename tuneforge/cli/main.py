@@ -13,6 +13,7 @@ from tuneforge.errors import UserError
 
 # Each module has register(subparsers). Order here is the order in --help.
 COMMAND_MODULES = (
+    "tuneforge.cli.quickstart",
     "tuneforge.cli.models",
     "tuneforge.cli.config",
     "tuneforge.cli.data",
