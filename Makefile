@@ -31,6 +31,7 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: install
+	$(BIN)/pip install -q -e ".[bench]"  # the peers we measure against (TRL)
 	$(BIN)/python -m bench.run_all
 
 clean:
