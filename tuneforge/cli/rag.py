@@ -121,14 +121,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     recipe = recipe_from_args(args)
     result = ask(recipe, args.question, generate=not args.retrieval_only)
-    if result.answer:
-        print(result.answer)
+    if not args.retrieval_only:
+        print(result.answer or "(the model gave an empty answer)")
         print()
-    print("sources:" if result.answer else "retrieved:")
+    print("retrieved:" if args.retrieval_only else "sources:")
     for i, hit in enumerate(result.hits, 1):
         mark = "  (cited)" if i in result.cited else ""
         print(f"  [{i}] {hit.doc_id}  {hit.title}  score {hit.score:.3f}{mark}")
-    if result.answer and not result.cited:
+    if not args.retrieval_only and not result.cited:
         print("  (the answer cites none of them explicitly)")
     return 0
 

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from tuneforge.rag.store import Hit, VectorStore
 
 SYSTEM_PROMPT = (
-    "You answer questions using only the numbered sources given. Cite the sources you use in square "
-    "brackets, like [1]. If the sources do not contain the answer, say that you do not know."
+    "You answer questions using only the numbered sources given. Answer briefly, in one or two "
+    "sentences, and cite the sources you use in square brackets, like [1]. If the sources do not "
+    "contain the answer, say that you do not know."
 )
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
@@ -66,7 +67,7 @@ def build_messages(
     sources = format_sources(hits, tokenizer, max_context_tokens)
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Sources:\n\n{sources}\n\nQuestion: {question}"},
+        {"role": "user", "content": f"Sources:\n\n{sources}\n\nQuestion: {question}\nAnswer briefly, citing sources like [1]."},
     ]
 
 

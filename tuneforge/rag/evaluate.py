@@ -152,6 +152,13 @@ def contains_answer(prediction: str, reference: str) -> float:
 
 
 def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD token F1: the evaluation stage's definition when present, so RAG and eval rows agree."""
+    try:
+        from tuneforge.eval.metrics import token_f1 as shared
+    except ImportError:
+        shared = None
+    if shared is not None:
+        return float(shared(prediction, reference))
     pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
     if not pred or not ref:
         return float(pred == ref)
@@ -169,8 +176,19 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def mean_with_ci(values: list[float], seed: int = 0, resamples: int = 1000) -> tuple[float, float, float]:
-    """Mean and a 95% percentile-bootstrap confidence interval (seeded, so reruns agree)."""
+def mean_with_ci(
+    values: list[float], seed: int = 0, resamples: int = 1000
+) -> tuple[float, float | None, float | None]:
+    """Mean and a 95% percentile-bootstrap confidence interval (seeded, so reruns agree).
+
+    Uses the evaluation stage's ``bootstrap_ci`` when present, so intervals are computed alike.
+    """
+    try:
+        from tuneforge.eval.metrics import bootstrap_ci
+    except ImportError:
+        bootstrap_ci = None
+    if bootstrap_ci is not None and values:
+        return bootstrap_ci(values, samples=resamples, seed=seed)
     if not values:
         return 0.0, 0.0, 0.0
     rng = random.Random(seed)

@@ -89,10 +89,15 @@ def index_documents(
             rows.append(ChunkRow(c.chunk_id, doc.doc_id, c.index, doc.title, doc.source, c.text, c.start, c.end, h))
             texts.append(embedding_text(doc.title, c))
     bar = tqdm(total=len(rows), desc="embedding", unit="chunk", disable=not progress or not rows)
+    import numpy as np
+
+    step = embedder.batch_size
     for start in range(0, len(rows), GROUP):
-        vectors = embedder.embed(texts[start:start + GROUP])
-        store.add(rows[start:start + GROUP], vectors)
-        bar.update(len(vectors))
+        parts = []
+        for b in range(start, min(start + GROUP, len(rows)), step):
+            parts.append(embedder.embed(texts[b:b + step]))
+            bar.update(len(parts[-1]))
+        store.add(rows[start:start + GROUP], np.concatenate(parts))
     bar.close()
     report.chunks_written = len(rows)
     if todo:

@@ -30,8 +30,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+_EMBEDDERS: dict[tuple[str, int], Embedder] = {}
+
+
 def load_embedder(cfg: RagConfig) -> Embedder:
-    return Embedder(cfg.embedding_model, batch_size=cfg.embedding_batch_size)
+    """The configured embedder, loaded once per process (a server or notebook asks many questions)."""
+    key = (cfg.embedding_model, cfg.embedding_batch_size)
+    if key not in _EMBEDDERS:
+        _EMBEDDERS[key] = Embedder(cfg.embedding_model, batch_size=cfg.embedding_batch_size)
+    return _EMBEDDERS[key]
 
 
 def open_index(cfg: RagConfig, embedder: Embedder | None = None, create: bool = False) -> tuple[VectorStore, Embedder]:
