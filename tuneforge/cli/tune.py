@@ -57,7 +57,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     files = prepare_training_files(recipe, run, tokenizer)
     if files.val is None:
         raise UserError("tuning scores trials on validation loss: set data.val_fraction > 0")
-    result = run_search(recipe, run, files.train, files.val)
+    result = run_search(recipe, run, files.train, files.val, tokenizer=tokenizer)
     print(f"study {result.study_name}: this worker ran {result.trials_run} trials")
     if result.best_value is not None:
         print(f"best validation loss {result.best_value:.4f} with {result.best_params}")

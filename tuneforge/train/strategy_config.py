@@ -136,7 +136,7 @@ class ParamSpace(Section):
     log: bool = Field(False, description="Sample on a log scale (learning rates, weight decay).")
     step: float | None = Field(None, gt=0, description="Grid step within [low, high] (not with log).")
     integer: bool = Field(False, description="Sample integers (ranks, batch sizes, epochs).")
-    choices: list[str | float | bool] | None = Field(None, min_length=1, description="Pick one of these values.")
+    choices: list[bool | int | float | str] | None = Field(None, min_length=1, description="Pick one of these values.")
 
     @model_validator(mode="after")
     def _check(self) -> ParamSpace:

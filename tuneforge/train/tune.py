@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +35,12 @@ log = logging.getLogger(__name__)
 
 
 def worker_id() -> str:
-    """Names this worker in the study (trial user attribute ``worker``)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Names this worker in the study (trial user attribute ``worker``): host, process, and the thread
+    when a worker runs beside others in one process."""
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    if threading.current_thread() is not threading.main_thread():
+        me += f":{threading.get_ident()}"
+    return me
 
 
 def suggest(trial: optuna.Trial, space: dict[str, ParamSpace]) -> dict[str, Any]:
@@ -135,7 +141,9 @@ class TuneResult:
     report: Path | None = None
 
 
-def make_objective(recipe: Recipe, run: Run, train_file: Path, val_file: Path, model_loader=None):
+def make_objective(
+    recipe: Recipe, run: Run, train_file: Path, val_file: Path, model_loader=None, tokenizer=None
+):
     """The function Optuna minimises: train one trial, return its best validation loss."""
     import optuna
 
@@ -161,7 +169,8 @@ def make_objective(recipe: Recipe, run: Run, train_file: Path, val_file: Path, m
             return False
 
         model = model_loader(trial_recipe) if model_loader else None
-        result = train_fn(trial_recipe, trial_run, train_file, val_file, model=model, on_eval=on_eval)
+        result = train_fn(trial_recipe, trial_run, train_file, val_file, model=model, tokenizer=tokenizer,
+                          on_eval=on_eval)
         trial.set_user_attr("run", str(trial_run.path))
         trial.set_user_attr("steps", int(result.steps))
         trial.set_user_attr("tokens_per_s", float(result.tokens_per_s or 0.0))
@@ -177,7 +186,7 @@ def make_objective(recipe: Recipe, run: Run, train_file: Path, val_file: Path, m
 
 
 def run_search(
-    recipe: Recipe, run: Run, train_file: Path, val_file: Path, *, model_loader=None, objective=None
+    recipe: Recipe, run: Run, train_file: Path, val_file: Path, *, model_loader=None, tokenizer=None, objective=None
 ) -> TuneResult:
     """Run this worker's trials in the shared study, then write ``best.yaml`` and the report.
 
@@ -192,9 +201,9 @@ def run_search(
         raise UserError("the recipe has no tune section; add tune.space (see examples/tune.yaml)")
     storage = default_storage(recipe, cfg)
     # Workers must not draw the same "random" startup trials: seed each one differently.
-    study = open_study(cfg, storage, seed=recipe.run.seed + os.getpid())
+    study = open_study(cfg, storage, seed=recipe.run.seed + zlib.crc32(worker_id().encode()))
     run.update_manifest(tune={"storage": storage, "study": cfg.study_name, "worker": worker_id()})
-    objective = objective or make_objective(recipe, run, train_file, val_file, model_loader)
+    objective = objective or make_objective(recipe, run, train_file, val_file, model_loader, tokenizer)
     callbacks = []
     if cfg.max_total_trials:
         callbacks.append(optuna.study.MaxTrialsCallback(cfg.max_total_trials))
