@@ -127,30 +127,71 @@ def _convert(cfg: DataConfig, path: Path, st: _State) -> tuple[list[Example], st
     return examples, fmt
 
 
-def check_examples(examples: list[Example], cfg: DataConfig, tokenizer: Any, st: _State, drop: bool = True) -> list[Example]:
-    """Run every check; with ``drop`` remove what the config says to remove (each counted)."""
-    kept: list[Example] = []
-    seen: dict[str, Example] = {}
-    by_input: dict[str, Example] = {}
-    pii_counts: Counter[str] = Counter()
-    low_info = exact = conflicting = 0
+def check_examples(examples: list[Example], cfg: DataConfig, tokenizer: Any, st: _State, drop: bool = True,
+                   limit: int | None = None) -> list[Example]:
+    """Every check; with ``drop`` remove what the config says to remove (each counted). With ``limit``,
+    examples are taken in order until ``limit`` pass: PII and token lengths are checked on those only."""
+    kept = _check_rows(examples, cfg, st, drop)
+    final: list[Example] = []
+    lengths: list[int] = []
+    tok_name = "estimated"
+    pii: Counter[str] = Counter()
+    over = examined = 0
+    for start in range(0, len(kept), 512):
+        if limit is not None and len(final) >= limit:
+            break
+        chunk = kept[start : start + 512]
+        examined += len(chunk)
+        _check_pii(chunk, cfg, st, drop, pii)
+        chunk_lengths, tok_name = token_lengths(chunk, tokenizer)
+        lengths += chunk_lengths
+        for ex, n in zip(chunk, chunk_lengths, strict=True):
+            if n > cfg.max_length:
+                over += 1
+                st.problem("too_long", ex.file, ex.line, "(example)", f"{n} tokens, over data.max_length {cfg.max_length}",
+                           drop="longer than max_length" if drop else None)
+                if drop:
+                    continue
+            final.append(ex)
+    if limit is not None:
+        unused = (len(kept) - examined) + max(0, len(final) - limit)  # never looked at, or past the limit
+        final = final[:limit]
+        if unused:
+            st.dropped["over max_examples (seeded sample)"] += unused
+    st.extra.update(
+        token_lengths={"tokenizer": tok_name, "max_length": cfg.max_length, "over_max_length": over,
+                       "examined": examined, **histogram(lengths)},
+        pii={"counts": dict(sorted(pii.items())), "redacted": bool(cfg.redact_pii and drop)},
+    )
+    return final
+
+
+def _check_pii(examples: list[Example], cfg: DataConfig, st: _State, drop: bool, counts: Counter[str]) -> None:
     for ex in examples:
-        f, ln = ex.file, ex.line
         for i, m in enumerate(ex.messages):
-            if not find_pii(m["content"]):
+            kinds = [k for k, _, _ in find_pii(m["content"])]
+            if not kinds:
                 continue
+            counts.update(kinds)
             if cfg.redact_pii and drop:
-                m["content"], kinds = redact(m["content"])
+                m["content"], _ = redact(m["content"])
                 for k in sorted(set(kinds)):
                     st.changed[f"PII redacted ({k})"] += 1
-                pii_counts.update(kinds)
                 if i == len(ex.messages) - 1 and ex.label is not None:
                     ex.label = m["content"]
             else:
-                kinds = [k for k, _, _ in find_pii(m["content"])]
-                pii_counts.update(kinds)
                 names = ", ".join(PII_NAMES[k] for k in sorted(set(kinds)))
-                st.problem("pii", f, ln, f"messages[{i}].content", f"contains {names} (redact with --redact-pii)")
+                st.problem("pii", ex.file, ex.line, f"messages[{i}].content", f"contains {names} (redact with --redact-pii)")
+
+
+def _check_rows(examples: list[Example], cfg: DataConfig, st: _State, drop: bool) -> list[Example]:
+    """Empty and low-information answers, exact duplicates and conflicting answers."""
+    kept: list[Example] = []
+    seen: dict[str, Example] = {}
+    by_input: dict[str, Example] = {}
+    low_info = exact = conflicting = 0
+    for ex in examples:
+        f, ln = ex.file, ex.line
         if not ex.answer.strip():
             st.problem("empty_response", f, ln, "messages[-1].content", "the answer is empty or whitespace",
                        drop="empty answer" if drop else None)
@@ -183,23 +224,8 @@ def check_examples(examples: list[Example], cfg: DataConfig, tokenizer: Any, st:
             st.problem("conflicting", f, ln, "messages[-1].content",
                        f"same input as {other.where} but a different answer ({ex.answer[:20]!r} vs {other.answer[:20]!r})")
         kept.append(ex)
-    lengths, tok_name = token_lengths(kept, tokenizer)
-    over = 0
-    final = []
-    for ex, n in zip(kept, lengths, strict=True):
-        if n > cfg.max_length:
-            over += 1
-            st.problem("too_long", ex.file, ex.line, "(example)", f"{n} tokens, over data.max_length {cfg.max_length}",
-                       drop="longer than max_length" if drop else None)
-            if drop:
-                continue
-        final.append(ex)
-    st.extra.update(
-        token_lengths={"tokenizer": tok_name, "max_length": cfg.max_length, "over_max_length": over, **histogram(lengths)},
-        low_information=low_info, exact=exact, conflicting=conflicting,
-        pii={"counts": dict(sorted(pii_counts.items())), "redacted": bool(cfg.redact_pii and drop)},
-    )
-    return final
+    st.extra.update(low_information=low_info, exact=exact, conflicting=conflicting)
+    return kept
 
 
 def _near(examples: list[Example], st: _State) -> list[tuple[int, int, float]]:
@@ -213,6 +239,7 @@ def _near(examples: list[Example], st: _State) -> list[tuple[int, int, float]]:
 
 
 def _report(cfg: DataConfig, fmt: str, st: _State, kept: list[Example], seed: int) -> dict[str, Any]:
+    st.problems.sort(key=lambda p: (p.file, p.line or 0, p.kind))  # stable: same order on every run
     kinds = Counter(p.kind for p in st.problems)
     near = st.extra.get("near_pairs", [])
     return {
@@ -231,6 +258,7 @@ def _report(cfg: DataConfig, fmt: str, st: _State, kept: list[Example], seed: in
 def _fail_if_strict(cfg: DataConfig, st: _State, report_path: Path | None) -> None:
     if not cfg.strict or not st.problems:
         return
+    st.problems.sort(key=lambda p: (p.file, p.line or 0, p.kind))
     lines = [p.render() for p in st.problems[:30]]
     if len(st.problems) > 30:
         lines.append(f"... and {len(st.problems) - 30} more" + (f" in {report_path}" if report_path else ""))
@@ -273,7 +301,9 @@ def prepare_data(cfg: DataConfig, out_dir: Path, tokenizer: Any = None, seed: in
     if cfg.stratify_by not in (None, "label"):
         raise UserError(f"data.stratify_by: only 'label' is supported (got {cfg.stratify_by!r})")
     examples, fmt = _convert(cfg, path, st)
-    kept = check_examples(examples, cfg, tokenizer, st)
+    if cfg.max_examples is not None:  # seeded order first, so the checks stop once the sample is full
+        examples, _ = sample(examples, [e.input_key for e in examples], None, seed)
+    kept = check_examples(examples, cfg, tokenizer, st, limit=cfg.max_examples)
     if cfg.strict and st.problems:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "quality.json", _report(cfg, fmt, st, kept, seed))
@@ -284,9 +314,7 @@ def prepare_data(cfg: DataConfig, out_dir: Path, tokenizer: Any = None, seed: in
         raise UserError(f"{path}: no usable examples ({st.rows} rows read; dropped: {reasons}){first}")
     pairs = _near(kept, st)
     keys = group_keys(kept, pairs)
-    chosen, chosen_keys = sample(kept, keys, cfg.max_examples, seed)
-    if cfg.max_examples is not None and len(kept) > len(chosen):
-        st.dropped["over max_examples (seeded sample)"] += len(kept) - len(chosen)
+    chosen, chosen_keys = sample(kept, keys, None, seed)
     splits = assign(chosen, chosen_keys, cfg.val_fraction, cfg.test_fraction, seed, cfg.stratify_by == "label")
     report = _report(cfg, fmt, st, chosen, seed)
     out_dir.mkdir(parents=True, exist_ok=True)

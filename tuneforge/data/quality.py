@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,8 +139,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("  splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
     tl = report.get("token_lengths", {})
     if tl.get("count"):
-        lines.append(f"  tokens ({tl['tokenizer']}): min {tl['min']}, median {tl['p50']}, p95 {tl['p95']}, max {tl['max']}"
-                     f"; over max_length {tl['max_length']}: {tl['over_max_length']}")
+        lines.append(f"  tokens ({Path(str(tl['tokenizer'])).name}, {tl['count']} examples checked): min {tl['min']}, "
+                     f"median {tl['p50']}, p95 {tl['p95']}, max {tl['max']}; over max_length {tl['max_length']}: "
+                     f"{tl['over_max_length']}")
         peak = max(b["count"] for b in tl["bins"])
         for b in tl["bins"]:
             lines.append(f"    {b['from']:>5}-{b['to'] - 1:<5} {'#' * max(1 if b['count'] else 0, round(30 * b['count'] / peak))} {b['count']}")
