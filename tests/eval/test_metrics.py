@@ -122,3 +122,11 @@ def test_default_metrics():
     assert M.default_metrics("sentiment", classification=True) == ["accuracy"]
     assert "rouge_l" in M.default_metrics("summarise", classification=False)
     assert {"bleu", "chrf"} <= set(M.default_metrics("translation-ja-en", classification=False))
+
+
+def test_all_wrong_still_gets_a_non_degenerate_interval():
+    # 0/60 correct: a bootstrap can only say [0, 0]; Wilson gives [0, z^2 / (n + z^2)] = [0, 0.0602]
+    mean, lo, hi = M.mean_ci([0.0] * 60, samples=200)
+    assert mean == 0.0 and lo == 0.0
+    assert hi == pytest.approx(1.959964**2 / (60 + 1.959964**2), abs=1e-4)
+    assert M.mean_ci([1.0, 0.0, 1.0], samples=200) == M.bootstrap_ci([1.0, 0.0, 1.0], samples=200)

@@ -125,7 +125,7 @@ def side_by_side(paths: list[str | Path], n: int = 3, ids: list[str] | None = No
         width = max(len(k) for k in systems)
         for label, recs in systems.items():
             if i in recs:
-                out.append(f"  {label.ljust(width)} | {_short(recs[i]['prediction'], 200)}")
+                out.append(f"  {label.ljust(width)} | {_short(recs[i]['prediction'], 200) or '(empty answer)'}")
         out.append("")
     return "\n".join(out)
 

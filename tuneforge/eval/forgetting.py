@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tuneforge.errors import UserError
 from tuneforge.eval.config import EvalConfig
 from tuneforge.eval.loglik import score_continuations
-from tuneforge.eval.metrics import bootstrap_ci, paired_delta
+from tuneforge.eval.metrics import mean_ci, paired_delta
 from tuneforge.eval.results import MetricValue, ResultRow
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def run_forgetting(
         questions = load_probe(name, cfg, seed)
         picks = answer_questions(model, tokenizer, questions, cfg.forgetting_batch_size, f"{system}: {name}")
         correct = [float(p == q.gold) for p, q in zip(picks, questions, strict=True)]
-        value, lo, hi = bootstrap_ci(correct, cfg.bootstrap_samples, cfg.confidence, seed)
+        value, lo, hi = mean_ci(correct, cfg.bootstrap_samples, cfg.confidence, seed)
         chance = sum(1 / len(q.choices) for q in questions) / len(questions)
         rows.append(ResultRow(
             system=system, task=TASK_PREFIX + name,

@@ -128,6 +128,29 @@ def bootstrap_ci(
     return mean, float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
+def wilson_ci(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (sensible at 0/n and n/n, unlike a bootstrap)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_ci(
+    scores: Sequence[float], samples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float | None, float | None]:
+    """Bootstrap interval of the mean, except where it collapses: when every example scored the same
+    0 or 1 (0/60 correct) resampling can only return that value, so the Wilson interval is used."""
+    mean, lo, hi = bootstrap_ci(scores, samples, confidence, seed)
+    arr = np.asarray(scores, dtype=float)
+    if lo is not None and lo == hi and arr.size > 1 and set(np.unique(arr)) <= {0.0, 1.0}:
+        lo, hi = wilson_ci(float(arr.sum()), int(arr.size), confidence)
+    return mean, lo, hi
+
+
 def corpus_bootstrap_ci(
     metric: Callable[[Sequence[str], Sequence[str]], float],
     predictions: Sequence[str],
@@ -174,7 +197,7 @@ def metric_value(
         fn = bleu if name == "bleu" else chrf
         value, lo, hi = corpus_bootstrap_ci(fn, predictions, references, min(samples, 200), confidence, seed)
     else:
-        value, lo, hi = bootstrap_ci(per_example or [], samples, confidence, seed)
+        value, lo, hi = mean_ci(per_example or [], samples, confidence, seed)
     return MetricValue(value=value, ci_low=lo, ci_high=hi, n=len(predictions))
 
 
