@@ -82,10 +82,18 @@ def test_eval_writes_base_and_tuned_rows_for_compare(run_dir, tiny_model_dir, ti
     out = capsys.readouterr().out
     assert "base + RAG:" in out and "tuned + RAG:" in out
     rows = {r.system: r for r in read_results(run_dir / "runs" / "rag-eval")}
-    assert set(rows) == {"base + RAG", "tuned + RAG"}
-    for row in rows.values():
+    assert set(rows) == {"base + RAG", "tuned + RAG", "base zero-shot", "tuned"}
+    for name in ("base + RAG", "tuned + RAG"):
+        row = rows[name]
         assert {"recall@1", "recall@2", "recall@10", "mrr", "answer_accuracy", "token_f1"} <= set(row.metrics)
         assert row.metrics["mrr"].n == 2 and 0.0 <= row.metrics["recall@10"].value <= 1.0
-        assert row.prompt_tokens_per_request and row.prompt_tokens_per_request > 20
+    for name in ("base zero-shot", "tuned"):  # closed-book: answers only, and much shorter prompts
+        assert set(rows[name].metrics) == {"answer_accuracy", "token_f1"}
+        assert rows[name].prompt_tokens_per_request < rows["base + RAG"].prompt_tokens_per_request
     preds = (run_dir / "runs" / "rag-eval" / "eval" / "rag_predictions.jsonl").read_text().splitlines()
-    assert len(preds) == 4
+    assert len(preds) == 8
+
+    # Retrieval-only evaluation needs no model at all.
+    assert main(["rag", "eval", "--index-dir", "idx", "--qa", str(qa), "--retrieval-only", "--name", "retr"]) == 0
+    rows = read_results(run_dir / "runs" / "retr")
+    assert [r.system for r in rows] == ["retrieval"] and "mrr" in rows[0].metrics

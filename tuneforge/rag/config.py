@@ -45,6 +45,9 @@ class RagConfig(Section):
         "question, answer, doc_id and gold (the answer-bearing span of the document).",
     )
     max_questions: int | None = Field(None, ge=1, description="Evaluate at most this many QA pairs.")
+    closed_book: bool = Field(
+        True, description="rag eval: also answer the questions without retrieval (rows 'base zero-shot'/'tuned')."
+    )
     answer_mode: Literal["generate", "retrieval-only"] = Field(
         "generate", description="rag eval: retrieval-only skips answer generation (recall@k and MRR only)."
     )

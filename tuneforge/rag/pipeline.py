@@ -114,15 +114,53 @@ def ask(recipe: Recipe, question: str, generate: bool = True) -> RagAnswer:
                            max_new_tokens=cfg.max_new_tokens, max_context_tokens=cfg.max_context_tokens)
 
 
-def evaluate_rag(recipe: Recipe, run: Run) -> dict[str, dict[str, float]]:
-    """Score retrieval, then answers of the base model (and the tuned one, given an adapter), with RAG.
+def _answer_rows(
+    recipe: Recipe, pairs: list, retrieval, adapter: str, names: tuple[str, str], task: str, extra: dict
+) -> tuple[list, list[dict]]:
+    """Rows for one model (base or tuned): with retrieved sources, and closed-book when asked."""
+    from tuneforge.eval.results import MetricValue, ResultRow
+    from tuneforge.rag.answer import build_messages, generate_answers
+    from tuneforge.rag.evaluate import contains_answer, mean_with_ci, token_f1
 
-    Writes ``eval/results.json`` rows, ``eval/rag_predictions.jsonl`` and metrics.jsonl entries in the
-    run folder; returns {system: {metric: value}}.
+    cfg = recipe.rag
+    tokenizer, model = load_answer_model(recipe, adapter=adapter)
+    variants = [(names[0], [build_messages(qa.question, hits[: cfg.top_k], tokenizer, cfg.max_context_tokens)
+                            for qa, hits in zip(pairs, retrieval.hits, strict=True)])]
+    if cfg.closed_book:  # the same questions without retrieval: what RAG adds
+        variants.append((names[1], [[{"role": "user", "content": f"{qa.question}\nAnswer briefly."}] for qa in pairs]))
+    rows, predictions = [], []
+    for system, conversations in variants:
+        answers = generate_answers(model, tokenizer, conversations, cfg.max_new_tokens, cfg.batch_size)
+        acc = [contains_answer(a, qa.answer) for a, qa in zip(answers, pairs, strict=True)]
+        f1 = [token_f1(a, qa.answer) for a, qa in zip(answers, pairs, strict=True)]
+        metrics = dict(extra["retrieval_metrics"]) if system == names[0] else {}
+        for name, values in (("answer_accuracy", acc), ("token_f1", f1)):
+            m, lo, hi = mean_with_ci(values, recipe.run.seed)
+            metrics[name] = MetricValue(m, lo, hi, len(pairs))
+        prompt_tokens = sum(
+            len(tokenizer(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False),
+                          add_special_tokens=False)["input_ids"]) for c in conversations
+        ) / len(conversations)
+        rows.append(ResultRow(system=system, task=task, metrics=metrics, prompt_tokens_per_request=prompt_tokens,
+                              extra={k: v for k, v in extra.items() if k != "retrieval_metrics"}
+                              | {"retrieval": system == names[0]}))
+        for qa, hits, answer, a, f in zip(pairs, retrieval.hits, answers, acc, f1, strict=True):
+            predictions.append({"system": system, "id": qa.qid, "question": qa.question, "reference": qa.answer,
+                                "prediction": answer, "correct": a, "token_f1": f,
+                                "retrieved": [h.chunk_id for h in hits[: cfg.top_k]] if system == names[0] else []})
+    return rows, predictions
+
+
+def evaluate_rag(recipe: Recipe, run: Run) -> dict[str, dict[str, float]]:
+    """Score retrieval, then answers of the base model (and the tuned one, given an adapter).
+
+    Rows: "base + RAG" (and "tuned + RAG"), plus the same questions closed-book as "base zero-shot"
+    (and "tuned") unless ``rag.closed_book`` is off, so the table shows what retrieval adds. Writes
+    ``eval/results.json``, ``eval/rag_predictions.jsonl`` and metrics.jsonl entries in the run
+    folder; returns {system: {metric: value}}.
     """
     from tuneforge.eval.results import MetricValue, ResultRow, write_results
-    from tuneforge.rag.answer import build_messages, generate_answers
-    from tuneforge.rag.evaluate import contains_answer, evaluate_retrieval, load_qa, mean_with_ci, token_f1
+    from tuneforge.rag.evaluate import evaluate_retrieval, load_qa, mean_with_ci
 
     cfg = recipe.rag
     pairs, qa_path = load_qa(cfg.qa_file)
@@ -142,45 +180,28 @@ def evaluate_rag(recipe: Recipe, run: Run) -> dict[str, dict[str, float]]:
         retrieval_metrics[f"recall@{k}"] = MetricValue(m, lo, hi, len(pairs))
     m, lo, hi = mean_with_ci(retrieval.reciprocal_ranks(), seed)
     retrieval_metrics["mrr"] = MetricValue(m, lo, hi, len(pairs))
-    summary: dict[str, dict[str, float]] = {}
-    systems = [("base + RAG", "")]
-    if recipe.model.adapter:
-        systems.append(("tuned + RAG", recipe.model.adapter))
+    extra = {"top_k": cfg.top_k, "index_dir": str(cfg.index_dir), "embedding_model": cfg.embedding_model,
+             "chunks": store.count(), "missing_gold": retrieval.missing_gold, "retrieval_metrics": retrieval_metrics}
     rows: list[ResultRow] = []
-    if cfg.answer_mode == "retrieval-only":
-        systems = [("retrieval", None)]
     predictions: list[dict] = []
-    for system, adapter in systems:
-        metrics = dict(retrieval_metrics)
-        prompt_tokens = None
-        if adapter is not None:
-            tokenizer, model = load_answer_model(recipe, adapter=adapter)
-            conversations = [build_messages(qa.question, hits[: cfg.top_k], tokenizer, cfg.max_context_tokens)
-                             for qa, hits in zip(pairs, retrieval.hits, strict=True)]
-            answers = generate_answers(model, tokenizer, conversations, cfg.max_new_tokens, cfg.batch_size)
-            acc = [contains_answer(a, qa.answer) for a, qa in zip(answers, pairs, strict=True)]
-            f1 = [token_f1(a, qa.answer) for a, qa in zip(answers, pairs, strict=True)]
-            for name, values in (("answer_accuracy", acc), ("token_f1", f1)):
-                m, lo, hi = mean_with_ci(values, seed)
-                metrics[name] = MetricValue(m, lo, hi, len(pairs))
-            prompt_tokens = sum(
-                len(tokenizer(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False),
-                              add_special_tokens=False)["input_ids"]) for c in conversations
-            ) / len(conversations)
-            for qa, hits, answer, a, f in zip(pairs, retrieval.hits, answers, acc, f1, strict=True):
-                predictions.append({"system": system, "id": qa.qid, "question": qa.question, "reference": qa.answer,
-                                    "prediction": answer, "correct": a, "token_f1": f,
-                                    "retrieved": [h.chunk_id for h in hits[: cfg.top_k]]})
-            del model
-        rows.append(ResultRow(system=system, task=task, metrics=metrics, prompt_tokens_per_request=prompt_tokens,
-                              extra={"top_k": cfg.top_k, "index_dir": str(cfg.index_dir),
-                                     "embedding_model": cfg.embedding_model, "chunks": store.count()}))
-        summary[system] = {k: v.value for k, v in metrics.items()}
-        run.log_metrics(split="rag", system=system, **summary[system])
     if cfg.answer_mode == "retrieval-only":
+        rows.append(ResultRow(system="retrieval", task=task, metrics=retrieval_metrics,
+                              extra={k: v for k, v in extra.items() if k != "retrieval_metrics"}))
         for qa, hits, rank in zip(pairs, retrieval.hits, retrieval.ranks, strict=True):
             predictions.append({"system": "retrieval", "id": qa.qid, "question": qa.question, "gold_rank": rank,
                                 "retrieved": [h.chunk_id for h in hits[: cfg.top_k]]})
+    else:
+        models = [("", ("base + RAG", "base zero-shot"))]
+        if recipe.model.adapter:
+            models.append((recipe.model.adapter, ("tuned + RAG", "tuned")))
+        for adapter, names in models:
+            new_rows, new_preds = _answer_rows(recipe, pairs, retrieval, adapter, names, task, extra)
+            rows += new_rows
+            predictions += new_preds
+    summary: dict[str, dict[str, float]] = {}
+    for row in rows:
+        summary[row.system] = {k: v.value for k, v in row.metrics.items()}
+        run.log_metrics(split="rag", system=row.system, **summary[row.system])
     write_results(run.path, rows)
     with open(run.file("eval", "rag_predictions.jsonl"), "w", encoding="utf-8") as f:
         for p in predictions:
