@@ -207,6 +207,7 @@ def write_report(run_path: str | Path) -> Path:
                 [r.system for r in chosen], [r.metrics[metric].value for r in chosen],
                 [r.metrics[metric].ci_low for r in chosen], [r.metrics[metric].ci_high for r in chosen],
                 title=f"{metric} on the test split",
+                domain=(0.0, 1.0) if metric in ("accuracy", "exact_match", "token_f1", "rouge_l") else None,
             ))
         html.append(_per_task(test))
     html.append(_forgetting_section(verdict, rows))

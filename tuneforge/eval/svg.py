@@ -30,7 +30,7 @@ def _fmt(v: float) -> str:
 def bar_chart(
     labels: list[str], values: list[float], lows: list[float | None] | None = None,
     highs: list[float | None] | None = None, title: str = "", colors: list[str] | None = None,
-    width: int = 640, zero_line: bool = True,
+    width: int = 640, zero_line: bool = True, domain: tuple[float, float] | None = None,
 ) -> str:
     """Horizontal bars with optional interval whiskers (values may be negative: deltas)."""
     if not values:
@@ -39,6 +39,8 @@ def bar_chart(
     highs = highs or [None] * len(values)
     pts = [v for v in values if v == v] + [x for x in lows + highs if x is not None]
     lo, hi = min(0.0, *pts), max(0.0, *pts)
+    if domain is not None:  # e.g. (0, 1) for proportions, so 0.02 does not fill the chart
+        lo, hi = min(lo, domain[0]), max(hi, domain[1])
     ticks = _ticks(lo, hi)
     lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
     left, right, row_h, top = 190, 20, 26, 30 if title else 10
