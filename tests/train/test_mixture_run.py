@@ -47,8 +47,9 @@ def test_three_task_mixture_runs_end_to_end(tiny_model_dir, tmp_path):
     # Validation loss per task before and after, logged as metrics too.
     for t in summary["tasks"]:
         assert t["val_loss_before"] > 0 and t["val_loss_after"] > 0
+    # ... and at every validation during training (eval_every 2 of 3 steps).
     logged = {(m["task"], m["step"]) for m in run.read_metrics() if m.get("split") == "val" and "task" in m}
-    assert {(n, 0) for n in names} <= logged
+    assert {(n, step) for n in names for step in (0, 2)} <= logged
     # Per-task test scores for the base and the tuned model, in the shared results file.
     rows = {(r.system, r.task) for r in read_results(run.path)}
     assert {(s, n) for s in ("base", "multitask") for n in names} <= rows

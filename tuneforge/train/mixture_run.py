@@ -138,12 +138,25 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
     for task, loss in val_before.items():
         run.log_metrics(step=0, split="val", task=task, loss=loss)
 
-    # train() wraps the model it is given (PEFT layers are injected in place): give it its own copy.
-    result = train(recipe, run, files.train, files.val, model=None if model is None else _copy(model), tokenizer=tokenizer)
+    # train() wraps the model it is given (PEFT layers are injected into it, in place): give it its own
+    # copy, and keep a handle on it so each validation can also be scored task by task.
+    from tuneforge.train.methods import PROMPT_LEARNING, load_base_model
+
+    train_model = _copy(model) if model is not None else load_base_model(recipe)
+    # Prompt/prefix tuning keep their virtual tokens in the PEFT wrapper, not in the wrapped model.
+    per_task = files.val is not None and recipe.train.method not in PROMPT_LEARNING
+
+    def on_eval(step: int, val_loss: float) -> bool:
+        if per_task:
+            for task, loss in task_losses(train_model, tokenizer, files.val, max_length=max_len).items():
+                run.log_metrics(step=step, split="val", task=task, loss=loss)
+        return False
+
+    result = train(recipe, run, files.train, files.val, model=train_model, tokenizer=tokenizer, on_eval=on_eval)
     tuned = load_trained(recipe, result.output_dir, result.method)
     val_after = task_losses(tuned, tokenizer, files.val, max_length=max_len) if files.val else {}
-    for task, loss in val_after.items():
-        run.log_metrics(step=result.steps, split="val", task=task, loss=loss)
+    for task, loss in val_after.items():  # the exported (best) weights, which may predate the last step
+        run.log_metrics(step=result.steps, split="val_final", task=task, loss=loss)
     tuned_rows = score_tasks(tuned, tokenizer, files.tasks, recipe, "multitask")
     write_results(run.path, base_rows + tuned_rows)
 
