@@ -78,3 +78,20 @@ def test_rag_rows_count_as_alternatives(tmp_path):
     _write(tmp_path, "tuned", [1.0] * 30 + [0.0] * 30, 60)
     v = decide(tmp_path, _rows(tmp_path), samples=500)
     assert v.answer == "no" and "base + RAG" in v.headline
+
+
+def test_rows_of_another_task_are_judged_separately(tmp_path):
+    _write(tmp_path, "base zero-shot", [0.0] * 40 + [1.0] * 20, 60)
+    _write(tmp_path, "tuned", [1.0] * 55 + [0.0] * 5, 60)
+    # a RAG question set in the same run: its rows must not be compared with the sentiment rows
+    write_results(tmp_path, [
+        ResultRow("base + RAG", "python-docs-qa", {"answer_accuracy": MetricValue(0.99, 0.95, 1.0, 80)}, 500),
+        ResultRow("tuned", "python-docs-qa", {"answer_accuracy": MetricValue(0.2, 0.1, 0.3, 80)}, 40),
+    ])
+    rows = _rows(tmp_path)
+    for r in rows:
+        if r.task == "sentiment":
+            r.extra["kind"] = "test"
+    v = decide(tmp_path, rows, samples=500)
+    assert v.answer == "yes" and "base zero-shot" in v.headline
+    assert any(line.startswith("task python-docs-qa: No") and "base + RAG" in line for line in v.lines)

@@ -13,8 +13,8 @@ from tuneforge.errors import UserError
 from tuneforge.eval.forgetting import TASK_PREFIX
 from tuneforge.eval.results import MetricValue, ResultRow, read_results
 
-METRIC_ORDER = ("accuracy", "exact_match", "token_f1", "rouge_l", "bleu", "chrf", "ref_loss", "perplexity")
-PRIMARY_ORDER = ("accuracy", "token_f1", "rouge_l", "chrf", "bleu", "exact_match")
+METRIC_ORDER = ("accuracy", "answer_accuracy", "exact_match", "token_f1", "rouge_l", "bleu", "chrf", "ref_loss", "perplexity")
+PRIMARY_ORDER = ("accuracy", "answer_accuracy", "token_f1", "rouge_l", "chrf", "bleu", "exact_match")
 
 
 def fmt_metric(m: MetricValue | None, digits: int = 3) -> str:

@@ -94,6 +94,7 @@ def _length_histogram(run_path: Path, preds: dict[str, list[dict[str, Any]]]) ->
 
 def _metric_table(rows: list[ResultRow]) -> str:
     metrics = [m for m in METRIC_ORDER if any(m in r.metrics for r in rows)]
+    metrics += sorted({k for r in rows for k in r.metrics} - set(metrics))
     head = "".join(f"<th>{escape(m)}</th>" for m in metrics)
     body = []
     for r in rows:
@@ -203,8 +204,9 @@ def write_report(run_path: str | Path) -> Path:
                     "difference may be noise.</p>" + _metric_table(test))
         if metric:
             chosen = [r for r in test if metric in r.metrics]
+            several = len({r.task for r in chosen}) > 1
             html.append(svg.bar_chart(
-                [r.system for r in chosen], [r.metrics[metric].value for r in chosen],
+                [f"{r.system} ({r.task})" if several else r.system for r in chosen], [r.metrics[metric].value for r in chosen],
                 [r.metrics[metric].ci_low for r in chosen], [r.metrics[metric].ci_high for r in chosen],
                 title=f"{metric} on the test split",
                 domain=(0.0, 1.0) if metric in ("accuracy", "exact_match", "token_f1", "rouge_l") else None,

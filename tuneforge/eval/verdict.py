@@ -24,13 +24,37 @@ class Verdict:
     forgetting: list[ForgettingDelta] = field(default_factory=list)
 
 
+def _task_order(test: list[ResultRow]) -> list[str]:
+    """Tasks of the test split first (rows eval wrote), then others (e.g. a RAG question set)."""
+    tasks: list[str] = []
+    for kind_first in (True, False):
+        for r in test:
+            if (r.extra.get("kind") == "test") == kind_first and r.task not in tasks:
+                tasks.append(r.task)
+    return tasks
+
+
 def decide(run_path: str | Path, rows: list[ResultRow], samples: int = 1000, confidence: float = 0.95,
            margin: float = 0.0, seed: int = 0) -> Verdict:
+    """The verdict on the run's main task (the test split), with other tasks' comparisons appended."""
     test = [r for r in rows if not is_probe(r)]
     forgetting = compare_forgetting(rows, samples=samples, confidence=confidence, margin=margin, seed=seed)
-    metric = primary_metric(test)
-    if not test or metric is None:
+    if not test:
         return Verdict("no results", "No test-split results yet: run `tuneforge eval` first.", forgetting=forgetting)
+    verdicts = [_decide_task(run_path, [r for r in test if r.task == t], forgetting, samples, confidence, seed)
+                for t in _task_order(test)]
+    main = verdicts[0]
+    for t, other in zip(_task_order(test)[1:], verdicts[1:], strict=True):
+        main.lines.append(f"task {t}: {other.headline}")
+    return main
+
+
+def _decide_task(run_path: str | Path, test: list[ResultRow], forgetting: list[ForgettingDelta], samples: int,
+                 confidence: float, seed: int) -> Verdict:
+    metric = primary_metric(test)
+    if metric is None:
+        return Verdict("no results", "No metrics in the results.", forgetting=forgetting)
+    task = test[0].task
     tuned = next((r for r in test if r.system == "tuned" and metric in r.metrics), None)
     others = [r for r in test if not r.system.startswith("tuned") and metric in r.metrics]
     best = max(others, key=lambda r: r.metrics[metric].value, default=None)
@@ -46,7 +70,8 @@ def decide(run_path: str | Path, rows: list[ResultRow], samples: int = 1000, con
     lines = [f"tuned {metric}: {fmt_metric(t)}", f"best baseline ({best.system}) {metric}: {fmt_metric(b)}"]
     lo = hi = None
     preds = collect_predictions(run_path)
-    pt, pb = preds.get("tuned"), preds.get(best.system)
+    pt = [r for r in preds.get("tuned", []) if str(r.get("task")) == task or test[0].task == "all"]
+    pb = [r for r in preds.get(best.system, []) if str(r.get("task")) == task or test[0].task == "all"]
     if pt and pb and all(metric in r.get("scores", {}) for r in pt + pb):
         sb = {str(r["id"]): r["scores"][metric] for r in pb}
         pairs = [(sb[str(r["id"])], r["scores"][metric]) for r in pt if str(r["id"]) in sb]
