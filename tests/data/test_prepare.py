@@ -52,7 +52,7 @@ def test_quickstart_contract_on_rotten_tomatoes(tmp_path, tokenizer):
         assert r["meta"]["label_set"] == ["positive", "negative"] and r["meta"]["task"] == "sentiment"
     assert json.loads((tmp_path / "quality.json").read_text()) == prepared.report
     assert json.loads((tmp_path / "splits.json").read_text()) == prepared.manifest
-    assert prepared.report["dropped"]["left out by template_args.skip_labels (category=plot)"] > 1000
+    assert prepared.report["dropped"]["left out by template (skip_labels: category=plot)"] > 1000
     assert prepared.report["token_lengths"]["tokenizer"] != "estimated"
     # The training engineer's view: only the answer (and its end-of-turn) is trained.
     enc = tokenize_conversation(tokenizer, rows["train"][0]["messages"])

@@ -98,3 +98,14 @@ def test_user_template_syntax_error_names_line(tmp_path):
     path.write_text("prompt: '{{ text '\nresponse: '{{ label }}'\n")
     with pytest.raises(UserError, match="Jinja2 syntax error"):
         get_template(str(path))
+
+
+def test_labels_outside_the_set_can_be_left_out_on_purpose():
+    from tuneforge.data.templates import Skip
+
+    args = {"label_set": ["Pain", "Depression"], "label_field": "condition", "text_field": "review"}
+    with pytest.raises(RowError) as err:
+        _apply("classify", {"review": "Helped a lot.", "condition": "Acne"}, **args)
+    assert err.value.kind == "bad_label"
+    with pytest.raises(Skip, match="condition not in label_set"):
+        _apply("classify", {"review": "Helped a lot.", "condition": "Acne"}, skip_other_labels=True, **args)

@@ -113,7 +113,7 @@ def _convert(cfg: DataConfig, path: Path, st: _State) -> tuple[list[Example], st
                 ex = Example(messages, str(meta.get("task") or fmt), meta.get("label"), meta.get("label_set"),
                              row.file, row.line)
         except Skip as s:
-            st.dropped[f"left out by template_args.skip_labels ({s})"] += 1
+            st.dropped[f"left out by template ({s})"] += 1
             continue
         except RowError as err:
             if not examples and st.rows == 1 and err.message.startswith("missing: template"):

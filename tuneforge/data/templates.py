@@ -99,13 +99,15 @@ def _labels(args: dict[str, Any], column: str, raw: str, default_map: dict[str, 
     mapping = {**default_map, **{str(k).lower(): str(v) for k, v in (args.get("label_map") or {}).items()}}
     key = raw.lower()
     if key in {str(s).lower() for s in args.get("skip_labels") or []}:
-        raise Skip(f"{column}={raw}")
+        raise Skip(f"skip_labels: {column}={raw}")
     label = mapping.get(key, raw)
     match = next((s for s in label_set if s.lower() == label.lower()), None)
+    if match is None and args.get("skip_other_labels"):
+        raise Skip(f"{column} not in label_set")
     if match is None:
         raise RowError(
             column, f"label {raw!r} is not in label_set {label_set}; map it with data.template_args.label_map "
-            "or leave it out with data.template_args.skip_labels"
+            "or leave it out with data.template_args.skip_labels (or skip_other_labels: true)", kind="bad_label"
         )
     return match, label_set
 
@@ -217,13 +219,14 @@ BUILTIN: dict[str, Template] = {
         Template("sentiment", "review -> positive/negative (fresh/rotten, pos/neg, 1/0 are mapped)",
                  {"text_field": "text", "label_field": "label"}, _sentiment,
                  {"text": "A gorgeous, witty, seductive movie.", "label": "fresh"},
-                 {"label_set": ["positive", "negative"], "label_map": {}, "skip_labels": [], "kind": "review"}, True),
+                 {"label_set": ["positive", "negative"], "label_map": {}, "skip_labels": [], "skip_other_labels": False,
+                  "kind": "review"}, True),
         Template("star_rating", "review -> star rating (1-5 by default)", {"text_field": "text", "rating_field": "rating"},
                  _star_rating, {"text": "Works, but the battery dies by noon.", "rating": 3},
                  {"min_rating": 1, "max_rating": 5}, True),
         Template("classify", "text -> one label of a given label set", {"text_field": "text", "label_field": "label"},
                  _classify, {"text": "Win a free cruise now!!!", "label": "spam"},
-                 {"label_set": [], "label_map": {}, "skip_labels": [], "instruction": ""}, True),
+                 {"label_set": [], "label_map": {}, "skip_labels": [], "skip_other_labels": False, "instruction": ""}, True),
         Template("summarize", "document -> summary", {"text_field": "text", "summary_field": "summary"}, _summarize,
                  {"text": "The council voted 7-2 on Monday to extend the tram line to the airport by 2029.",
                   "summary": "The tram line will reach the airport by 2029."}),
