@@ -91,3 +91,30 @@ def test_ann_index_keeps_deletes_and_finds_new_rows(tmp_path):
     assert store.search(extra[0], 1)[0].chunk_id == "new#0"
     reopened = LanceStore(tmp_path / "ann", 32, ann_min_rows=256)
     assert all(h.doc_id != "d5" for h in reopened.search(vectors[10], 50))
+
+
+def test_an_open_handle_sees_another_handles_delete(tmp_path):
+    """A long-lived reader (a server) must not return a document another process deleted, nor crash."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    reader = LanceStore(tmp_path / "s", 8)
+    for part in range(4):  # several fragments, so compaction rewrites files the reader once used
+        ids = range(part * 10, part * 10 + 10)
+        reader.add([ChunkRow(f"d{i}#0", f"d{i}", 0, "", "", f"t{i}", 0, 1, "h") for i in ids], vectors[list(ids)])
+    assert reader.search(vectors[3], 1)[0].doc_id == "d3"
+    writer = LanceStore(tmp_path / "s", 8)
+    writer.delete_documents(["d3"])
+    writer.optimize()
+    assert all(h.doc_id != "d3" for h in reader.search(vectors[3], 40))
+    assert reader.count() == 39
+
+
+def test_embedder_names_resolve_offline(tmp_path):
+    from tuneforge.rag.embed import resolve_embedder
+
+    folder = resolve_embedder("all-minilm-l6-v2")
+    assert (folder / "modules.json").is_file()
+    assert resolve_embedder(str(folder)) == folder  # any local sentence-transformers folder
+    with pytest.raises(UserError, match="nothing is downloaded"):
+        resolve_embedder("sentence-transformers/all-mpnet-base-v2")

@@ -12,6 +12,7 @@ query with a different embedder is refused instead of silently returning nonsens
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import shutil
@@ -121,7 +122,10 @@ class LanceStore(VectorStore):
         self.ann_min_rows = ann_min_rows
         self.ef = ef
         self.nprobes = nprobes
-        self.db = lancedb.connect(str(self.folder / "lance"))
+        # Strong read consistency: every query first looks for a newer table version, so a process that
+        # keeps the store open (a server, `rag ask` in a notebook) sees other processes' deletes at once
+        # and never reads files that a cleanup after those deletes removed.
+        self.db = lancedb.connect(str(self.folder / "lance"), read_consistency_interval=dt.timedelta(0))
         self.table = self._open_or_create()
 
     def _schema(self):
@@ -204,7 +208,13 @@ class LanceStore(VectorStore):
         if self.has_ann_index():
             query = query.nprobes(self.nprobes).ef(self.ef)
         cols = ["chunk_id", "doc_id", "title", "source", "text", "start", "end", "_distance"]
-        rows = query.select(cols).to_arrow().to_pylist()
+        try:
+            rows = query.select(cols).to_arrow().to_pylist()
+        except (OSError, RuntimeError, ValueError):
+            # Another process compacted and cleaned up between our version check and the read: the
+            # files of the version we looked at are gone. Move to the newest version and ask again.
+            self.table.checkout_latest()
+            return self.search(vector, k) if self.count() else []
         return [
             Hit(r["chunk_id"], r["doc_id"], r["title"], r["source"], r["text"], 1.0 - float(r["_distance"]),
                 int(r["start"]), int(r["end"]))
@@ -219,7 +229,6 @@ class LanceStore(VectorStore):
             from lancedb.index import IvfHnswSq
 
             self.table.create_index("vector", config=IvfHnswSq(distance_type="cosine"))
-        import datetime as dt
         import warnings
 
         # Compacts small fragments, folds unindexed rows into the ANN index, and drops old versions so
