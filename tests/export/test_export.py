@@ -117,3 +117,19 @@ def test_export_without_weights_is_a_user_error(tmp_path, tiny_model_dir, capsys
     (tmp_path / "recipe.yaml").write_text(dump_recipe(load_recipe(None, {"model.name": str(tiny_model_dir)})))
     assert main(["export", str(tmp_path)]) == 2
     assert "no trained weights" in capsys.readouterr().err
+
+
+def test_full_finetune_run_is_resaved_in_the_requested_dtype(tmp_path, tiny_model_dir):
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.config import dump_recipe, load_recipe
+
+    shutil.copytree(tiny_model_dir, tmp_path / "run" / "model")
+    (tmp_path / "run" / "recipe.yaml").write_text(dump_recipe(load_recipe(None, {"model.name": str(tiny_model_dir)})))
+    assert main(["export", str(tmp_path / "run"), "--dtype", "bfloat16", "--tolerance", "0.05"]) == 0
+    report = json.loads((tmp_path / "run" / "export" / "export.json").read_text())
+    assert report["kind"] == "full" and report["merge_check"]["passed"]
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "run" / "export" / "merged"))
+    assert merged.dtype == torch.bfloat16
