@@ -111,3 +111,25 @@ def test_three_stage_example_runs_end_to_end(tiny_model_dir, tmp_path):
     report = (run.path / "report.md").read_text()
     assert "forgotten" in report and "3-specific" in report
     assert (run.path / "model" / "config.json").is_file()
+
+
+def test_continuing_an_adapter(tiny_model_dir, tmp_path):
+    """start_from: adapter keeps training stage 1's adapter (same rank) on the base, or, where the
+    training stage cannot continue an adapter, fails before any training with a clear error."""
+    from tuneforge.train.stages import run_stages, trainer_continues_adapters
+
+    data = shrink(yaml.safe_load((EXAMPLES / "sequential.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=20)
+    data["stages"] = data["stages"][1:]
+    data["stages"][1]["start_from"] = "adapter"
+    data["stages"][1]["replay"] = 0.0
+    recipe = Recipe.model_validate(data)
+    run = create_run(recipe, "stages")
+    if not trainer_continues_adapters():
+        with pytest.raises(UserError, match="start_from: merged"):
+            run_stages(recipe, run)
+        assert not (run.path / "stages" / "1-medical" / "adapter").exists()
+        return
+    summary = run_stages(recipe, run)
+    first, second = (json.loads((Path(s["output_dir"]) / "adapter_config.json").read_text()) for s in summary["stages"])
+    assert first["r"] == second["r"]
+    assert summary["stages"][1]["start_from"] == "adapter"
