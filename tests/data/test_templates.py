@@ -33,7 +33,7 @@ def test_sentiment_maps_rotten_tomatoes_labels_and_skips_plot():
 
     pair = _apply("sentiment", {"text": "A triumph.", "category": "fresh"}, label_field="category")
     assert (pair.answer, pair.label_set) == ("positive", ["positive", "negative"])
-    assert "A triumph." in pair.prompt and pair.prompt.rstrip().endswith("positive or negative.")
+    assert "A triumph." in pair.prompt and pair.prompt.rstrip().endswith("(positive or negative).")
     assert _apply("sentiment", {"text": "Dull.", "label": "rotten"}).answer == "negative"
     with pytest.raises(Skip):
         _apply("sentiment", {"text": "A plot.", "category": "plot"}, label_field="category", skip_labels=["plot"])
