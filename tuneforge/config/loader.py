@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -161,7 +161,10 @@ def describe_fields(model: type[BaseModel] = Recipe, prefix: str = "") -> list[s
             out.append(f"{path}:  {field.description or ''}")
             out += describe_fields(sub, f"{path}.")
             continue
-        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        if get_origin(ann) is Literal:
+            type_name = "one of " + "|".join(str(a) for a in get_args(ann))
+        else:
+            type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
         default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
         out.append(f"{path} ({type_name}, {default}): {field.description or ''}")
     return out
