@@ -79,3 +79,22 @@ def test_graceful_shutdown_finishes_in_flight_requests(tiny_model_dir):
     assert result["body"]["usage"]["completion_tokens"] > 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(running.url + "/health", timeout=2)
+
+
+def test_a_client_leaving_mid_stream_frees_its_slot(tiny_model_dir):
+    running = start_server(tiny_model_dir, max_concurrent=1, max_queue=0, request_timeout_s=60)
+    try:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        body = {"model": "tiny", "prompt": "Once", "max_tokens": 2000, "temperature": 0, "stream": True}
+        with httpx.stream("POST", running.url + "/v1/completions", json=body, headers=headers, timeout=30) as r:
+            next(r.iter_lines())  # generation has started; now hang up
+        status = None
+        for _ in range(100):  # bounded: ~10 s for the server to notice and drop the row
+            status = httpx.post(running.url + "/v1/completions", headers=headers, timeout=30,
+                                json={"model": "tiny", "prompt": "hi", "max_tokens": 2}).status_code
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200
+    finally:
+        running.stop()

@@ -216,7 +216,7 @@ def _pick(logits, temperature: float, top_p: float, generator) -> int:
     """Greedy at temperature 0, else nucleus sampling with the row's own generator (reproducible by seed)."""
     import torch
 
-    if temperature <= 0:
+    if temperature < 1e-4:  # below this, sampling is greedy anyway (and tiny values overflow to NaN)
         return int(logits.argmax())
     probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1.0:
