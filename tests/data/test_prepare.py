@@ -13,7 +13,7 @@ from tuneforge.cli.main import main
 from tuneforge.data.chat import IGNORE_INDEX, prompt_messages, tokenize_conversation
 from tuneforge.data.config import DataConfig
 from tuneforge.data.io import read_examples
-from tuneforge.data.prepare import prepare_data
+from tuneforge.data.prepare import prepare_data, validate_data
 from tuneforge.data.sources import bundled_dataset_path
 from tuneforge.errors import UserError
 
@@ -105,6 +105,7 @@ def test_prepared_folder_is_validated_and_reused(tmp_path):
     with pytest.raises(UserError) as err:
         prepare_data(DataConfig(path=str(tmp_path / "p"), strict=True), tmp_path / "r")
     assert "test.jsonl:11: (example): the same example is in " in err.value.render()
+    assert validate_data(DataConfig(path=str(tmp_path / "p")))["problem_kinds"]["leak"] == 1
 
 
 def test_validate_cli_reports_without_writing(tmp_path, capsys):

@@ -272,11 +272,21 @@ def validate_data(cfg: DataConfig, tokenizer: Any = None, seed: int = 42) -> dic
     if is_prepared_folder(path):
         examples, fmt = _read_prepared(path, st), "prepared"
         kept = check_examples(examples, cfg, tokenizer, st, drop=False)
+        _check_leaks(examples, st)
     else:
         examples, fmt = _convert(cfg, path, st)
         kept = check_examples(examples, cfg, tokenizer, st)
     _near(kept, st)
     return _report(cfg, fmt, st, kept, seed)
+
+
+def _check_leaks(examples: list[Example], st: _State) -> None:
+    """In a prepared folder, the same example in two splits is a leak (test data seen in training)."""
+    split_of: dict[str, Example] = {}
+    for ex in examples:
+        other = split_of.setdefault(ex.id, ex)
+        if other.extra_meta["split"] != ex.extra_meta["split"]:
+            st.problem("leak", ex.file, ex.line, "(example)", f"the same example is in {other.where}")
 
 
 def _read_prepared(folder: Path, st: _State) -> list[Example]:
@@ -339,11 +349,7 @@ def _reuse(cfg: DataConfig, folder: Path, out_dir: Path, tokenizer: Any, seed: i
     """Validate an already prepared folder and copy its splits (a prepared folder can be reused as input)."""
     examples = _read_prepared(folder, st)
     check_examples(examples, cfg, tokenizer, st, drop=False)
-    split_of: dict[str, Example] = {}
-    for ex in examples:
-        other = split_of.setdefault(ex.id, ex)
-        if other.extra_meta["split"] != ex.extra_meta["split"]:
-            st.problem("leak", ex.file, ex.line, "(example)", f"the same example is in {other.where}")
+    _check_leaks(examples, st)
     report = _report(cfg, "prepared", st, examples, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     _fail_if_strict(cfg, st, None)
