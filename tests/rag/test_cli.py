@@ -16,6 +16,12 @@ from .conftest import topic
 QUESTION = "What happens when a pass statement is executed?"
 
 
+def _listing(capsys) -> str:
+    capsys.readouterr()
+    assert main(["rag", "list", "--index-dir", "idx"]) == 0
+    return capsys.readouterr().out
+
+
 @pytest.fixture()
 def docs(run_dir):
     folder = run_dir / "docs"
@@ -44,6 +50,13 @@ def test_index_ask_update_delete_reask(docs, tiny_model_dir, capsys):
     (docs / "pass.md").write_text("The pass statement is a placeholder that does nothing.")  # update
     assert main(["rag", "index", "docs", *idx]) == 0
     assert "1 updated" in capsys.readouterr().out
+
+    (docs / "lambda.md").unlink()  # a file gone from the folder leaves the index only with --prune
+    assert main(["rag", "index", "docs", *idx]) == 0
+    assert "docs/lambda.md" in _listing(capsys)
+    assert main(["rag", "index", "docs", "--prune", *idx]) == 0
+    assert "1 removed" in capsys.readouterr().out
+    assert "docs/lambda.md" not in _listing(capsys)
 
     assert main(["rag", "delete", "docs/pass.md", "--index-dir", "idx"]) == 0
     assert "deleted docs/pass.md" in capsys.readouterr().out

@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(p, "--chunk-tokens", "rag.chunk_tokens", type=int, help="Chunk size in embedder tokens.")
     flag(p, "--chunk-overlap", "rag.chunk_overlap", type=int, help="Tokens shared by consecutive chunks.")
     flag(p, "--batch-size", "rag.embedding_batch_size", type=int, help="Chunks per embedding batch.")
+    flag(p, "--prune", "rag.prune", action="store_const", const=True,
+         help="Also delete indexed documents of these folders/files that no longer exist.")
     p.set_defaults(func=cmd_index)
 
     a = rsub.add_parser(
@@ -120,10 +122,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from tuneforge.rag.pipeline import ask
 
     recipe = recipe_from_args(args)
-    result = ask(recipe, args.question, generate=not args.retrieval_only)
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    result = ask(recipe, args.question, generate=not args.retrieval_only, on_token=show)
     if not args.retrieval_only:
-        print(result.answer or "(the model gave an empty answer)")
-        print()
+        print("\n" if result.answer else "(the model gave an empty answer)\n")
     print("retrieved:" if args.retrieval_only else "sources:")
     for i, hit in enumerate(result.hits, 1):
         mark = "  (cited)" if i in result.cited else ""

@@ -25,6 +25,10 @@ class RagConfig(Section):
         200, ge=16, description="Chunk size in embedder tokens (capped at the embedder's max sequence length)."
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+    prune: bool = Field(
+        False, description="rag index: delete indexed documents of a given folder (or JSONL file, or bundled "
+        "set) that are no longer there."
+    )
     top_k: int = Field(4, ge=1, description="Chunks retrieved per question.")
     ann_min_rows: int = Field(
         5_000,

@@ -32,6 +32,7 @@ class IndexReport:
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
     chunks_written: int = 0
     total_chunks: int = 0
     seconds: float = 0.0
@@ -42,7 +43,8 @@ class IndexReport:
 
     def summary(self) -> str:
         return (
-            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged documents; "
+            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged"
+            + (f", {len(self.removed)} removed" if self.removed else "") + " documents; "
             f"{self.chunks_written} chunks written in {self.seconds:.1f}s "
             f"({self.chunks_per_second:.0f} chunks/s); the index holds {self.total_chunks} chunks"
         )
@@ -65,8 +67,13 @@ def index_documents(
     chunk_tokens: int,
     chunk_overlap: int,
     progress: bool = True,
+    prune_prefixes: list[str] | None = None,
 ) -> IndexReport:
-    """Bring the store up to date with ``docs``; return what was added, updated and skipped."""
+    """Bring the store up to date with ``docs``; return what was added, updated and skipped.
+
+    ``prune_prefixes``: documents whose id starts with one of these but that are not in ``docs`` are
+    deleted (a file removed from an indexed folder disappears from the index too).
+    """
     started = time.perf_counter()
     report = IndexReport()
     known = store.documents()
@@ -78,8 +85,11 @@ def index_documents(
             continue
         (report.updated if info is not None else report.added).append(doc.doc_id)
         todo.append(doc)
-    if report.updated:
-        store.delete_documents(report.updated)
+    if prune_prefixes:
+        present = {d.doc_id for d in docs}
+        report.removed = sorted(d for d in known if d not in present and any(d.startswith(p) for p in prune_prefixes))
+    if report.updated or report.removed:
+        store.delete_documents(report.updated + report.removed)
     size = min(chunk_tokens, embedder.max_tokens)
     rows: list[ChunkRow] = []
     texts: list[str] = []
@@ -100,7 +110,7 @@ def index_documents(
         store.add(rows[start:start + GROUP], np.concatenate(parts))
     bar.close()
     report.chunks_written = len(rows)
-    if todo:
+    if todo or report.removed:
         store.optimize()
     report.total_chunks = store.count()
     report.seconds = time.perf_counter() - started

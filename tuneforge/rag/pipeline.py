@@ -12,11 +12,12 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuneforge.errors import UserError
-from tuneforge.rag.documents import file_id, load_documents
+from tuneforge.rag.documents import BUNDLED_SETS, file_id, load_documents
 from tuneforge.rag.embed import Embedder
 from tuneforge.rag.index import IndexReport, index_documents
 from tuneforge.rag.store import VectorStore, open_store
@@ -52,7 +53,23 @@ def index_sources(cfg: RagConfig, sources: list[str], embedder: Embedder | None 
     """Ingest ``sources`` (files, folders, bundled set names); changed documents replace their chunks."""
     docs = load_documents(sources)
     store, embedder = open_index(cfg, embedder, create=True)
-    return index_documents(store, embedder, docs, cfg.chunk_tokens, cfg.chunk_overlap, progress=progress)
+    prefixes = prune_prefixes(sources) if cfg.prune else None
+    return index_documents(store, embedder, docs, cfg.chunk_tokens, cfg.chunk_overlap, progress=progress,
+                           prune_prefixes=prefixes)
+
+
+def prune_prefixes(sources: list[str]) -> list[str]:
+    """Id prefixes that ``sources`` fully describe: a folder, a JSONL file's lines, a whole bundled set."""
+    out = []
+    for src in sources:
+        path = Path(src)
+        if src in BUNDLED_SETS:
+            out.append(f"{src}/")
+        elif path.is_dir():
+            out.append(file_id(path).rstrip("/") + "/")
+        elif path.is_file() and path.suffix.lower() == ".jsonl":
+            out.append(file_id(path) + "#")
+    return out
 
 
 def resolve_doc_ids(known: list[str], targets: list[str]) -> list[str]:
@@ -99,19 +116,32 @@ def load_answer_model(recipe: Recipe, adapter: str | None = None):
     return tokenizer, model
 
 
-def ask(recipe: Recipe, question: str, generate: bool = True) -> RagAnswer:
-    """Retrieve ``rag.top_k`` chunks and answer with the base model or the recipe's adapter."""
-    from tuneforge.rag.answer import RagAnswer, answer_question, retrieve
+def ask(recipe: Recipe, question: str, generate: bool = True,
+        on_token: Callable[[str], None] | None = None) -> RagAnswer:
+    """Retrieve ``rag.top_k`` chunks and answer with the base model or the recipe's adapter.
+
+    With ``on_token``, the answer is streamed to it piece by piece as it is generated (the CLI prints
+    it live); the returned answer holds the whole text and its parsed citations either way.
+    """
+    from tuneforge.models.generate import stream_chat
+    from tuneforge.rag.answer import RagAnswer, build_messages, parse_citations, retrieve
 
     cfg = recipe.rag
     store, embedder = open_index(cfg)
     if store.count() == 0:
         raise UserError(f"{cfg.index_dir}: the index is empty; add documents with `tuneforge rag index`")
+    hits = retrieve(store, embedder, question, cfg.top_k)
     if not generate:
-        return RagAnswer(question, "", retrieve(store, embedder, question, cfg.top_k))
+        return RagAnswer(question, "", hits)
     tokenizer, model = load_answer_model(recipe)
-    return answer_question(model, tokenizer, store, embedder, question, k=cfg.top_k,
-                           max_new_tokens=cfg.max_new_tokens, max_context_tokens=cfg.max_context_tokens)
+    messages = build_messages(question, hits, tokenizer, cfg.max_context_tokens)
+    pieces = []
+    for piece in stream_chat(model, tokenizer, messages, max_new_tokens=cfg.max_new_tokens, seed=recipe.run.seed):
+        pieces.append(piece)
+        if on_token is not None:
+            on_token(piece)
+    text = "".join(pieces).strip()
+    return RagAnswer(question, text, hits, parse_citations(text, len(hits)))
 
 
 def _answer_rows(
