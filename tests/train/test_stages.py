@@ -133,3 +133,12 @@ def test_continuing_an_adapter(tiny_model_dir, tmp_path):
     first, second = (json.loads((Path(s["output_dir"]) / "adapter_config.json").read_text()) for s in summary["stages"])
     assert first["r"] == second["r"]
     assert summary["stages"][1]["start_from"] == "adapter"
+
+
+def test_cli_names_the_missing_section(capsys):
+    from tuneforge.cli.main import main
+
+    assert main(["stages", str(EXAMPLES / "multitask.yaml")]) == 2
+    assert "no stages section" in capsys.readouterr().err
+    assert main(["multitask", str(EXAMPLES / "sequential.yaml")]) == 2
+    assert "no mixture section" in capsys.readouterr().err

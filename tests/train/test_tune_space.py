@@ -124,3 +124,12 @@ def test_default_storage_is_a_sqlite_file_next_to_runs(tmp_path):
     study = open_study(recipe.tune, url, seed=0)
     assert study.study_name == "unit"
     assert (tmp_path / "runs" / "unit.db").is_file()
+
+
+def test_cli_without_a_tune_section_says_what_to_add(tmp_path, capsys):
+    from tuneforge.cli.main import main
+
+    f = tmp_path / "plain.yaml"
+    f.write_text("train: {learning_rate: 1.0e-4}\n")
+    assert main(["tune", str(f)]) == 2
+    assert "add tune.space" in capsys.readouterr().err

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from tuneforge.config.loader import dump_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
@@ -71,7 +73,7 @@ def apply_params(recipe: Recipe, params: dict[str, Any], max_steps: int | None =
         train["max_steps"] = min(train["max_steps"] or max_steps, max_steps)
     try:
         return Recipe.model_validate(data)
-    except Exception as exc:  # a sampled combination the schema rejects is a bad search space
+    except ValidationError as exc:  # a sampled combination the schema rejects is a bad search space
         raise UserError(f"tune.space: sampled values {params} are not a valid train section: {exc}") from None
 
 
