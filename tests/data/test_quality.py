@@ -82,4 +82,5 @@ def test_token_lengths_use_the_chat_template_and_drop_long_examples(tmp_path, to
     assert rep["token_lengths"]["tokenizer"] != "estimated" and rep["token_lengths"]["min"] == short
     assert rep["token_lengths"]["over_max_length"] == 1 and rep["dropped"] == {"longer than max_length": 1}
     assert rep["problems"][0].startswith(f"{tmp_path / 'd.jsonl'}:2: (example): ")
-    assert sum(b["count"] for b in rep["token_lengths"]["bins"]) == 2
+    assert sum(b["count"] for b in rep["token_lengths"]["bins"]) == 2 == sum(rep["token_lengths"]["counts"])
+    assert len(rep["token_lengths"]["edges"]) == len(rep["token_lengths"]["counts"]) + 1

@@ -113,6 +113,9 @@ def histogram(values: list[int]) -> dict[str, Any]:
         "count": int(arr.size), "min": int(arr.min()), "mean": round(float(arr.mean()), 1),
         "p50": int(np.percentile(arr, 50)), "p95": int(np.percentile(arr, 95)), "max": int(arr.max()),
         "bins": bins,
+        # The same histogram as parallel lists (what the HTML run report draws).
+        "edges": [b["from"] for b in bins] + [bins[-1]["to"]] if bins else [],
+        "counts": [b["count"] for b in bins],
     }
 
 
