@@ -32,15 +32,20 @@ def _save_adapter(model_dir: Path, folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture()
-def tuned_run(run_dir, tiny_model_dir, splits):
-    recipe = _recipe(tiny_model_dir, "tuned")
+@pytest.fixture(scope="module")
+def tuned_run(tmp_path_factory, tiny_model_dir, rt_rows):
+    """One tuned run (adapter, loss curve) evaluated once and shared by the tests that read it."""
+    from tests.eval.conftest import sentiment_record, write_jsonl
+
+    root = tmp_path_factory.mktemp("tuned-run")
+    test = write_jsonl(root / "test.jsonl", [sentiment_record(r, f"test-{i}") for i, r in enumerate(rt_rows[:8])])
+    train = write_jsonl(root / "train.jsonl", [sentiment_record(r, f"train-{i}") for i, r in enumerate(rt_rows[8:28])])
+    recipe = _recipe(tiny_model_dir, "tuned", **{"run.output_dir": str(root / "runs")})
     run = create_run(recipe, "train")
     _save_adapter(tiny_model_dir, run.path / "adapter")
     for step, (tr, va) in enumerate([(3.1, 3.0), (2.5, 2.6), (2.2, 2.4)]):
         run.log_metrics(step=step * 10, split="train", loss=tr)
         run.log_metrics(step=step * 10, split="val", loss=va)
-    test, train = splits
     rows = evaluate_run(recipe, run, test, train)
     return run.path, rows
 
