@@ -87,3 +87,23 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert lr_factor(55, total, warmup, "cosine") == pytest.approx(0.5)
     assert lr_factor(100, total, warmup, "linear") == pytest.approx(0.0)
     assert lr_factor(50, total, warmup, "constant") == 1.0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tokenizer):
+    from tuneforge.models.tiny import tiny_model
+
+    grads = []
+    for checkpointing in (False, True):
+        model = apply_method(tiny_model(tokenizer, seed=0), TrainConfig(method="lora", lora={"dropout": 0.0}))
+        torch.manual_seed(0)
+        for n, p in model.named_parameters():  # LoRA B starts at zero; make the update non-trivial
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.02)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        loss_sum(model, _batch(tokenizer)).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n

@@ -126,6 +126,12 @@ def train(
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, n_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+    if sharded:
+        # Our checkpoint format holds whole (unsharded) tensors; sharded runs train and export, not resume.
+        say(f"note: {accelerator.distributed_type.value} run: periodic checkpoints and resume are off")
+        if cfg.resume:
+            raise UserError(f"train.resume is not supported under {accelerator.distributed_type.value} yet")
 
     state = LoopState()
     resumed_from = None
@@ -143,7 +149,7 @@ def train(
         state = run_loop(
             model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, data=data, cfg=cfg,
             run=run, n_steps=n_steps, seed=recipe.run.seed, prompt_learning=prompt_learning, logger=logger,
-            state=state, on_eval=on_eval, on_step=on_step,
+            state=state, on_eval=on_eval, on_step=on_step, checkpoints=not sharded,
         )
     finally:
         logger.close()
@@ -158,8 +164,10 @@ def train(
         say(f"exporting the best weights (step {state.best_step}, validation loss {state.best_val_loss:.4f})")
     accelerator.wait_for_everyone()
     out = run.path / ("adapter" if is_peft(cfg.method) else "model")
+    # Sharded engines gather the full weights on every process; plain runs read them directly.
+    full_state = accelerator.get_state_dict(model) if sharded else None
     if main:
-        save_output(unwrapped, tokenizer, out)
+        save_output(unwrapped, tokenizer, out, full_state)
     result = TrainResult(
         output_dir=out, method=cfg.method, initial_val_loss=state.initial_val_loss, best_val_loss=state.best_val_loss,
         final_val_loss=final_val, steps=state.step, train_tokens=state.train_tokens,
@@ -174,11 +182,12 @@ def train(
     return result
 
 
-def save_output(model, tokenizer, out: Path) -> None:
+def save_output(model, tokenizer, out: Path, state_dict: dict | None = None) -> None:
     """Adapter folder (PEFT) or full model folder, written beside and renamed into place."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(str(tmp), safe_serialization=True, **extra)
     tokenizer.save_pretrained(str(tmp))
     if out.exists():
         shutil.rmtree(out)

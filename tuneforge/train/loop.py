@@ -110,6 +110,7 @@ def _dummy_batch(pad_id: int):
 def run_loop(
     *, model, optimizer, scheduler, accelerator, data: LoopData, cfg, run: Run, n_steps: int, seed: int,
     prompt_learning: bool, logger, state: LoopState, on_eval: OnEval | None = None, on_step: OnStep | None = None,
+    checkpoints: bool = True,
 ) -> LoopState:
     world, rank = accelerator.num_processes, accelerator.process_index
     ckpt_root = run.path / "checkpoints"
@@ -156,8 +157,8 @@ def run_loop(
             logger.log(state.step, "train", loss=step_loss, lr=scheduler.get_last_lr()[0],
                        tokens=state.train_tokens, tokens_per_s=tok_s, **extra)
         if data.val is not None and (state.step % cfg.eval_every == 0 or state.step == n_steps):
-            _validate(model, accelerator, data, cfg, prompt_learning, logger, state, run, on_eval, bar)
-        if state.step % cfg.save_every == 0 and state.step < n_steps and not state.stopped_early:
+            _validate(model, accelerator, data, cfg, prompt_learning, logger, state, run, on_eval, bar, checkpoints)
+        if checkpoints and state.step % cfg.save_every == 0 and state.step < n_steps and not state.stopped_early:
             save_checkpoint(accelerator, model, optimizer, scheduler, state, ckpt_root, cfg.keep_checkpoints)
         if on_step is not None:
             on_step(state.step, step_loss)
@@ -167,7 +168,8 @@ def run_loop(
     return state
 
 
-def _validate(model, accelerator, data, cfg, prompt_learning, logger, state: LoopState, run: Run, on_eval, bar) -> None:
+def _validate(model, accelerator, data, cfg, prompt_learning, logger, state: LoopState, run: Run, on_eval, bar,
+              checkpoints: bool = True) -> None:
     val_loss = evaluate(model, accelerator, data, cfg.batch_size, prompt_learning)
     state.last_val_loss, state.last_val_step = val_loss, state.step
     logger.log(state.step, "val", loss=val_loss)
@@ -175,7 +177,7 @@ def _validate(model, accelerator, data, cfg, prompt_learning, logger, state: Loo
     bar.write(f"step {state.step}: validation loss {val_loss:.4f}") if accelerator.is_main_process else None
     if state.best_val_loss is None or val_loss < state.best_val_loss:
         state.best_val_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and checkpoints:
             ckpt.save_best(accelerator.unwrap_model(model), run.path / "checkpoints", state.step, val_loss)
     else:
         state.bad_evals += 1
