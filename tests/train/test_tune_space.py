@@ -95,6 +95,7 @@ def test_two_workers_on_one_storage_share_the_study(tmp_path, monkeypatch):
     recipe = _recipe(tmp_path)
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     recipe.tune.storage = storage
+    recipe.tune.pruner = "none"  # every trial completes, so the importance plot is always drawn
     dummy = tmp_path / "unused.jsonl"
     first = run_search(recipe, create_run(recipe, "tune"), dummy, dummy, objective=_fake(recipe))
     recipe.tune.n_trials = 4
@@ -111,8 +112,16 @@ def test_two_workers_on_one_storage_share_the_study(tmp_path, monkeypatch):
     assert best.train.lora.r == study.best_params["lora.r"]
     report = (second_run.path / "tune" / "report.html").read_text()
     assert "10 trials" in report
+    import xml.etree.ElementTree as ET
+
     for svg in ("history", "curves", "slice-learning_rate", "importance"):
-        assert (second_run.path / "tune" / f"{svg}.svg").read_text().startswith("<svg")
+        root = ET.parse(second_run.path / "tune" / f"{svg}.svg").getroot()  # well-formed SVG
+        assert root.tag.endswith("svg") and len(root) > 3
+    # One dot per complete trial in the history plot.
+    history = ET.parse(second_run.path / "tune" / "history.svg").getroot()
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    dots = [e for e in history.iter() if e.tag.endswith("circle") and e.get("fill") != "none"]
+    assert len(dots) == len(complete)
 
 
 def test_default_storage_is_a_sqlite_file_next_to_runs(tmp_path):

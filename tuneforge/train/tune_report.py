@@ -37,8 +37,13 @@ def _scale(lo: float, hi: float, a: float, b: float, log: bool = False):
     return f
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
+def _fmt_pair(lo: float, hi: float) -> tuple[str, str]:
+    """Axis end labels with just enough digits to tell them apart (losses differ in the 3rd decimal)."""
+    for digits in range(3, 9):
+        a, b = f"{lo:.{digits}g}", f"{hi:.{digits}g}"
+        if a != b:
+            return a, b
+    return a, b
 
 
 def svg_plot(series: list[dict[str, Any]], title: str, xlabel: str, ylabel: str, xlog: bool = False) -> str:
@@ -56,10 +61,10 @@ def svg_plot(series: list[dict[str, Any]], title: str, xlabel: str, ylabel: str,
     sy = _scale(min(ys), max(ys), H - PAD, 28)
     out.append(f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 16}" y2="{H - PAD}" stroke="#444"/>')
     out.append(f'<line x1="{PAD}" y1="{H - PAD}" x2="{PAD}" y2="28" stroke="#444"/>')
-    for v, anchor in ((min(xs), "start"), (max(xs), "end")):
-        out.append(f'<text x="{sx(v):.1f}" y="{H - PAD + 14}" text-anchor="{anchor}">{_fmt(v)}</text>')
-    for v in (min(ys), max(ys)):
-        out.append(f'<text x="{PAD - 4}" y="{sy(v) + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
+    for v, label, anchor in zip((min(xs), max(xs)), _fmt_pair(min(xs), max(xs)), ("start", "end"), strict=True):
+        out.append(f'<text x="{sx(v):.1f}" y="{H - PAD + 14}" text-anchor="{anchor}">{label}</text>')
+    for v, label in zip((min(ys), max(ys)), _fmt_pair(min(ys), max(ys)), strict=True):
+        out.append(f'<text x="{PAD - 4}" y="{sy(v) + 4:.1f}" text-anchor="end">{label}</text>')
     out.append(f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">{html.escape(xlabel)}{" (log)" if xlog else ""}</text>')
     out.append(f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">{html.escape(ylabel)}</text>')
     for i, s in enumerate(series):
