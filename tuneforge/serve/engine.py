@@ -173,7 +173,7 @@ class Engine:
             while active:
                 out = self.model(
                     input_ids=ids, attention_mask=mask, position_ids=positions,
-                    cache=cache, use_cache=True,
+                    cache=cache, use_cache=True, logits_to_keep=1,  # only the last position's logits
                 )
                 cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
                 logits = out.logits[:, -1, :].float().cpu()
