@@ -104,3 +104,18 @@ def test_other_peft_methods_write_standard_adapters(tmp_path, tiny_model_dir, pr
     assert main(["train", str(recipe), "--name", method]) == 0
     cfg = PeftConfig.from_pretrained(tmp_path / "runs" / method / "adapter")
     assert cfg.peft_type.value.lower().replace("_", "") == method.replace("_", "")
+
+
+def test_model_adapter_continues_training_that_adapter(tmp_path, tiny_model_dir, prepared_dir):
+    from safetensors.torch import load_file
+
+    recipe = _recipe(tmp_path, tiny_model_dir, prepared_dir, max_steps=2, lora={"dropout": 0.0})
+    assert main(["train", str(recipe), "--name", "first"]) == 0
+    first = tmp_path / "runs" / "first" / "adapter"
+    assert main(["train", str(recipe), "--name", "second", "--adapter", str(first)]) == 0
+    a = load_file(first / "adapter_model.safetensors")
+    b = load_file(tmp_path / "runs" / "second" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    # A fresh start with the same seed and data would reproduce `a` exactly; continuing moves past it.
+    key = next(k for k in a if "lora_B" in k)
+    assert a[key].abs().sum() > 0 and not torch.equal(a[key], b[key])

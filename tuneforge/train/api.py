@@ -93,7 +93,7 @@ def train(
         tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
     if model is None:
         model = load_base_model(recipe)
-    model = apply_method(model, cfg, tokenizer)
+    model = prepare_model(model, recipe, tokenizer)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     counts = count_parameters(model)
@@ -180,6 +180,20 @@ def train(
         run.update_manifest(train={"output": str(out), "exported_step": exported_step, "steps": state.step})
     accelerator.wait_for_everyone()
     return result
+
+
+def prepare_model(model, recipe: Recipe, tokenizer):
+    """Wrap the base model for the method; ``model.adapter`` continues an adapter (PEFT methods) or is
+    merged into the base before full/freeze training."""
+    cfg = recipe.train
+    adapter = recipe.model.adapter
+    if not adapter:
+        return apply_method(model, cfg, tokenizer)
+    from tuneforge.models import attach_adapter
+
+    if is_peft(cfg.method):
+        return attach_adapter(model, adapter, is_trainable=True)
+    return apply_method(attach_adapter(model, adapter).merge_and_unload(), cfg, tokenizer)
 
 
 def save_output(model, tokenizer, out: Path, state_dict: dict | None = None) -> None:

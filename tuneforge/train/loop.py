@@ -56,10 +56,22 @@ class LoopData:
     val: list[Example] | None
     val_rows: list[list[int]] | None
     pad_id: int
+    _plans: dict[tuple[int, int, int], list[list[int]]] = field(default_factory=dict, repr=False)
+    _row_lengths: list[int] | None = field(default=None, repr=False)
 
     @property
     def row_lengths(self) -> list[int]:
-        return [sum(len(self.train[i]) for i in row) for row in self.train_rows]
+        if self._row_lengths is None:
+            self._row_lengths = [sum(len(self.train[i]) for i in row) for row in self.train_rows]
+        return self._row_lengths
+
+    def plan(self, global_batch: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+        """The epoch's micro-batches, computed once per epoch (the newest one only is kept)."""
+        key = (global_batch, seed, epoch)
+        if key not in self._plans:
+            self._plans.clear()
+            self._plans[key] = plan_epoch(self.row_lengths, global_batch, seed, epoch, group_by_length)
+        return self._plans[key]
 
 
 def steps_per_epoch(n_rows: int, global_batch: int, grad_accum: int) -> int:
@@ -78,7 +90,7 @@ def micro_batches_for_step(step: int, data: LoopData, cfg, world: int, seed: int
     global_batch = cfg.batch_size * world
     spe = steps_per_epoch(len(data.train_rows), global_batch, cfg.grad_accum)
     epoch, k = divmod(step, spe)
-    plan = plan_epoch(data.row_lengths, global_batch, seed, epoch, cfg.group_by_length)
+    plan = data.plan(global_batch, seed, epoch, cfg.group_by_length)
     return plan[k * cfg.grad_accum : (k + 1) * cfg.grad_accum]
 
 
