@@ -43,14 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args)
+    if recipe.tune is None:
+        raise UserError(f"{args.recipe or 'the recipe'}: no tune section; add tune.space (see examples/tune.yaml)")
     from tuneforge.models import load_tokenizer
     from tuneforge.runs import create_run, seed_everything
     from tuneforge.train.mixture_run import prepare_training_files
     from tuneforge.train.tune import run_search
 
-    recipe = recipe_from_args(args)
-    if recipe.tune is None:
-        raise UserError(f"{args.recipe or 'the recipe'}: no tune section; add tune.space (see examples/tune.yaml)")
     seed_everything(recipe.run.seed)
     run = create_run(recipe, "tune", inputs=[args.recipe] if args.recipe else [])
     tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
