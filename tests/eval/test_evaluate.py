@@ -91,3 +91,20 @@ def test_unknown_metric_is_a_user_error(tiny_model, tokenizer, splits, small_eva
     cfg = small_eval_cfg.model_copy(update={"metrics": ["acuracy"]})
     with pytest.raises(UserError, match="acuracy"):
         evaluate_split(tiny_model, tokenizer, splits[0], system="x", cfg=cfg)
+
+
+def test_classification_answers_are_capped_but_free_text_is_not(tiny_model, tokenizer, tmp_path, splits, rt_rows):
+    from tuneforge.eval.config import EvalConfig
+
+    cfg = EvalConfig(max_new_tokens=20, classification_max_new_tokens=2, temperature=1.5, bootstrap_samples=50,
+                     reference_loss=False)
+    row = evaluate_split(tiny_model, tokenizer, splits[0], system="s", max_examples=4, cfg=cfg)
+    assert row.extra["generation"]["max_new_tokens"] == 2
+    from tuneforge.data.chat import prompt_messages
+    from tuneforge.eval.generation import generate_batch
+
+    prompts = [prompt_messages(e["messages"])[0] for e in load_examples(splits[0], 4)]
+    capped = generate_batch(tiny_model, tokenizer, prompts, max_new_tokens=2, batch_size=cfg.batch_size, temperature=1.5)
+    assert [p["prediction"] for p in pop_predictions(row)] == capped  # same sampled noise, cut at 2 tokens
+    free = write_jsonl(tmp_path / "free.jsonl", [movie_record(r, f"m-{i}") for i, r in enumerate(rt_rows[:2])])
+    assert evaluate_split(tiny_model, tokenizer, free, system="s", cfg=cfg).extra["generation"]["max_new_tokens"] == 20

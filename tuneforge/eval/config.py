@@ -12,6 +12,11 @@ class EvalConfig(Section):
 
     max_new_tokens: int = Field(32, ge=1, description="Tokens to generate per test prompt.")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
+    classification_max_new_tokens: int | None = Field(
+        12, ge=1, description="Cap on generated tokens when every test example is classification (has "
+        "meta.label_set): the label is read from the first words, so longer answers only cost time. "
+        "None: use max_new_tokens.",
+    )
     max_examples: int | None = Field(None, ge=1, description="Evaluate at most this many test examples.")
     shots: list[int] = Field(default_factory=lambda: [0, 3], description="In-context baselines to run (0 = zero-shot).")
     forgetting: bool = Field(True, description="Run general-ability probes for the base and tuned model.")

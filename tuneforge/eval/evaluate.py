@@ -170,8 +170,11 @@ def evaluate_split(
         prompts.append(prompt)
         refs.append(ref)
     stop = list(cfg.stop) or None
+    max_new = cfg.max_new_tokens
+    if cfg.classification_max_new_tokens and all(e["meta"].get("label_set") for e in examples):
+        max_new = min(max_new, cfg.classification_max_new_tokens)
     preds = generate_batch(
-        model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+        model, tokenizer, prompts, max_new_tokens=max_new, batch_size=cfg.batch_size,
         temperature=cfg.temperature, seed=seed, stop=stop,
     )
     n_tokens = prompt_token_counts(tokenizer, prompts)
@@ -219,7 +222,7 @@ def evaluate_split(
             "test_file": str(test_file),
             "examples": len(records),
             "per_task": {t: {k: vars(v) for k, v in m.items()} for t, m in breakdown.items()} if len(tasks) > 1 else {},
-            "generation": {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "seed": seed},
+            "generation": {"max_new_tokens": max_new, "temperature": cfg.temperature, "seed": seed},
             "predictions": records,
         },
     )
