@@ -80,6 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if base and getattr(args, "model.name", None) is None:
         setattr(args, "model.name", base)
     recipe = recipe_from_args(args)
+    if recipe.model.adapter:  # --adapter PATH: served under its run's name (the folder above adapter/)
+        folder = Path(recipe.model.adapter).resolve()
+        adapters.setdefault(folder.parent.name if folder.name == "adapter" else folder.name, str(folder))
     cfg = recipe.serve.model_copy(update={"adapters": {**recipe.serve.adapters, **adapters}})
     api_key = resolve_api_key(cfg.api_key_env, args.api_key_file, args.no_auth, cfg.host)
     served = build(recipe.model, cfg, api_key)
