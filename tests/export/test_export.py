@@ -144,3 +144,19 @@ def test_gguf_f32_export_reloads_identically_with_transformers(tmp_path, tiny_mo
     assert report["gguf_check"]["tokenization_agreement"] == 1.0
     assert report["gguf_check"]["max_rel_diff"] < 1e-5  # f32: exact up to float rounding
     assert report["sizes_bytes"]["gguf-f32"] > report["sizes_bytes"]["adapter"]
+
+
+def test_int8_copy_is_served_by_tuneforge_serve(exported):
+    import openai
+
+    from tests.serve.conftest import API_KEY, start_server
+
+    running = start_server(exported / "export" / "merged-int8")
+    try:
+        assert any(b.dtype == torch.int8 for b in running.served.engine.model.buffers())
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key=API_KEY, max_retries=0, timeout=60)
+        r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}],
+                                           max_tokens=4, temperature=0)
+        assert r.choices[0].message.content and r.usage.completion_tokens >= 1
+    finally:
+        running.stop()
