@@ -107,3 +107,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(tokenizer):
     assert grads[0].keys() == grads[1].keys()
     for n in grads[0]:
         assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
+
+
+def test_a_model_that_already_has_an_adapter_keeps_training_it(tiny_model, tokenizer):
+    model = apply_method(tiny_model, TrainConfig(method="lora", lora={"r": 2}), tokenizer)
+    assert apply_method(model, TrainConfig(method="lora"), tokenizer) is model
+    merged = apply_method(model, TrainConfig(method="full"), tokenizer)
+    assert not any("lora" in n for n, _ in merged.named_parameters())

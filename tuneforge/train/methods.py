@@ -101,7 +101,16 @@ def _load_4bit(recipe: Recipe) -> PreTrainedModel:  # pragma: no cover - needs C
 
 def apply_method(model: PreTrainedModel, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase | None = None):
     """Freeze / wrap ``model`` for ``cfg.method``; returns the model to train."""
+    from peft import PeftModel
+
     method = cfg.method
+    if isinstance(model, PeftModel):
+        if is_peft(method):
+            # A model that already carries an adapter keeps training that adapter (sequential stages).
+            if not any(p.requires_grad for p in model.parameters()):
+                raise UserError("the adapter given to train is frozen: load it with is_trainable=True")
+            return model
+        model = model.merge_and_unload()
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
