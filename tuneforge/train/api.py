@@ -116,8 +116,12 @@ def train(
         + (f"; {len(val_ex)} validation examples" if val_ex else ""))
 
     widest = max(data.row_lengths)
+    # Only positions with a target reach the LM head (the union over a batch's rows, see steps.py).
+    most_targets = max(sum(train_ex[i].n_target for i in row) for row in data.train_rows)
+    logit_tokens = cfg.batch_size * (widest if prompt_learning else min(widest, cfg.batch_size * most_targets))
     est = estimate_memory(model, cfg.batch_size * widest, cfg.gradient_checkpointing,
-                          act_bytes=2 if accelerator.mixed_precision in ("bf16", "fp16") else 4)
+                          act_bytes=2 if accelerator.mixed_precision in ("bf16", "fp16") else 4,
+                          logit_tokens=logit_tokens)
     avail = cfg.memory_limit_gb * GB if cfg.memory_limit_gb else available_memory(accelerator.device)
     where = "train.memory_limit_gb" if cfg.memory_limit_gb else str(accelerator.device)
     say(f"memory estimate: {est.describe()}; available {avail / GB:.2f} GB")

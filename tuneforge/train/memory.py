@@ -36,7 +36,8 @@ class MemoryEstimate:
 
 
 def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradient_checkpointing: bool,
-                    act_bytes: int = 4) -> MemoryEstimate:
+                    act_bytes: int = 4, logit_tokens: int | None = None) -> MemoryEstimate:
+    """``logit_tokens``: positions that reach the LM head per micro-batch (default: every token)."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
     grads = sum(p.numel() * p.element_size() for p in trainable)
@@ -53,8 +54,8 @@ def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradien
         activations = tokens_per_micro_batch * (layers * hidden * act_bytes + per_token_layer)
     else:
         activations = tokens_per_micro_batch * layers * per_token_layer
-    # Logits, their softmax and gradient, in fp32; at most every token carries loss.
-    logits = tokens_per_micro_batch * vocab * 4 * 3
+    # Logits, their softmax and gradient, in fp32, for the positions that carry loss.
+    logits = (tokens_per_micro_batch if logit_tokens is None else logit_tokens) * vocab * 4 * 3
     return MemoryEstimate(weights, grads, optim, activations, logits)
 
 
