@@ -157,6 +157,25 @@ def run_worker(func: str, kwargs: dict[str, Any], env: dict[str, str] | None = N
         return json.loads(out.read_text())
 
 
+def run_workers_parallel(jobs: list[tuple[str, dict[str, Any]]], env: dict[str, str] | None = None) -> list[dict[str, Any] | None]:
+    """Start every ``(module:function, kwargs)`` worker at once; their results in order (None: it failed).
+
+    On a machine shared with other work, contenders running at the same time get the same share of the
+    cores, so their wall times compare; one after another they would meet different loads.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(job: tuple[str, dict[str, Any]]) -> dict[str, Any] | None:
+        try:
+            return run_worker(job[0], job[1], env=env)
+        except Exception as exc:
+            print(f"worker {job[0]} failed: {exc}", flush=True)
+            return None
+
+    with ThreadPoolExecutor(len(jobs) or 1) as pool:
+        return list(pool.map(one, jobs))
+
+
 def _worker_main(argv: list[str]) -> None:
     func, args_path, out_path = argv
     module, name = func.split(":")

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import common
 
 DIM = 384
-SIZES = {"small": {"chunks": 100_000, "queries": 200, "embed_sample": 256},
+SIZES = {"small": {"chunks": 100_000, "queries": 100, "embed_sample": 64},
          "full": {"chunks": 100_000, "queries": 2_000, "embed_sample": 2_048}}
 
 

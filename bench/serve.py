@@ -21,7 +21,7 @@ from bench import common
 from bench.data import length_mix
 
 MODEL = "smollm2-135m-instruct"
-SIZES = {"small": {"requests": 16, "max_tokens": 32}, "full": {"requests": 64, "max_tokens": 64}}
+SIZES = {"small": {"requests": 8, "max_tokens": 16}, "full": {"requests": 64, "max_tokens": 64}}
 CLIENTS = 8
 
 
