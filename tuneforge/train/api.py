@@ -26,7 +26,7 @@ from tuneforge.train.loop import (
     set_seed,
     total_steps,
 )
-from tuneforge.train.memory import GB, available_memory, check_fits, estimate_memory
+from tuneforge.train.memory import GB, check_fits, estimate_memory, memory_budget
 from tuneforge.train.methods import (
     PROMPT_LEARNING,
     apply_method,
@@ -122,9 +122,13 @@ def train(
     est = estimate_memory(model, cfg.batch_size * widest, cfg.gradient_checkpointing,
                           act_bytes=2 if accelerator.mixed_precision in ("bf16", "fp16") else 4,
                           logit_tokens=logit_tokens)
-    avail = cfg.memory_limit_gb * GB if cfg.memory_limit_gb else available_memory(accelerator.device)
-    where = "train.memory_limit_gb" if cfg.memory_limit_gb else str(accelerator.device)
-    say(f"memory estimate: {est.describe()}; available {avail / GB:.2f} GB")
+    limit, free_now = memory_budget(accelerator.device)
+    avail = cfg.memory_limit_gb * GB if cfg.memory_limit_gb else limit
+    where = "train.memory_limit_gb" if cfg.memory_limit_gb else f"{accelerator.device} (total)"
+    say(f"memory estimate: {est.describe()}; limit {avail / GB:.2f} GB, free now {free_now / GB:.2f} GB")
+    if est.total > free_now and est.total <= avail:
+        log.warning("the run needs about %.2f GB and only %.2f GB is free now: it may swap or be killed",
+                    est.total / GB, free_now / GB)
     check_fits(est, avail, cfg.method, cfg.batch_size, cfg.gradient_checkpointing, where)
 
     optimizer = make_optimizer(model, cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -59,18 +60,39 @@ def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradien
     return MemoryEstimate(weights, grads, optim, activations, logits)
 
 
-def available_memory(device: torch.device) -> float:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return float(free)
+def _meminfo(key: str) -> float | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return float(line.split()[1]) * 1024
     except OSError:
         pass
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return None
+
+
+def _cgroup_limit() -> float | None:
+    try:
+        raw = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return None
+    return None if raw == "max" else float(raw)
+
+
+def memory_budget(device: torch.device) -> tuple[float, float]:
+    """(limit, free now) in bytes.
+
+    GPU: both are the free device memory (other processes rarely give it back). CPU: the limit is the
+    machine's (or container's) memory, what a run can never exceed; free now is MemAvailable, which
+    moves with other processes, so exceeding it only earns a warning.
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free), float(free)
+    total = _meminfo("MemTotal") or float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    limit = min(total, _cgroup_limit() or total)
+    free = _meminfo("MemAvailable") or limit
+    return limit, min(free, limit)
 
 
 def check_fits(est: MemoryEstimate, available: float, method: str, batch_size: int, gradient_checkpointing: bool,
