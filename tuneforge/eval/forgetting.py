@@ -215,6 +215,7 @@ class ForgettingDelta:
     ci_high: float | None
     n: int
     significant_drop: bool
+    chance: float | None = None  # accuracy of guessing: a base model near it has little left to forget
 
 
 def compare_forgetting(
@@ -236,7 +237,7 @@ def compare_forgetting(
         out.append(ForgettingDelta(
             probe=task[len(TASK_PREFIX):], base=sum(pb[i] for i in common) / len(common),
             tuned=sum(pt[i] for i in common) / len(common), delta=d, ci_low=lo, ci_high=hi, n=len(common),
-            significant_drop=hi is not None and hi < -margin,
+            significant_drop=hi is not None and hi < -margin, chance=b.extra.get("chance"),
         ))
     return out
 

@@ -136,8 +136,13 @@ def _forgetting_section(v: Verdict, rows: list[ResultRow]) -> str:
     for d in v.forgetting:
         ci = f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]" if d.ci_low is not None else "-"
         flag = '<span class="drop">significant drop</span>' if d.significant_drop else "ok"
+        chance = f"{d.chance:.2f}" if d.chance is not None else "-"
         body.append(f'<tr><td>{escape(d.probe)}</td><td class="num">{d.base:.3f}</td><td class="num">{d.tuned:.3f}</td>'
-                    f'<td class="num">{d.delta:+.3f}</td><td class="num">{ci}</td><td class="num">{d.n}</td><td>{flag}</td></tr>')
+                    f'<td class="num">{d.delta:+.3f}</td><td class="num">{ci}</td><td class="num">{d.n}</td>'
+                    f'<td class="num">{chance}</td><td>{flag}</td></tr>')
+    near = [d.probe for d in v.forgetting if d.chance is not None and d.base <= d.chance + 0.05]
+    note = (f"<p class='muted'>The base model is near chance on {', '.join(near)}: there is little ability "
+            "there to lose, so these probes cannot show forgetting.</p>" if near else "")
     chart = svg.bar_chart(
         [d.probe for d in v.forgetting], [d.delta for d in v.forgetting], [d.ci_low for d in v.forgetting],
         [d.ci_high for d in v.forgetting], title="Accuracy change on general-ability probes (tuned - base)",
@@ -146,8 +151,8 @@ def _forgetting_section(v: Verdict, rows: list[ResultRow]) -> str:
     return ("<h2>Forgetting</h2><p>Multiple-choice probes outside the fine-tuning data, scored by answer "
             "log-likelihood; the same questions for base and tuned, so the delta's interval is a paired bootstrap. "
             "A drop is flagged when the whole interval lies below zero.</p>"
-            "<table><tr><th>probe</th><th>base</th><th>tuned</th><th>delta</th><th>95% interval</th><th>n</th><th></th></tr>"
-            + "".join(body) + "</table>" + chart)
+            "<table><tr><th>probe</th><th>base</th><th>tuned</th><th>delta</th><th>95% interval</th><th>n</th>"
+            "<th>chance</th><th></th></tr>" + "".join(body) + "</table>" + note + chart)
 
 
 def _examples(preds: dict[str, list[dict[str, Any]]], n: int) -> str:
@@ -186,8 +191,8 @@ def write_report(run_path: str | Path) -> Path:
     css_class = {"yes": "yes", "no": "no", "yes, but": "warn"}.get(verdict.answer, "")
     model = (recipe.get("model") or {}).get("name", "?")
     train = recipe.get("train") or {}
-    method = train.get("method") if isinstance(train, dict) else None
     has_tuned = (run_path / "adapter").is_dir() or (run_path / "model").is_dir()
+    method = train.get("method") if isinstance(train, dict) and has_tuned else None
     html = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>tuneforge report: {escape(run_path.name)}</title><style>{CSS}</style></head><body>",
