@@ -97,7 +97,7 @@ def test_report_uses_the_data_quality_histogram(tuned_run):
     assert "data/quality.json" in html
 
 
-def test_compare_and_side_by_side(tuned_run, tiny_model_dir, splits):
+def test_compare_and_side_by_side(tuned_run, run_dir, tiny_model_dir, splits):
     path, _ = tuned_run
     other = create_run(_recipe(tiny_model_dir, "other"), "eval")
     evaluate_run(other.recipe, other, splits[0], splits[1])
