@@ -94,23 +94,38 @@ def describe_machine(info: dict[str, Any], vers: dict[str, str]) -> str:
 
 
 def matmul_peak_gflops(n: int = 1024, seconds: float = 2.0, dtype: str = "float32") -> float:
-    """Best achieved GFLOP/s of square ``n``x``n`` matmuls over ~``seconds`` (torch, all its threads).
+    """Best achieved GFLOP/s (wall clock) of square ``n``x``n`` matmuls over ~``seconds`` (all torch threads).
 
-    Best-of rather than mean: the peak is what the hardware can do when nobody else is running.
+    Best-of rather than mean: the peak is what the hardware can do when nobody else is running. On a
+    busy machine no sample may get the cores to itself; see :func:`matmul_cpu_gflops`.
     """
+    return matmul_rates(n, seconds, dtype)[0]
+
+
+def matmul_cpu_gflops(n: int = 1024, seconds: float = 2.0, dtype: str = "float32") -> float:
+    """Matmul GFLOP per CPU-second of this process (all threads): the peak rate of the work itself,
+    which other processes taking the cores do not lower (compare with training FLOPs per CPU-second)."""
+    return matmul_rates(n, seconds, dtype)[1]
+
+
+def matmul_rates(n: int = 1024, seconds: float = 2.0, dtype: str = "float32") -> tuple[float, float]:
     import torch
 
     a = torch.randn(n, n, dtype=getattr(torch, dtype))
     b = torch.randn(n, n, dtype=getattr(torch, dtype))
     torch.mm(a, b)  # warm-up (thread pool, caches)
     best = 0.0
+    count = 0
+    cpu0 = time.process_time()
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
         torch.mm(a, b)
         dt_ = time.perf_counter() - t0
+        count += 1
         best = max(best, 2 * n**3 / dt_ / 1e9)
-    return best
+    cpu = max(time.process_time() - cpu0, 1e-9)
+    return best, 2 * n**3 * count / cpu / 1e9
 
 
 def peak_rss_mb() -> float:
@@ -217,6 +232,7 @@ class Report:
     name: str  # section key: train, generation, rag, serve
     title: str
     size: str  # "small" or "full"
+    command: str = ""  # how to rerun it (default: python -m bench.<name>)
     setup: list[str] = field(default_factory=list)  # bullet lines: what was compared and how
     tables: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)  # "target: ... -> measured ... (met/missed)"
@@ -224,8 +240,9 @@ class Report:
     versions: dict[str, str] = field(default_factory=versions)
 
     def markdown(self) -> str:
-        parts = [f"## {self.title}", "", f"Size: `{self.size}`. Command: `python -m bench.{self.name}"
-                 + (" --full`" if self.size == "full" else "`"), "", describe_machine(self.machine, self.versions), ""]
+        command = self.command or f"python -m bench.{self.name}" + (" --full" if self.size == "full" else "")
+        parts = [f"## {self.title}", "", f"Size: `{self.size}`. Command: `{command}`", "",
+                 describe_machine(self.machine, self.versions), ""]
         parts += [f"- {s}" for s in self.setup]
         for t in self.tables:
             parts += ["", t]
