@@ -20,6 +20,7 @@ from tuneforge.errors import UserError
 
 CACHE_ENV = "TUNEFORGE_CACHE"
 CHECKSUMS = "checksums.json"
+VERIFIED = ".verified.json"  # stamp of the last full verification
 
 
 def cache_root() -> Path:
@@ -40,20 +41,47 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def write_checksums(folder: Path) -> None:
-    sums = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS}
+    sums = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name not in (CHECKSUMS, VERIFIED)}
     (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1, sort_keys=True))
 
 
+def _stat_stamp(folder: Path, names: list[str]) -> dict[str, list[int]]:
+    stamp = {}
+    for name in names:
+        st = (folder / name).stat()
+        stamp[name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return stamp
+
+
 def verify_checksums(folder: Path) -> None:
-    """Raise UserError naming the first file whose content no longer matches its recorded hash."""
+    """Raise UserError naming the first file whose content no longer matches its recorded hash.
+
+    Hashing 540 MB on every load would cost seconds, so a full SHA-256 pass is made once and its result
+    stamped with each file's size, mtime and inode; later loads re-hash only when a stamp changed (any
+    write to a file changes its mtime).
+    """
     record = folder / CHECKSUMS
     if not record.is_file():
         raise UserError(f"{folder}: cached model has no {CHECKSUMS}; delete the folder to rebuild it")
     sums = json.loads(record.read_text())
+    missing = [name for name in sums if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"{folder / missing[0]}: cached file is missing; delete {folder} to rebuild it")
+    stamp = _stat_stamp(folder, list(sums))
+    verified = folder / VERIFIED
+    try:
+        if json.loads(verified.read_text()) == {"checksums": sums, "stamp": stamp}:
+            return
+    except (OSError, ValueError):
+        pass
     for name, digest in sums.items():
-        f = folder / name
-        if not f.is_file() or sha256_file(f) != digest:
-            raise UserError(f"{f}: cached file is missing or corrupted (checksum mismatch); delete {folder} to rebuild it")
+        if sha256_file(folder / name) != digest:
+            verified.unlink(missing_ok=True)
+            raise UserError(
+                f"{folder / name}: cached file is corrupted (checksum mismatch); delete {folder} to rebuild it"
+            )
+    with contextlib.suppress(OSError):  # a read-only cache still works, it just re-hashes next time
+        verified.write_text(json.dumps({"checksums": sums, "stamp": stamp}))
 
 
 @contextlib.contextmanager
