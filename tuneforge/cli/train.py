@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(p, "--grad-accum", "train.grad_accum", type=int, help="Micro-batches per optimizer step.")
     flag(p, "--max-length", "train.max_length", type=int, help="Tokens per example / packed row.")
     flag(p, "--lora-r", "train.lora.r", type=int, help="LoRA rank.")
+    flag(p, "--no-eval", "eval.after_train", action="store_const", const=False,
+         help="Do not evaluate (baselines, tuned, forgetting, report) after training.")
     flag(p, "--resume", "train.resume", action="store_const", const=True,
          help="Continue run --name from its newest complete checkpoint.")
     p.set_defaults(func=cmd_train)
@@ -103,4 +105,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"done: {result.steps} steps, {result.train_tokens:,} tokens at {result.tokens_per_s:,.0f} tokens/s; "
               f"validation loss {init} -> best {best}")
         print(f"output: {result.output_dir}")
+        evaluate_after_training(recipe, run, Path(train_file))
     return 0
+
+
+def evaluate_after_training(recipe, run, train_file: Path) -> None:
+    """Every training run is evaluated by default (eval.after_train): baselines, tuned, forgetting, report."""
+    if not recipe.eval.after_train:
+        return
+    test_file = train_file.parent / "test.jsonl"
+    if not (test_file.is_file() and test_file.stat().st_size):
+        print(f"no test split next to {train_file}: skipping evaluation (run `tuneforge eval --run {run.path}`)")
+        return
+    from tuneforge.eval.report import write_report
+    from tuneforge.eval.runner import evaluate_run
+
+    print("evaluating base (zero/k-shot), tuned and forgetting probes; skip with --no-eval")
+    evaluate_run(recipe, run, test_file, train_file)
+    print(f"report: {write_report(run.path)}")

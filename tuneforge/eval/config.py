@@ -19,6 +19,10 @@ class EvalConfig(Section):
     )
     max_examples: int | None = Field(None, ge=1, description="Evaluate at most this many test examples.")
     shots: list[int] = Field(default_factory=lambda: [0, 3], description="In-context baselines to run (0 = zero-shot).")
+    after_train: bool = Field(
+        True, description="Evaluate every training run when it ends (needs a test split): baselines, tuned, "
+        "forgetting probes and the HTML report."
+    )
     forgetting: bool = Field(True, description="Run general-ability probes for the base and tuned model.")
     temperature: float = Field(
         0.0, ge=0.0, description="0 = greedy decoding (default); >0 samples, reproducibly from run.seed."
