@@ -83,7 +83,7 @@ def side_by_side(run_path: Path, n: int = 3) -> list[dict[str, str]]:
     rows = []
     for b, t in list(zip(base, tuned, strict=False))[:n]:
         rows.append({
-            "prompt": str(b.get("prompt", ""))[-160:],
+            "prompt": str(b.get("prompt", "")),
             "reference": str(b.get("reference", "")),
             "base": str(b.get("prediction", "")),
             "tuned": str(t.get("prediction", "")),
@@ -168,7 +168,8 @@ def print_summary(result: QuickstartResult, rows: list) -> None:
     if result.side_by_side:
         print("  base vs tuned on test prompts:")
         for ex in result.side_by_side:
-            print(f"    prompt: ...{ex['prompt'][-100:]!r}")
+            head = ex["prompt"].splitlines()[0] if ex["prompt"] else ""
+            print(f"    {head[:110]!r}")
             print(f"      reference {ex['reference']!r} | base {ex['base']!r} | tuned {ex['tuned']!r}")
     if result.report:
         print(f"  open the report: {result.report}")
