@@ -25,29 +25,19 @@ if TYPE_CHECKING:
 
 
 def load_examples(path: str | Path, max_examples: int | None = None) -> list[dict[str, Any]]:
-    """Read a prepared split: JSONL lines ``{"messages": [...], "meta": {...}}``."""
+    """Read a prepared split (``{"messages": [...], "meta": {...}}`` lines, checked by the data stage)."""
+    from tuneforge.data.io import read_examples
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: split file not found (prepare data first: tuneforge data prepare)")
     rows = []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
-            msgs = row.get("messages") if isinstance(row, dict) else None
-            if not isinstance(msgs, list) or not msgs or msgs[-1].get("role") != "assistant":
-                raise UserError(f"{p}:{lineno}: messages: expected a conversation ending with an assistant message")
-            meta = row.get("meta") or {}
-            meta.setdefault("id", f"{p.stem}-{lineno}")
-            meta.setdefault("task", "default")
-            row["meta"] = meta
-            rows.append(row)
-            if max_examples is not None and len(rows) >= max_examples:
-                break
+    for lineno, row in enumerate(read_examples(p), 1):
+        meta = row.get("meta") or {}
+        meta.setdefault("id", f"{p.stem}-{lineno}")
+        meta.setdefault("task", "default")
+        row["meta"] = meta
+        rows.append(row)
+        if max_examples is not None and len(rows) >= max_examples:
+            break
     if not rows:
         raise UserError(f"{p}: no examples")
     return rows

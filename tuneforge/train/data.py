@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,23 +36,11 @@ class Example:
 
 
 def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
-    """The ``messages`` of every line of a prepared JSONL split."""
+    """The ``messages`` of every line of a prepared JSONL split (checked by the data stage's reader)."""
+    from tuneforge.data.io import read_examples
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: training data file does not exist")
-    rows = []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
-            messages = obj.get("messages") if isinstance(obj, dict) else None
-            if not isinstance(messages, list) or not messages:
-                raise UserError(f"{p}:{lineno}: each line needs a non-empty 'messages' list (run `tuneforge data prepare`)")
-            rows.append(messages)
+    rows = [record["messages"] for record in read_examples(p)]
     if not rows:
         raise UserError(f"{p}: no examples")
     return rows
