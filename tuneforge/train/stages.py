@@ -145,29 +145,6 @@ def _after(current: _Current, plan: StagePlan, output_dir: Path, method: str) ->
     return _Current(merged, adapter=output_dir, adapter_base=trained_on), scored
 
 
-def trainer_continues_adapters() -> bool:
-    """Whether train() keeps training a PEFT model it is given instead of wrapping it in a new adapter.
-
-    Probed on a throwaway tiny model, so ``start_from: adapter`` fails before any stage trains when the
-    training stage cannot continue an adapter.
-    """
-    import warnings
-
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from tuneforge.models.tiny import tiny_config
-    from tuneforge.train.config import TrainConfig
-    from tuneforge.train.methods import apply_method
-
-    lora = {"r": 1, "alpha": 1, "target_modules": ["q_proj"]}
-    probe = get_peft_model(AutoModelForCausalLM.from_config(tiny_config(64)),
-                           LoraConfig(r=1, lora_alpha=1, target_modules=["q_proj"]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return apply_method(probe, TrainConfig(method="lora", lora=lora)) is probe
-
-
 def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     """Train every stage in order; score after each; write the gained/forgotten report."""
     from tuneforge.eval.results import write_results
@@ -176,12 +153,6 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
     from tuneforge.train.mixture_run import prepare_task, score_tasks
 
     plans = plan_stages(recipe)
-    continuing = [p for p in plans if p.start_from == "adapter"]
-    if continuing and not trainer_continues_adapters():
-        raise UserError(
-            f"stages: {continuing[0].name} has start_from: adapter, but this version's training stage cannot "
-            "continue a loaded adapter yet; use start_from: merged"
-        )
     tokenizer = tokenizer or load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
     # All data first: a data problem in stage 3 should not surface after two stages of training.
     tasks: dict[str, TaskFiles] = {}
