@@ -29,20 +29,29 @@ def check_prepared(record: Any, where: str) -> dict[str, Any]:
     return record
 
 
-def read_examples(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Every example of a prepared JSONL split, streamed and checked (chat messages ending with the answer)."""
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for every non-blank line of a JSONL file, streamed.
+
+    Invalid JSON is a UserError naming file, line and column; every JSONL reader in tuneforge uses this.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: prepared split not found (run `tuneforge data prepare` first)")
     with open(p, encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield n, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{p}:{n}: (record): invalid JSON ({exc.msg.removesuffix(' at')}, column {exc.colno})") from None
-            yield check_prepared(record, f"{p}:{n}")
+
+
+def read_examples(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Every example of a prepared JSONL split, streamed and checked (chat messages ending with the answer)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: prepared split not found (run `tuneforge data prepare` first)")
+    for n, record in iter_jsonl(p):
+        yield check_prepared(record, f"{p}:{n}")
 
 
 def write_examples(path: Path, examples: list[Example]) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import html
 import importlib.util
-import json
 import platform
 import re
 from collections.abc import Iterator
@@ -160,24 +159,19 @@ def load_file(path: Path) -> list[Document]:
 
 
 def _jsonl_documents(path: Path, did: str) -> Iterator[Document]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: each line must be a JSON object with a 'text' field")
-            text = row.get("text", row.get("content"))
-            if not isinstance(text, str):
-                raise UserError(f"{path}:{lineno}: text: required string field is missing (or use 'content')")
-            doc_id = str(row["id"]) if row.get("id") is not None else f"{did}#{lineno}"
-            title = str(row.get("title") or _first_heading(text, doc_id))
-            meta = {k: str(v) for k, v in row.items() if k not in {"id", "text", "content", "title"}}
-            if text.strip():
-                yield Document(doc_id=doc_id, text=text.strip(), title=title, source=f"{path}:{lineno}", metadata=meta)
+    from tuneforge.data.io import iter_jsonl
+
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{lineno}: each line must be a JSON object with a 'text' field")
+        text = row.get("text", row.get("content"))
+        if not isinstance(text, str):
+            raise UserError(f"{path}:{lineno}: text: required string field is missing (or use 'content')")
+        doc_id = str(row["id"]) if row.get("id") is not None else f"{did}#{lineno}"
+        title = str(row.get("title") or _first_heading(text, doc_id))
+        meta = {k: str(v) for k, v in row.items() if k not in {"id", "text", "content", "title"}}
+        if text.strip():
+            yield Document(doc_id=doc_id, text=text.strip(), title=title, source=f"{path}:{lineno}", metadata=meta)
 
 
 def load_documents(sources: list[str]) -> list[Document]:

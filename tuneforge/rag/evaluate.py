@@ -13,7 +13,6 @@ generated answers that contain it (after lower-casing and dropping punctuation a
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -49,14 +48,10 @@ def load_qa(spec: str) -> tuple[list[QAPair], str]:
         path = Path(spec)
         if not path.is_file():
             raise UserError(f"rag.qa_file {spec!r}: no such file and not a bundled set ({', '.join(BUNDLED_QA)})")
+    from tuneforge.data.io import iter_jsonl
+
     pairs = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    for lineno, row in iter_jsonl(path):
         missing = [k for k in ("question", "answer", "gold") if not isinstance(row.get(k), str)]
         doc_ids = row.get("doc_ids") or ([row["doc_id"]] if row.get("doc_id") else [])
         if not doc_ids:

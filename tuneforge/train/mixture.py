@@ -93,16 +93,9 @@ def task_counts(
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-    return rows
+    from tuneforge.data.io import iter_jsonl
+
+    return [row for _, row in iter_jsonl(path)]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
