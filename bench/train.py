@@ -5,15 +5,17 @@ Every contender trains the bundled SmolLM2-135M-Instruct (same local weights) on
 warmup, grad-norm clip 1.0, about 2 examples per optimizer step (2 rows unpacked, 1 packed row of 192
 tokens), the same number of steps, max length 192 (the few longer reviews truncated alike),
 loss on the assistant tokens only (TRL: conversational prompt/completion data, whose default is
-completion-only loss), LoRA r=16, alpha=32, dropout 0.05 on all linear layers. Data handling and
-memory options are each tool's own defaults (TRL: padding to the longest example of each batch,
-gradient checkpointing on; tuneforge: packing on, length grouping), plus TRL with ``packing=True``
-and tuneforge with ``packing: false`` (so one row = one example, as TRL's default).
+completion-only loss), LoRA r=16, alpha=32, no dropout (PEFT's and tuneforge's default) on all linear
+layers. Data handling and memory options are each tool's own defaults (TRL: padding to the longest
+example of each batch, bf16 autocast and gradient checkpointing on; tuneforge: packing on, length
+grouping, no checkpointing), plus TRL with ``packing=True``, tuneforge with ``packing: false`` (one row
+= one example, as TRL's default) and tuneforge with gradient checkpointing (TRL's memory setting).
 
 Throughput is non-padding tokens per second of training steps (model loading, tokenisation and
 validation excluded; the same for both). Validation loss is measured after training by one shared
-function (token-weighted mean over the assistant tokens of the held-out lines), not by either tool.
-Each contender runs in a fresh process; peak RSS is that process's ru_maxrss.
+function (token-weighted mean over the assistant tokens of the held-out lines) on each tool's trained
+model in place, not by either tool. Each contender runs in a fresh process; peak RSS is that process's
+ru_maxrss.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from bench.data import read_jsonl, write_splits
 MODEL = "smollm2-135m-instruct"
 SIZES = {
     # train lines, val lines, optimizer steps
-    "small": {"n_train": 32, "n_val": 4, "steps": 3},
+    "small": {"n_train": 48, "n_val": 4, "steps": 5},
     "full": {"n_train": 800, "n_val": 64, "steps": 40},
 }
 SETTINGS = {
@@ -41,7 +43,7 @@ SETTINGS = {
     # long reviews above 192 tokens are truncated for every contender alike. (Small because the recorded
     # runs had a few percent of a shared 2-core machine; --full uses the same settings for longer.)
     "batch": 2, "packed_batch": 1, "max_length": 192, "warmup_ratio": 0.03, "max_grad_norm": 1.0, "seed": 0,
-    "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
     "lr": {"lora": 2e-4, "full": 2e-5},
 }
 
@@ -166,7 +168,7 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
 
 
 def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, packing: bool,
-                     tuned: bool = False) -> dict[str, Any]:
+                     tuned: bool = False, checkpointing: bool = False) -> dict[str, Any]:
     from tuneforge.config import load_recipe
     from tuneforge.models import load_tokenizer
     from tuneforge.runs import create_run
@@ -183,7 +185,7 @@ def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, pa
         "train.max_grad_norm": s["max_grad_norm"], "train.max_length": s["max_length"], "train.packing": packing,
         "train.eval_at_start": False, "train.save_every": 10**6, "train.log_every": 10**6,
         "train.lora.r": lc["r"], "train.lora.alpha": lc["alpha"], "train.lora.dropout": lc["dropout"],
-        "train.lora.target_modules": lc["target_modules"],
+        "train.lora.target_modules": lc["target_modules"], "train.gradient_checkpointing": checkpointing,
     }
     recipe = load_recipe(None, overrides)
     run = create_run(recipe, "bench-train", inputs=[train_file])
@@ -207,13 +209,8 @@ def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, pa
                    on_step=lambda step, loss: marks.append((time.perf_counter(), time.process_time())))
     loop.collate = inner
     timing = steady_state(marks, counts)
-    from tuneforge.models import load_model
-
-    if method == "full":
-        model = load_model(str(result.output_dir))
-    else:
-        model = load_model(MODEL, adapter=str(result.output_dir))
-    val = validation_loss(model, tokenizer, Path(val_file), s["max_length"])
+    # The trained model in place, as for TRL (reloading it would put a second copy in this process's peak RSS).
+    val = validation_loss(result.model, tokenizer, Path(val_file), s["max_length"])
     shutil.rmtree(out, ignore_errors=True)
     return {**timing, "val_loss": val, "params": result.total_params - (result.trainable_params if method != "full" else 0),
             "tuneforge_tokens_per_s": result.tokens_per_s,
@@ -223,11 +220,12 @@ def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, pa
 # ---------------------------------------------------------------------------------------------- driver
 
 CONTENDERS = [
-    # label, worker, method, packing
+    # label, worker, method, packing[, extra worker arguments]
     ("TRL SFTTrainer (defaults)", "trl_worker", "lora", False),
     ("TRL SFTTrainer packing=True", "trl_worker", "lora", True),
     ("tuneforge (defaults: packing)", "tuneforge_worker", "lora", True),
     ("tuneforge packing=false", "tuneforge_worker", "lora", False),
+    ("tuneforge gradient_checkpointing=true", "tuneforge_worker", "lora", True, {"checkpointing": True}),
     ("TRL SFTTrainer full (defaults)", "trl_worker", "full", False),
     ("tuneforge full (defaults)", "tuneforge_worker", "full", True),
 ]
@@ -265,8 +263,8 @@ def run(size: str, only: list[str] | None = None, write: bool = True, threads: i
         train_file, val_file = write_splits(Path(tmp), cfg["n_train"], cfg["n_val"])
         chosen = [c for c in contenders if not only or any(o in c[0] for o in only)]
         jobs = [(f"bench.train:{worker}", {"train_file": str(train_file), "val_file": str(val_file), "method": method,
-                                          "steps": cfg["steps"], "packing": packing, "tuned": vs_tuned})
-                for _, worker, method, packing in chosen]
+                                          "steps": cfg["steps"], "packing": packing, "tuned": vs_tuned, **extra})
+                for _, worker, method, packing, *rest in chosen for extra in [rest[0] if rest else {}]]
         if parallel:
             outs = common.run_workers_parallel(jobs, env=env)
         else:
@@ -279,7 +277,7 @@ def run(size: str, only: list[str] | None = None, write: bool = True, threads: i
                     print(exc, flush=True)
                     outs.append(None)
         results = []
-        for (label, _, method, packing), r in zip(chosen, outs, strict=True):
+        for (label, _, method, packing, *_), r in zip(chosen, outs, strict=True):
             if r is None:
                 report.setup.append(f"{label}: failed (see the run's output)")
                 continue
@@ -313,7 +311,7 @@ def run(size: str, only: list[str] | None = None, write: bool = True, threads: i
         f"{cfg['steps']} optimizer steps of {SETTINGS['batch']} examples (unpacked) or {SETTINGS['packed_batch']} "
         f"packed rows of {SETTINGS['max_length']} tokens (same number of examples per step on average), "
         f"lr {SETTINGS['lr']['lora']} (LoRA) / {SETTINGS['lr']['full']} (full), cosine, 3% warmup, clip 1.0, "
-        "LoRA r=16 alpha=32 dropout 0.05 all-linear; fp32 on CPU; each contender in its own fresh process",
+        "LoRA r=16 alpha=32 dropout 0 all-linear; fp32 on CPU; each contender in its own fresh process",
         "timed = steps 2..S (step 1 is warm-up for everyone); tokens = non-padding tokens of those steps; "
         "tokens/s over wall seconds, tokens/CPU-s over the process's CPU seconds (robust to other processes "
         "taking the cores); val loss = one shared function over the held-out lines (assistant tokens, "
