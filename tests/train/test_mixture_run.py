@@ -21,7 +21,7 @@ def shrink(data: dict, model_dir: Path, out: Path, n: int = 30) -> dict:
     data["train"] = {**data.get("train", {}), "max_steps": 3, "batch_size": 4, "eval_every": 2,
                      "max_length": 256, "save_every": 100}
     data["eval"] = {**data.get("eval", {}), "max_examples": 4, "max_new_tokens": 2, "bootstrap_samples": 0,
-                    "batch_size": 4}
+                    "batch_size": 4, "forgetting_examples": 4}
     for section in ("mixture", "stages"):
         entries = (data.get(section) or {}).get("tasks") if section == "mixture" else data.get(section)
         for entry in entries or []:
@@ -53,6 +53,12 @@ def test_three_task_mixture_runs_end_to_end(tiny_model_dir, tmp_path):
     # Per-task test scores for the base and the tuned model, in the shared results file.
     rows = {(r.system, r.task) for r in read_results(run.path)}
     assert {(s, n) for s in ("base", "multitask") for n in names} <= rows
+    # General-ability probes for both models, paired question by question (the example turns them on).
+    probes = set(recipe.eval.forgetting_tasks)
+    assert {f["probe"] for f in summary["forgetting"]} == probes
+    assert all(f["n"] == 4 and 0 <= f["base"] <= 1 and 0 <= f["tuned"] <= 1 for f in summary["forgetting"])
+    assert {(s, "forgetting:" + p) for s in ("base", "multitask") for p in probes} <= rows
     report = (run.path / "report.md").read_text()
     assert all(n in report for n in names)
+    assert "Forgetting" in report and all(p in report for p in probes)
     assert (run.path / "adapter" / "adapter_config.json").is_file()

@@ -25,7 +25,7 @@ def test_plan_merges_stage_overrides_into_the_train_section():
     assert [p.folder for p in plans] == ["1-general", "2-medical", "3-specific"]
     assert plans[0].recipe.train.learning_rate == recipe.train.learning_rate
     assert plans[1].recipe.train.learning_rate == pytest.approx(1e-4)
-    assert plans[2].recipe.train.epochs == 2
+    assert plans[2].recipe.train.eval_every == 10
     assert plans[2].recipe.train.batch_size == recipe.train.batch_size  # untouched fields are inherited
     assert plans[2].recipe.data.template == "classify"
     assert plans[0].start_from == "base"  # the first stage always starts from the base model

@@ -5,8 +5,9 @@
 ``<run>/data/mixture/train.jsonl``, keeps every task's validation examples (unweighted) in
 ``<run>/data/mixture/val.jsonl``, trains, and then reports per task: its share of the mixture, its
 validation loss before and after training, and its test scores for the base and the tuned model
-(``<run>/eval/results.json``, systems ``base`` and ``multitask``). ``<run>/strategy.json`` and
-``<run>/report.md`` hold the per-task table.
+(``<run>/eval/results.json``, systems ``base`` and ``multitask``), and with ``eval.forgetting`` the
+general-ability probes for both models (what mixing tasks must not cost). ``<run>/strategy.json`` and
+``<run>/report.md`` hold the per-task and forgetting tables.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
     base = model if model is not None else load_model(recipe.model)
     max_len = recipe.train.max_length
     val_before = task_losses(base, tokenizer, files.val, max_length=max_len) if files.val else {}
-    base_rows = score_tasks(base, tokenizer, files.tasks, recipe, "base")
+    base_rows = score_tasks(base, tokenizer, files.tasks, recipe, "base") + probe_forgetting(base, tokenizer, recipe, "base")
     for task, loss in val_before.items():
         run.log_metrics(step=0, split="val", task=task, loss=loss)
 
@@ -158,6 +159,7 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
     for task, loss in val_after.items():  # the exported (best) weights, which may predate the last step
         run.log_metrics(step=result.steps, split="val_final", task=task, loss=loss)
     tuned_rows = score_tasks(tuned, tokenizer, files.tasks, recipe, "multitask")
+    tuned_rows += probe_forgetting(tuned, tokenizer, recipe, "multitask")
     write_results(run.path, base_rows + tuned_rows)
 
     base_by, tuned_by = {r.task: r for r in base_rows}, {r.task: r for r in tuned_rows}
@@ -174,10 +176,31 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
         per_task.append(entry)
     summary = {"kind": "multitask", "strategy": recipe.mixture.strategy, "train": {
         "output_dir": str(result.output_dir), "steps": result.steps, "best_val_loss": result.best_val_loss,
-        "initial_val_loss": result.initial_val_loss}, "tasks": per_task}
+        "initial_val_loss": result.initial_val_loss}, "tasks": per_task,
+        "forgetting": forgetting_summary(base_rows + tuned_rows, recipe, "multitask")}
     write_json(run.path / "strategy.json", summary)
     (run.path / "report.md").write_text(multitask_markdown(summary), encoding="utf-8")
     return summary
+
+
+def probe_forgetting(model: Any, tokenizer: Any, recipe: Recipe, system: str) -> list[ResultRow]:
+    """The eval stage's general-ability probes (ARC-Easy, BoolQ, MMLU...), when ``eval.forgetting`` is on."""
+    if not recipe.eval.forgetting:
+        return []
+    from tuneforge.eval.forgetting import run_forgetting
+
+    return run_forgetting(model, tokenizer, recipe.eval, system, seed=recipe.run.seed)
+
+
+def forgetting_summary(rows: list[ResultRow], recipe: Recipe, tuned: str) -> list[dict[str, Any]]:
+    """Per probe: base and tuned accuracy, the paired difference with its interval, and a drop flag."""
+    from dataclasses import asdict
+
+    from tuneforge.eval.forgetting import compare_forgetting
+
+    cfg = recipe.eval
+    return [asdict(d) for d in compare_forgetting(rows, "base", tuned, cfg.bootstrap_samples, cfg.confidence,
+                                                  seed=recipe.run.seed)]
 
 
 def _copy(model: Any) -> Any:
@@ -205,4 +228,13 @@ def multitask_markdown(summary: dict[str, Any]) -> str:
     tr = summary["train"]
     lines += ["", f"{tr['steps']} optimizer steps; best validation loss (all tasks) {_num(tr['best_val_loss'])}; "
               f"output {tr['output_dir']}", ""]
+    if summary.get("forgetting"):
+        lines += ["## Forgetting: general-ability probes, base vs tuned", "",
+                  "| probe | questions | chance | base | tuned | tuned - base | 95% interval | significant drop |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for f in summary["forgetting"]:
+            ci = "" if f["ci_low"] is None else f"[{f['ci_low']:+.3f}, {f['ci_high']:+.3f}]"
+            lines.append(f"| {f['probe']} | {f['n']} | {_num(f.get('chance'), 2)} | {f['base']:.3f} | {f['tuned']:.3f} "
+                         f"| {f['delta']:+.3f} | {ci} | {'yes' if f['significant_drop'] else 'no'} |")
+        lines += ["", "A probe whose base accuracy is near chance can only show a large drop.", ""]
     return "\n".join(lines)
