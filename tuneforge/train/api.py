@@ -119,7 +119,7 @@ def train(
     # Only positions with a target reach the LM head (the union over a batch's rows, see steps.py).
     most_targets = max(sum(train_ex[i].n_target for i in row) for row in data.train_rows)
     logit_tokens = cfg.batch_size * (widest if prompt_learning else min(widest, cfg.batch_size * most_targets))
-    est = estimate_memory(model, cfg.batch_size * widest, cfg.gradient_checkpointing,
+    est = estimate_memory(model, cfg.batch_size * widest, cfg.gradient_checkpointing, seq_len=widest,
                           act_bytes=2 if accelerator.mixed_precision in ("bf16", "fp16") else 4,
                           logit_tokens=logit_tokens)
     limit, free_now = memory_budget(accelerator.device)
