@@ -55,7 +55,7 @@ def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradien
     heads = getattr(base_cfg, "num_attention_heads", max(1, hidden // 64))
     # Per token and layer: norms, q/k/v/o inputs and outputs, attention output, MLP gate/up/act/down;
     # plus scores and probabilities of attention (2 x heads x seq_len per token). Without the attention
-    # term a LoRA run of 8 rows x 512 tokens on SmolLM2-135M was estimated at 6.6 GB and peaked at 14.5 GB.
+    # term a LoRA run of 8 rows x 512 tokens on SmolLM2-135M was estimated at 6.8 GB and peaked at 14.5 GB.
     per_token_layer = (10 * hidden + 4 * inter) * act_bytes + (2 * heads * seq_len * act_bytes if seq_len else 0)
     if gradient_checkpointing:
         activations = tokens_per_micro_batch * (layers * hidden * act_bytes + per_token_layer)
