@@ -3,7 +3,7 @@
 The estimate adds weights, gradients and AdamW state of the trainable weights, activations kept for
 backward (per token and layer, from the model's shapes; only block inputs with gradient checkpointing),
 the attention scores and probabilities (heads x length x length per row and layer: packed rows carry a
-block-diagonal mask, and with an explicit mask CPU attention materialises the full matrix), and the
+block-diagonal mask, and attention with an explicit mask may materialise the full matrix), and the
 logits of the tokens that carry loss. It is an estimate (within tens of percent for decoder
 LMs), good enough to say "this will not fit, change X" before minutes of loading and tokenizing.
 """
