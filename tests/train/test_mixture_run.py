@@ -50,6 +50,9 @@ def test_three_task_mixture_runs_end_to_end(tiny_model_dir, tmp_path):
     # ... and at every validation during training (eval_every 2 of 3 steps).
     logged = {(m["task"], m["step"]) for m in run.read_metrics() if m.get("split") == "val" and "task" in m}
     assert {(n, step) for n in names for step in (0, 2)} <= logged
+    # Training loss per task too: the task tags ride through packing into every logged step.
+    trained = {m["task"] for m in run.read_metrics() if m.get("split") == "train" and "task" in m}
+    assert trained == set(names)
     # Per-task test scores for the base and the tuned model, in the shared results file.
     rows = {(r.system, r.task) for r in read_results(run.path)}
     assert {(s, n) for s in ("base", "multitask") for n in names} <= rows

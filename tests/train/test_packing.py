@@ -84,3 +84,29 @@ def test_epoch_plan_is_reproducible_and_reshuffled_per_epoch():
     # Length grouping: rows in a batch have similar lengths.
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in a) / len(a)
     assert spread < 10
+
+
+def test_task_tags_survive_packing_and_split_the_loss_by_task(tiny_model, tokenizer, prepared_dir):
+    """Two tasks' examples packed into one row: each task's loss is what its examples score alone."""
+    from dataclasses import replace
+
+    from tuneforge.train.packing import task_names
+    from tuneforge.train.steps import loss_sum, loss_sum_by_task
+
+    base = tokenize_file(tokenizer, prepared_dir / "train.jsonl", max_length=256)[:3]
+    examples = [replace(base[0], task="b"), replace(base[1], task="a"), replace(base[2], task="b")]
+    tasks = task_names(examples)
+    assert tasks == ["a", "b"]
+    packed = collate(examples, [[0, 1, 2]], tokenizer.pad_token_id, tasks)
+    assert packed.task_ids.shape == packed.input_ids.shape
+    assert packed.task_ids[0, len(examples[0])] == 0 and packed.task_ids[0, 0] == 1
+    with torch.no_grad():
+        total, parts = loss_sum_by_task(tiny_model, packed, len(tasks))
+        assert torch.allclose(total, loss_sum(tiny_model, packed), rtol=1e-5)
+        for k, members in enumerate(([1], [0, 2])):
+            alone = collate(examples, [[i] for i in members], tokenizer.pad_token_id)
+            expected = loss_sum(tiny_model, alone)
+            assert torch.allclose(parts[k, 0].float(), expected, rtol=1e-4)
+            assert parts[k, 1] == sum(examples[i].n_target for i in members)
+    # Untagged data keeps the plain path: no task ids at all.
+    assert collate(base, [[0, 1]], tokenizer.pad_token_id).task_ids is None

@@ -45,7 +45,8 @@ def _training_curves(run_path: Path) -> str:
             continue
         split, loss = row.get("split"), row.get("loss")
         if split in ("train", "val") and isinstance(loss, int | float) and math.isfinite(loss):
-            series.setdefault(f"{split} loss", []).append((float(row.get("step", n)), float(loss)))
+            name = f"{split} loss" + (f" ({row['task']})" if row.get("task") else "")  # multi-task: one curve each
+            series.setdefault(name, []).append((float(row.get("step", n)), float(loss)))
     return svg.line_chart(series, title="Training and validation loss", y_label="loss") if series else ""
 
 

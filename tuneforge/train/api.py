@@ -35,7 +35,7 @@ from tuneforge.train.methods import (
     load_base_model,
     uses_packing,
 )
-from tuneforge.train.packing import make_rows
+from tuneforge.train.packing import make_rows, task_names
 from tuneforge.train.result import TrainResult
 from tuneforge.train.schedule import make_optimizer, make_scheduler
 
@@ -107,6 +107,7 @@ def train(
     data = LoopData(
         train=train_ex, train_rows=make_rows(train_ex, cfg.max_length, packing),
         val=val_ex, val_rows=make_rows(val_ex, cfg.max_length, packing) if val_ex else None, pad_id=pad_id,
+        tasks=tasks if len(tasks := task_names(train_ex)) > 1 else [],  # per-task loss only when tasks mix
     )
     world = accelerator.num_processes
     n_steps = total_steps(cfg, len(data.train_rows), world)

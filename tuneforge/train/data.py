@@ -26,6 +26,7 @@ class Example:
 
     input_ids: list[int]
     target: list[int]
+    task: str | None = None  # the multi-task tag (``meta.task`` of the prepared line), kept through packing
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -37,10 +38,18 @@ class Example:
 
 def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
     """The ``messages`` of every line of a prepared JSONL split (checked by the data stage's reader)."""
+    return [messages for messages, _ in read_tagged(path)]
+
+
+def read_tagged(path: str | Path) -> list[tuple[list[dict[str, Any]], str | None]]:
+    """(messages, task tag) of every line of a prepared JSONL split; the tag is ``meta.task`` or None."""
     from tuneforge.data.io import read_examples
 
     p = Path(path)
-    rows = [record["messages"] for record in read_examples(p)]
+    rows = []
+    for record in read_examples(p):
+        task = (record.get("meta") or {}).get("task") if isinstance(record.get("meta"), dict) else None
+        rows.append((record["messages"], str(task) if task is not None else None))
     if not rows:
         raise UserError(f"{p}: no examples")
     return rows
@@ -52,10 +61,10 @@ def tokenize_file(
     """Tokenize every conversation of a split; examples left with no trainable token are dropped (and counted)."""
     examples = []
     dropped = 0
-    for messages in read_conversations(path):
+    for messages, task in read_tagged(path):
         enc = tokenize_conversation(tokenizer, messages, max_length=max_length, train_on=train_on)
         ids, labels = enc["input_ids"], enc["labels"]
-        ex = Example(input_ids=ids, target=[*labels[1:], IGNORE_INDEX])
+        ex = Example(input_ids=ids, target=[*labels[1:], IGNORE_INDEX], task=task)
         if ex.n_target == 0:
             dropped += 1
             continue

@@ -24,7 +24,7 @@ from tuneforge.runs import Run, seed_everything
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train.data import Example
 from tuneforge.train.packing import collate, plan_epoch
-from tuneforge.train.steps import loss_sum
+from tuneforge.train.steps import loss_sum, loss_sum_by_task
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class LoopData:
     val: list[Example] | None
     val_rows: list[list[int]] | None
     pad_id: int
+    tasks: list[str] = field(default_factory=list)  # task tags of the training examples (multi-task data)
     _plans: dict[tuple[int, int, int], list[list[int]]] = field(default_factory=dict, repr=False)
     _row_lengths: list[int] | None = field(default=None, repr=False)
 
@@ -132,13 +133,15 @@ def run_loop(
     bar = tqdm(total=n_steps, initial=state.step, disable=not main, desc="train", unit="step", dynamic_ncols=True)
     step_delay = float(os.environ.get("TUNEFORGE_DEBUG_STEP_SLEEP", "0") or 0)
     model.train()
+    # Multi-task data: (loss sum, target tokens) per task since the last log, over all processes.
+    task_sums = torch.zeros(len(data.tasks), 2, dtype=torch.float64, device=accelerator.device)
     while state.step < n_steps and not state.stopped_early:
         t0 = time.perf_counter()
         micro = micro_batches_for_step(state.step, data, cfg, world, seed)
         batches = []
         for rows in micro:
             mine = rows[rank * cfg.batch_size : (rank + 1) * cfg.batch_size]
-            batches.append(collate(data.train, [data.train_rows[r] for r in mine], data.pad_id)
+            batches.append(collate(data.train, [data.train_rows[r] for r in mine], data.pad_id, data.tasks)
                            if mine else _dummy_batch(data.pad_id))
         counts = torch.tensor([sum(b.n_target for b in batches), sum(b.n_tokens for b in batches)],
                               dtype=torch.float64, device=accelerator.device)
@@ -148,7 +151,11 @@ def run_loop(
         for i, b in enumerate(batches):
             sync = i == len(batches) - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-                loss = loss_sum(model, b, prompt_learning)
+                if b.task_ids is not None:
+                    loss, parts = loss_sum_by_task(model, b, len(data.tasks), prompt_learning)
+                    task_sums += parts.to(task_sums.device)
+                else:
+                    loss = loss_sum(model, b, prompt_learning)
                 # DDP averages gradients over processes: scale by world so the result is the global token mean.
                 accelerator.backward(loss * (world / max(n_target, 1.0)))
             step_loss += loss.detach().double()
@@ -168,6 +175,8 @@ def run_loop(
             extra = {"grad_norm": float(grad_norm)} if cfg.max_grad_norm > 0 else {}
             logger.log(state.step, "train", loss=step_loss, lr=scheduler.get_last_lr()[0],
                        tokens=state.train_tokens, tokens_per_s=tok_s, **extra)
+            if data.tasks:
+                _log_task_losses(accelerator, run, state.step, data.tasks, task_sums)
         if data.val is not None and (state.step % cfg.eval_every == 0 or state.step == n_steps):
             _validate(model, accelerator, data, cfg, prompt_learning, logger, state, run, on_eval, bar, checkpoints)
         if checkpoints and state.step % cfg.save_every == 0 and state.step < n_steps and not state.stopped_early:
@@ -178,6 +187,17 @@ def run_loop(
             time.sleep(step_delay)
     bar.close()
     return state
+
+
+def _log_task_losses(accelerator, run: Run, step: int, tasks: list[str], sums: torch.Tensor) -> None:
+    """Training loss per task tag since the last log (metrics.jsonl rows with ``task``), then reset."""
+    total = accelerator.reduce(sums.clone(), "sum")
+    if accelerator.is_main_process:
+        for k, name in enumerate(tasks):
+            if total[k, 1] > 0:
+                run.log_metrics(step=step, split="train", task=name, loss=float(total[k, 0] / total[k, 1]),
+                                tokens=int(total[k, 1]))
+    sums.zero_()
 
 
 def _validate(model, accelerator, data, cfg, prompt_learning, logger, state: LoopState, run: Run, on_eval, bar,

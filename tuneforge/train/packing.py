@@ -76,21 +76,36 @@ class Batch:
     attention_mask: torch.Tensor  # [B, L], 1 on real tokens (used only where packing is off)
     n_tokens: int  # real (non-padding) tokens
     n_target: int  # tokens that carry loss
+    task_ids: torch.Tensor | None = None  # [B, L], index into ``tasks`` of each token's example, -1 if untagged
 
 
-def collate(examples: list[Example], rows: list[list[int]], pad_id: int) -> Batch:
-    """Tensors for a micro-batch of rows (each row a list of example indices), right-padded."""
+def task_names(examples: list[Example]) -> list[str]:
+    """The sorted task tags of a split (empty when no example is tagged): the index ``task_ids`` use."""
+    return sorted({e.task for e in examples if e.task is not None})
+
+
+def collate(examples: list[Example], rows: list[list[int]], pad_id: int, tasks: list[str] | None = None) -> Batch:
+    """Tensors for a micro-batch of rows (each row a list of example indices), right-padded.
+
+    With ``tasks`` (see ``task_names``) every token also carries its example's task index, so a packed
+    row of several tasks' examples can still be scored task by task.
+    """
+    index = {t: k for k, t in enumerate(tasks or [])}
     seqs: list[tuple[list[int], list[int], list[int]]] = []
+    tags: list[list[int]] = []
     for row in rows:
         ids: list[int] = []
         pos: list[int] = []
         tgt: list[int] = []
+        tag: list[int] = []
         for i in row:
             ex = examples[i]
             ids += ex.input_ids
             pos += range(len(ex))
             tgt += ex.target
+            tag += [index.get(ex.task, -1) if ex.task is not None else -1] * len(ex)
         seqs.append((ids, pos, tgt))
+        tags.append(tag)
     width = max(len(s[0]) for s in seqs)
     n_real = sum(len(s[0]) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -105,4 +120,9 @@ def collate(examples: list[Example], rows: list[list[int]], pad_id: int) -> Batc
         attention_mask[r, :n] = 1
         position_ids[r, n:] = torch.arange(width - n)  # padding: a separate block nobody attends to
     n_target = int((target != IGNORE_INDEX).sum())
-    return Batch(input_ids, position_ids, target, attention_mask, n_real, n_target)
+    task_ids = None
+    if index:
+        task_ids = torch.full((len(seqs), width), -1, dtype=torch.long)
+        for r, tag in enumerate(tags):
+            task_ids[r, : len(tag)] = torch.tensor(tag, dtype=torch.long)
+    return Batch(input_ids, position_ids, target, attention_mask, n_real, n_target, task_ids)
