@@ -36,11 +36,6 @@ class Example:
         return sum(1 for t in self.target if t != IGNORE_INDEX)
 
 
-def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
-    """The ``messages`` of every line of a prepared JSONL split (checked by the data stage's reader)."""
-    return [messages for messages, _ in read_tagged(path)]
-
-
 def read_tagged(path: str | Path) -> list[tuple[list[dict[str, Any]], str | None]]:
     """(messages, task tag) of every line of a prepared JSONL split; the tag is ``meta.task`` or None."""
     from tuneforge.data.io import read_examples
@@ -48,7 +43,8 @@ def read_tagged(path: str | Path) -> list[tuple[list[dict[str, Any]], str | None
     p = Path(path)
     rows = []
     for record in read_examples(p):
-        task = (record.get("meta") or {}).get("task") if isinstance(record.get("meta"), dict) else None
+        meta = record.get("meta")
+        task = meta.get("task") if isinstance(meta, dict) else None
         rows.append((record["messages"], str(task) if task is not None else None))
     if not rows:
         raise UserError(f"{p}: no examples")

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.data.chat import IGNORE_INDEX, tokenize_conversation
+from tuneforge.train.data import Example
 from tuneforge.train.mixture import read_jsonl
+from tuneforge.train.packing import collate, task_names
+from tuneforge.train.steps import loss_sum_by_task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -28,51 +31,39 @@ def task_losses(
     max_per_task: int | None = None,
     default_task: str = "default",
 ) -> dict[str, float]:
-    """``{task: mean loss}`` over examples (a prepared JSONL file or its rows), grouped by ``meta.task``."""
+    """``{task: mean loss}`` over examples (a prepared JSONL file or its rows), grouped by ``meta.task``.
+
+    The same tagged batches and per-task loss as training (``collate`` + ``loss_sum_by_task``), one
+    example per row.
+    """
     import torch
 
     rows = read_jsonl(examples) if isinstance(examples, Path) else examples
     seen: dict[str, int] = defaultdict(int)
-    items: list[tuple[str, dict[str, list[int]]]] = []
+    items: list[Example] = []
     for row in rows:
         task = (row.get("meta") or {}).get("task") or default_task
         if max_per_task is not None and seen[task] >= max_per_task:
             continue
         seen[task] += 1
-        items.append((task, tokenize_conversation(tokenizer, row["messages"], max_length=max_length)))
+        enc = tokenize_conversation(tokenizer, row["messages"], max_length=max_length)
+        items.append(Example(enc["input_ids"], [*enc["labels"][1:], IGNORE_INDEX], task=str(task)))
     # Longest first keeps padding small within a batch.
-    items.sort(key=lambda it: len(it[1]["input_ids"]), reverse=True)
+    items.sort(key=len, reverse=True)
+    tasks = task_names(items)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sums: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
+    totals = torch.zeros(len(tasks), 2, dtype=torch.float64)
+    peft_cfg = getattr(model, "active_peft_config", None)  # prompt/prefix tuning: virtual tokens, padding mask
+    prompt_learning = bool(peft_cfg is not None and peft_cfg.is_prompt_learning)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     try:
         with torch.no_grad():
             for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                width = max(len(x["input_ids"]) for _, x in chunk)
-                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for i, (_, x) in enumerate(chunk):
-                    n = len(x["input_ids"])
-                    ids[i, :n] = torch.tensor(x["input_ids"])
-                    labels[i, :n] = torch.tensor(x["labels"])
-                    mask[i, :n] = 1
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-                shift_logits = logits[:, :-1]
-                shift_labels = labels[:, 1:].to(device)
-                per_token = torch.nn.functional.cross_entropy(
-                    shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                    ignore_index=IGNORE_INDEX, reduction="none",
-                ).view(shift_labels.shape)
-                valid = shift_labels != IGNORE_INDEX
-                for i, (task, _) in enumerate(chunk):
-                    sums[task] += float(per_token[i][valid[i]].sum())
-                    counts[task] += int(valid[i].sum())
+                batch = collate(items, [[i] for i in range(start, min(start + batch_size, len(items)))], pad, tasks)
+                if batch.n_target:
+                    totals += loss_sum_by_task(model, batch, len(tasks), prompt_learning)[1].cpu()
     finally:
         if was_training:
             model.train()
-    return {t: sums[t] / counts[t] for t in sorted(counts) if counts[t] > 0}
+    return {t: float(totals[k, 0] / totals[k, 1]) for k, t in enumerate(tasks) if totals[k, 1] > 0}
