@@ -1,0 +1,123 @@
+"""Atomic writes: a reader (or a resumed run) sees the old file or the new one, never half of one.
+
+Every file is written to a temporary name beside its target, fsynced, renamed over the target, and the
+folder is fsynced so the rename itself survives a power cut. Folders are built under a temporary name
+and renamed into place the same way. One helper for the whole package: do not hand-roll another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def fsync_file(path: str | Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: str | Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening a folder; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: str | Path) -> None:
+    """fsync every file and folder under ``path`` (folders last, so their entries are durable)."""
+    root = Path(path)
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        fsync_file(f)
+    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        fsync_dir(d)
+    fsync_dir(root)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
+    return target
+
+
+def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    return write_bytes(path, text.encode(encoding))
+
+
+def write_json(path: str | Path, value: Any, **dump_args: Any) -> Path:
+    dump_args.setdefault("indent", 2)
+    return write_text(path, json.dumps(value, **dump_args) + "\n")
+
+
+@contextlib.contextmanager
+def replace_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write (by any library); on success it is fsynced and renamed to ``path``.
+
+    For writers that want a file name rather than bytes (``safetensors.save_file``, a GGUF writer).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def replace_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` as a whole.
+
+    Every file is fsynced before the rename. An existing ``path`` is moved aside first and deleted only
+    after the new folder is in place, so a crash leaves either the old folder or the new one (plus, at
+    worst, a ``.old`` folder that the next call removes).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        fsync_dir(target.parent)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
