@@ -2,11 +2,17 @@
 
 Tests never reach a hub (HF_HUB_OFFLINE=1). The real bundled model is used only by tests marked
 ``slow``; they still run in CI.
+
+The suite never depends on what an earlier session left in the home folder: unless the caller points
+``TUNEFORGE_CACHE`` somewhere (as a developer may, to skip the one-off model conversion), the whole
+session shares one new, empty cache folder, so every test run starts as a new user's machine does.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +22,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 BUNDLED = "smollm2-135m-instruct"
+_FRESH_CACHE: str | None = None
+
+
+def pytest_configure(config) -> None:
+    global _FRESH_CACHE
+    if not os.environ.get("TUNEFORGE_CACHE"):
+        _FRESH_CACHE = tempfile.mkdtemp(prefix="tuneforge-test-cache-")
+        os.environ["TUNEFORGE_CACHE"] = _FRESH_CACHE  # subprocesses (CLI tests, workers) inherit it
+
+
+def pytest_unconfigure(config) -> None:
+    if _FRESH_CACHE:
+        shutil.rmtree(_FRESH_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
