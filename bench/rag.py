@@ -63,7 +63,7 @@ def chunk_texts(n: int) -> list[str]:
 def run(size: str, write: bool = True) -> common.Report:
     import numpy as np
 
-    from tuneforge.rag.config import RagConfig
+    from tuneforge.config.rag import RagConfig
     from tuneforge.rag.store import ChunkRow, LanceStore
 
     cfg = SIZES[size]

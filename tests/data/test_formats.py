@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tuneforge.data.config import DataConfig
+from tuneforge.config.data import DataConfig
 from tuneforge.data.formats import detect_format, to_messages
 from tuneforge.data.io import read_examples
 from tuneforge.data.prepare import prepare_data

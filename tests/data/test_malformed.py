@@ -9,7 +9,7 @@ import pytest
 
 from tests.data.malformed_corpus import Case, cases
 from tuneforge.cli.main import main
-from tuneforge.data.config import DataConfig
+from tuneforge.config.data import DataConfig
 from tuneforge.data.prepare import prepare_data
 from tuneforge.errors import UserError
 

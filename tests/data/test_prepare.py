@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tuneforge.cli.main import main
+from tuneforge.config.data import DataConfig
 from tuneforge.data.chat import IGNORE_INDEX, prompt_messages, tokenize_conversation
-from tuneforge.data.config import DataConfig
 from tuneforge.data.io import read_examples
 from tuneforge.data.prepare import prepare_data, validate_data
 from tuneforge.data.sources import bundled_dataset_path

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from tuneforge.config.data import DataConfig
 from tuneforge.data.chat import tokenize_conversation
-from tuneforge.data.config import DataConfig
 from tuneforge.data.io import read_examples
 from tuneforge.data.pii import find_pii, redact
 from tuneforge.data.prepare import prepare_data, validate_data

@@ -69,7 +69,7 @@ def splits(tmp_path, rt_rows) -> tuple[Path, Path]:
 
 @pytest.fixture()
 def small_eval_cfg():
-    from tuneforge.eval.config import EvalConfig
+    from tuneforge.config.eval import EvalConfig
 
     return EvalConfig(max_new_tokens=4, batch_size=4, bootstrap_samples=200, forgetting_tasks=["arc_easy"],
                       forgetting_examples=4, forgetting_batch_size=8)

@@ -94,7 +94,7 @@ def test_unknown_metric_is_a_user_error(tiny_model, tokenizer, splits, small_eva
 
 
 def test_classification_answers_are_capped_but_free_text_is_not(tiny_model, tokenizer, tmp_path, splits, rt_rows):
-    from tuneforge.eval.config import EvalConfig
+    from tuneforge.config.eval import EvalConfig
 
     cfg = EvalConfig(max_new_tokens=20, classification_max_new_tokens=2, temperature=1.5, bootstrap_samples=50,
                      reference_loss=False)

@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 
+from tuneforge.config.eval import EvalConfig
 from tuneforge.errors import UserError
-from tuneforge.eval.config import EvalConfig
 from tuneforge.eval.forgetting import compare_forgetting, load_probe, run_forgetting
 from tuneforge.eval.results import MetricValue, ResultRow
 

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from tuneforge.eval.config import EvalConfig
+from tuneforge.config.eval import EvalConfig
 from tuneforge.eval.evaluate import evaluate_split, pop_predictions
 from tuneforge.eval.forgetting import answer_questions, load_probe
 

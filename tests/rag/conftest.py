@@ -14,7 +14,7 @@ def embedder():
 
 @pytest.fixture()
 def rag_config(tmp_path):
-    from tuneforge.rag.config import RagConfig
+    from tuneforge.config.rag import RagConfig
 
     return RagConfig(index_dir=str(tmp_path / "index"), chunk_tokens=64, chunk_overlap=16, top_k=3)
 

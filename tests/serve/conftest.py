@@ -40,7 +40,7 @@ def start_server(model_dir: Path, adapters: dict[str, str] | None = None, api_ke
     import uvicorn
 
     from tuneforge.config.recipe import ModelConfig
-    from tuneforge.serve.config import ServeConfig
+    from tuneforge.config.serve import ServeConfig
     from tuneforge.serve.server import build
 
     cfg = ServeConfig(port=free_port(), adapters=adapters or {}, served_name="tiny", **serve)

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-# The recipe package must initialise before a section module (tuneforge.config imports every section).
-import tuneforge.config  # noqa: F401
 from tests.train.helpers import write_prepared
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tuneforge.config.train import TrainConfig
 from tuneforge.errors import UserError
-from tuneforge.train.config import TrainConfig
 from tuneforge.train.memory import check_fits, estimate_memory
 from tuneforge.train.methods import apply_method
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tuneforge.config.train import TrainConfig
 from tuneforge.errors import UserError
-from tuneforge.train.config import TrainConfig
 from tuneforge.train.data import Example
 from tuneforge.train.methods import PROMPT_LEARNING, apply_method, count_parameters
 from tuneforge.train.packing import collate

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from tuneforge.config import load_recipe
+from tuneforge.config.strategies import MixtureConfig
 from tuneforge.errors import UserError
 from tuneforge.train.mixture import mix_files, mix_tasks, read_jsonl, task_counts, task_rates
-from tuneforge.train.strategy_config import MixtureConfig
 
 
 def _rows(task: str, n: int) -> list[dict]:

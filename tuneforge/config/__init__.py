@@ -1,29 +1,11 @@
 """Recipes: YAML files validated by typed models (pydantic), with CLI overrides.
 
-Names are resolved lazily: every stage's ``config.py`` imports ``tuneforge.config.base``, and the recipe
-imports every stage's section, so an eager import here would be circular.
+Every recipe section's schema lives here (``config/data.py``, ``train.py``, ``eval.py``, ``rag.py``,
+``serve.py``, ``export.py``, ``strategies.py``), so loading a recipe imports no stage package (and no
+torch); stage packages import their section from here, never the reverse.
 """
 
-from __future__ import annotations
+from tuneforge.config.loader import apply_overrides, dump_recipe, load_recipe, parse_override
+from tuneforge.config.recipe import ModelConfig, Recipe, RunConfig
 
-from typing import Any
-
-_EXPORTS = {
-    "apply_overrides": "tuneforge.config.loader",
-    "dump_recipe": "tuneforge.config.loader",
-    "load_recipe": "tuneforge.config.loader",
-    "parse_override": "tuneforge.config.loader",
-    "ModelConfig": "tuneforge.config.recipe",
-    "Recipe": "tuneforge.config.recipe",
-    "RunConfig": "tuneforge.config.recipe",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
+__all__ = ["ModelConfig", "Recipe", "RunConfig", "apply_overrides", "dump_recipe", "load_recipe", "parse_override"]

@@ -1,7 +1,7 @@
 """The recipe: one typed document describing a run, composed of one section per lifecycle stage.
 
-Each stage owns its section's model (``tuneforge/<stage>/config.py``); this module only composes them
-and holds the two sections every command shares: ``model`` and ``run``.
+Each section's schema has its own module beside this one (``config/data.py``, ``config/train.py``, ...);
+this module composes them and holds the two sections every command shares: ``model`` and ``run``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from typing import Literal
 from pydantic import Field
 
 from tuneforge.config.base import Section
-from tuneforge.data.config import DataConfig
-from tuneforge.eval.config import EvalConfig
-from tuneforge.export.config import ExportConfig
-from tuneforge.rag.config import RagConfig
-from tuneforge.serve.config import ServeConfig
-from tuneforge.train.config import TrainConfig
-from tuneforge.train.strategy_config import MixtureConfig, StageConfig, TuneConfig
+from tuneforge.config.data import DataConfig
+from tuneforge.config.eval import EvalConfig
+from tuneforge.config.export import ExportConfig
+from tuneforge.config.rag import RagConfig
+from tuneforge.config.serve import ServeConfig
+from tuneforge.config.strategies import MixtureConfig, StageConfig, TuneConfig
+from tuneforge.config.train import TrainConfig
 
 BUNDLED_DEFAULT = "smollm2-135m-instruct"
 

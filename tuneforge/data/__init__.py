@@ -4,6 +4,3 @@ Public entry points: :func:`tuneforge.data.prepare.prepare_data`, :func:`tunefor
 :func:`tuneforge.data.sources.bundled_dataset_path`, and the chat helpers in :mod:`tuneforge.data.chat`.
 """
 
-# Import the recipe package first: tuneforge.config imports this package's config module, so importing
-# tuneforge.data.config on its own would otherwise start a circular import.
-import tuneforge.config  # noqa: F401

@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from tuneforge.data.config import DataConfig
+from tuneforge.config.data import DataConfig
 from tuneforge.data.example import Example
 from tuneforge.data.formats import detect_format, to_messages
 from tuneforge.data.io import read_examples, write_examples, write_json

@@ -30,40 +30,14 @@ Public API (what the CLI and the quickstart call)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-# The recipe schema (tuneforge.config) composes every stage's config, ours included: load it first so
-# that importing tuneforge.eval.<module> on its own never meets a half-initialised tuneforge.config.
-import tuneforge.config  # noqa: F401
-
-# Loaded on first use: the recipe schema imports tuneforge.eval.config, so importing the whole
-# package here would be circular (and would make every recipe load pull in numpy and the metrics).
-_EXPORTS = {
-    "EvalConfig": "tuneforge.eval.config",
-    "ForgettingDelta": "tuneforge.eval.forgetting",
-    "MetricValue": "tuneforge.eval.results",
-    "ResultRow": "tuneforge.eval.results",
-    "compare_forgetting": "tuneforge.eval.forgetting",
-    "compare_runs": "tuneforge.eval.compare",
-    "evaluate_run": "tuneforge.eval.runner",
-    "evaluate_split": "tuneforge.eval.evaluate",
-    "generate_batch": "tuneforge.eval.generation",
-    "load_examples": "tuneforge.eval.evaluate",
-    "pop_predictions": "tuneforge.eval.evaluate",
-    "read_results": "tuneforge.eval.results",
-    "run_forgetting": "tuneforge.eval.forgetting",
-    "side_by_side": "tuneforge.eval.compare",
-    "write_report": "tuneforge.eval.report",
-    "write_results": "tuneforge.eval.results",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tuneforge.eval' has no attribute {name!r}")
-
+from tuneforge.config.eval import EvalConfig
+from tuneforge.eval.compare import compare_runs, side_by_side
+from tuneforge.eval.evaluate import evaluate_split, load_examples, pop_predictions
+from tuneforge.eval.forgetting import ForgettingDelta, compare_forgetting, run_forgetting
+from tuneforge.eval.generation import generate_batch
+from tuneforge.eval.report import write_report
+from tuneforge.eval.results import MetricValue, ResultRow, read_results, write_results
+from tuneforge.eval.runner import evaluate_run
 
 __all__ = [
     "EvalConfig",

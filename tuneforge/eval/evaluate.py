@@ -13,9 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge.config.eval import EvalConfig
 from tuneforge.data.chat import prompt_messages
 from tuneforge.errors import UserError
-from tuneforge.eval.config import EvalConfig
 from tuneforge.eval.generation import generate_batch, prompt_token_counts, render_prompt
 from tuneforge.eval.metrics import ALL_METRICS, PER_EXAMPLE, default_metrics, metric_value, score_example
 from tuneforge.eval.results import MetricValue, ResultRow

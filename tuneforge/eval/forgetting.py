@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge.config.eval import EvalConfig
 from tuneforge.errors import UserError
-from tuneforge.eval.config import EvalConfig
 from tuneforge.eval.loglik import score_continuations
 from tuneforge.eval.metrics import mean_ci, paired_delta
 from tuneforge.eval.results import MetricValue, ResultRow

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tuneforge.export.config import ExportConfig
+from tuneforge.config.export import ExportConfig
 from tuneforge.export.merge import folder_size, merge_to_folder, run_weights
 from tuneforge.runs import Run
 

@@ -6,6 +6,3 @@ VectorStore interface and its LanceDB implementation), ``index`` (ingest/update)
 pieces wired from a recipe).
 """
 
-# Load the recipe package first: it imports this package's config module, and importing
-# ``tuneforge.rag.config`` on its own would otherwise start a circular import.
-import tuneforge.config  # noqa: F401

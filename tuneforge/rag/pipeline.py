@@ -23,9 +23,9 @@ from tuneforge.rag.index import IndexReport, index_documents
 from tuneforge.rag.store import VectorStore, open_store
 
 if TYPE_CHECKING:
+    from tuneforge.config.rag import RagConfig
     from tuneforge.config.recipe import Recipe
     from tuneforge.rag.answer import RagAnswer
-    from tuneforge.rag.config import RagConfig
     from tuneforge.runs import Run
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from tuneforge.errors import UserError
 if TYPE_CHECKING:
     import numpy as np
 
-    from tuneforge.rag.config import RagConfig
+    from tuneforge.config.rag import RagConfig
 
 log = logging.getLogger(__name__)
 

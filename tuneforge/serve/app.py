@@ -25,7 +25,7 @@ from tuneforge.serve.schemas import ChatCompletionRequest, CompletionRequest, _B
 from tuneforge.serve.security import BodyLimit, error_body, key_matches
 
 if TYPE_CHECKING:
-    from tuneforge.serve.config import ServeConfig
+    from tuneforge.config.serve import ServeConfig
 
 
 class ApiError(Exception):

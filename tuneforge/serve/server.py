@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.config.recipe import ModelConfig
+from tuneforge.config.serve import ServeConfig
 from tuneforge.errors import UserError
-from tuneforge.serve.config import ServeConfig
 
 log = logging.getLogger(__name__)
 

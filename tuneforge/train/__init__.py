@@ -1,23 +1,11 @@
-"""Supervised fine-tuning: full, freeze, LoRA/DoRA/rsLoRA, QLoRA, IA3, prompt and prefix tuning.
+"""The training engine: supervised fine-tuning (full, freeze, LoRA/DoRA/rsLoRA, QLoRA, IA3, prompt and
+prefix tuning) of one model on prepared splits, with validation, checkpoints and exact resume.
 
-``from tuneforge.train import train, TrainResult``. Imports are lazy: the recipe schema imports
-``tuneforge.train.config`` and must not pull in torch.
+``from tuneforge.train import train, TrainResult``. What composes the engine with evaluation (multi-task,
+sequential stages, hyperparameter search, train-then-evaluate) lives in :mod:`tuneforge.strategies`.
 """
 
-from __future__ import annotations
-
-from typing import Any
+from tuneforge.train.api import train
+from tuneforge.train.result import TrainResult
 
 __all__ = ["TrainResult", "train"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "train":
-        from tuneforge.train.api import train
-
-        return train
-    if name == "TrainResult":
-        from tuneforge.train.result import TrainResult
-
-        return TrainResult
-    raise AttributeError(name)

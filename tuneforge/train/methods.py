@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from tuneforge.config.recipe import Recipe
-    from tuneforge.train.config import TrainConfig
+    from tuneforge.config.train import TrainConfig
 
 log = logging.getLogger(__name__)
 

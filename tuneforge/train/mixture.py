@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.config.strategies import MixtureConfig
 from tuneforge.errors import UserError
-from tuneforge.train.strategy_config import MixtureConfig
 
 
 def task_rates(

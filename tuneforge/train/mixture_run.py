@@ -22,8 +22,8 @@ from tuneforge.train.mixture import concat_tagged, mix_files, read_jsonl, shares
 from tuneforge.train.stages_common import write_json
 
 if TYPE_CHECKING:
+    from tuneforge.config.data import DataConfig
     from tuneforge.config.recipe import Recipe
-    from tuneforge.data.config import DataConfig
     from tuneforge.eval.results import ResultRow
     from tuneforge.runs import Run
 

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from tuneforge.train.config import TrainConfig
+from tuneforge.config.train import TrainConfig
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:

@@ -25,8 +25,8 @@ from pydantic import ValidationError
 
 from tuneforge.config.loader import dump_recipe
 from tuneforge.config.recipe import Recipe
+from tuneforge.config.strategies import ParamSpace, TuneConfig
 from tuneforge.errors import UserError
-from tuneforge.train.strategy_config import ParamSpace, TuneConfig
 
 if TYPE_CHECKING:
     import optuna

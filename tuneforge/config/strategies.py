@@ -32,8 +32,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config.base import Section
-from tuneforge.data.config import DataConfig
-from tuneforge.train.config import TrainConfig
+from tuneforge.config.data import DataConfig
+from tuneforge.config.train import TrainConfig
 
 # The ``train`` fields a search may vary; dotted names reach nested sections (lora.r).
 TUNABLE = (
