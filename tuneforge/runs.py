@@ -1,13 +1,19 @@
 """Run folders: everything needed to reproduce or compare a run lives in ``runs/<name>/``.
 
-Layout::
+Layout (the names below are this module's constants; nothing else spells them out)::
 
     runs/<name>/
-      recipe.yaml      the fully resolved recipe (defaults filled in, overrides applied)
-      manifest.json    command, seed, content hashes of every input file, library versions, git commit
-      logs/run.log     the run's log
-      metrics.jsonl    one JSON object per line: {"step": ..., "split": ..., <metric>: value}
-      ...              stage outputs (data/, checkpoints/, adapter/, eval/, report.html)
+      recipe.yaml        RECIPE        the fully resolved recipe (defaults filled in, overrides applied)
+      manifest.json      MANIFEST      command, seed, hashes of every input file, library versions, commit
+      logs/run.log       LOGS          the run's log
+      metrics.jsonl      METRICS       one JSON object per line: {"step": ..., "split": ..., <metric>: value}
+      data/              DATA          prepared splits: train.jsonl, val.jsonl, test.jsonl
+      checkpoints/       CHECKPOINTS   the last K checkpoints and the best weights
+      adapter/ | model/  ADAPTER/MODEL the tuned weights: a PEFT adapter, or a full model folder
+      train_result.json  TRAIN_RESULT  what training reported
+      eval/              EVAL          results.json, predictions-<system>.jsonl
+      report.html        REPORT        the verdict and everything behind it
+      <parts>/           child runs    a strategy's stages or trials, each a run folder (Run.child)
 """
 
 from __future__ import annotations
@@ -28,6 +34,19 @@ from typing import Any
 from tuneforge.config.loader import dump_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.models.cache import sha256_file
+
+RECIPE = "recipe.yaml"
+MANIFEST = "manifest.json"
+LOGS = "logs"
+METRICS = "metrics.jsonl"
+DATA = "data"
+CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"
+MODEL = "model"
+TRAIN_RESULT = "train_result.json"
+EVAL = "eval"
+REPORT = "report.html"
+SPLITS = ("train", "val", "test")
 
 TRACKED_LIBRARIES = (
     "tuneforge", "torch", "transformers", "peft", "accelerate", "datasets", "safetensors",
@@ -83,6 +102,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class TunedWeights:
+    """Where a run's trained weights are: a PEFT adapter folder or a full model folder."""
+
+    kind: str  # "adapter" | "model"
+    path: Path
+
+    @property
+    def adapter(self) -> Path | None:
+        return self.path if self.kind == ADAPTER else None
+
+    @property
+    def model(self) -> Path | None:
+        return self.path if self.kind == MODEL else None
+
+
+def tuned_weights_in(folder: str | Path) -> TunedWeights | None:
+    """The tuned weights a training run left in ``folder`` (``adapter/`` first, then ``model/``), if any."""
+    root = Path(folder)
+    if (root / ADAPTER / "adapter_config.json").is_file():
+        return TunedWeights(ADAPTER, root / ADAPTER)
+    if (root / MODEL / "config.json").is_file():
+        return TunedWeights(MODEL, root / MODEL)
+    return None
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A prepared folder's split files; a split that is missing or empty is ``None``."""
+
+    train: Path | None
+    val: Path | None
+    test: Path | None
+
+    @property
+    def folder(self) -> Path | None:
+        return next((p.parent for p in (self.train, self.val, self.test) if p is not None), None)
+
+
+def _split(path: Path) -> Path | None:
+    return path if path.is_file() and path.stat().st_size else None
+
+
+def splits_in(folder: str | Path) -> Splits:
+    """The split files of a prepared folder (``train.jsonl``, ``val.jsonl``, ``test.jsonl``)."""
+    root = Path(folder)
+    return Splits(*(_split(root / f"{name}.jsonl") for name in SPLITS))
+
+
+def is_prepared(folder: str | Path | None) -> bool:
+    """True for a folder of prepared splits (it has a non-empty train.jsonl)."""
+    return folder is not None and Path(folder).is_dir() and splits_in(folder).train is not None
+
+
 @dataclass
 class Run:
     """A run folder. Create with :func:`create_run`; open an existing one with :func:`open_run`."""
@@ -94,6 +167,52 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def tuned_weights(self, required: bool = False) -> TunedWeights | None:
+        """The run's trained weights (``adapter/`` or ``model/``); with ``required``, a UserError if none."""
+        found = tuned_weights_in(self.path)
+        if found is None and required:
+            from tuneforge.errors import UserError
+
+            raise UserError(
+                f"{self.path}: no trained weights found (expected {ADAPTER}/adapter_config.json or "
+                f"{MODEL}/config.json); did `tuneforge train` finish?"
+            )
+        return found
+
+    def splits(self) -> Splits:
+        """The splits this run works on, by one rule: the run's own prepared ``data/`` when it holds a
+        train split, otherwise the recipe's ``data.path`` when that is a prepared folder."""
+        own = self.path / DATA
+        if is_prepared(own):
+            return splits_in(own)
+        data_path = self.recipe.data.path if self.recipe.data else None
+        if is_prepared(data_path):
+            return splits_in(data_path)
+        return Splits(None, None, None)
+
+    def child(self, recipe: Recipe, *parts: str) -> Run:
+        """A run folder inside this one (a stage or a trial) with its own recipe, manifest and metrics.
+
+        It shares this run's log file (records go through the same ``tuneforge`` logger) and points back
+        to this run in its manifest, so one top-level run holds the whole strategy.
+        """
+        path = self.path.joinpath(*parts)
+        (path / LOGS).mkdir(parents=True, exist_ok=True)
+        (path / RECIPE).write_text(dump_recipe(recipe), encoding="utf-8")
+        manifest: dict[str, Any] = {
+            k: v for k, v in self.manifest.items() if k in ("argv", "versions", "git_commit", "platform")
+        }
+        manifest.update(
+            command=self.manifest.get("command"),
+            parent=str(self.path),
+            created=_dt.datetime.now().isoformat(timespec="seconds"),
+            seed=recipe.run.seed,
+            inputs={},
+        )
+        child = Run(path=path, recipe=recipe, manifest=manifest)
+        child.save_manifest()
+        return child
 
     def file(self, *parts: str) -> Path:
         p = self.path.joinpath(*parts)

@@ -7,7 +7,7 @@ import torch
 
 from tuneforge.config.train import TrainConfig
 from tuneforge.errors import UserError
-from tuneforge.train.data import Example
+from tuneforge.train.data import TokenizedExample
 from tuneforge.train.methods import PROMPT_LEARNING, apply_method, count_parameters
 from tuneforge.train.packing import collate
 from tuneforge.train.schedule import lr_factor, make_optimizer
@@ -19,7 +19,7 @@ def _batch(tokenizer):
     from tuneforge.data.chat import tokenize_conversation
 
     enc = tokenize_conversation(tokenizer, msgs)
-    ex = Example(enc["input_ids"], [*enc["labels"][1:], -100])
+    ex = TokenizedExample(enc["input_ids"], [*enc["labels"][1:], -100])
     return collate([ex, ex], [[0], [1]], tokenizer.pad_token_id)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from tuneforge.config.loader import load_recipe, parse_override
 from tuneforge.config.recipe import Recipe
+from tuneforge.errors import UserError
 
 
 def add_recipe_args(parser: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -52,3 +53,20 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return load_recipe(getattr(args, "recipe", None), overrides_from_args(args))
+
+
+def strategy_train_flags(p: argparse.ArgumentParser) -> None:
+    """The train flags every strategy command (multitask, stages) shares."""
+    flag(p, "--method", "train.method", help="Fine-tuning method (lora, full, ...).")
+    flag(p, "--lr", "train.learning_rate", type=float, help="Peak learning rate.")
+    flag(p, "--epochs", "train.epochs", type=float, help="Passes over the training data.")
+    flag(p, "--max-steps", "train.max_steps", type=int, help="Stop after N optimizer steps.")
+    flag(p, "--eval-examples", "eval.max_examples", type=int, help="Score at most N test examples per task.")
+
+
+def recipe_with_section(args: argparse.Namespace, section: str, example: str):
+    """The resolved recipe, which must have ``section`` (mixture, stages, ...)."""
+    recipe = recipe_from_args(args)
+    if getattr(recipe, section) is None:
+        raise UserError(f"{args.recipe or 'the recipe'}: no {section} section; see {example}")
+    return recipe

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuneforge.cli.common import add_recipe_args, flag, overrides_from_args
 from tuneforge.errors import UserError
+
+if TYPE_CHECKING:
+    from tuneforge.config.recipe import Recipe
+    from tuneforge.runs import Run
 
 
 def _shots(text: str) -> list[int]:
@@ -74,19 +79,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_report)
 
 
-def _split_files(args: argparse.Namespace, run_path: Path | None, data_path: str | None) -> tuple[Path, Path | None]:
-    folders = [f for f in (run_path / "data" if run_path else None, Path(data_path) if data_path else None) if f]
-    test = Path(args.test) if args.test else next((f / "test.jsonl" for f in folders if (f / "test.jsonl").is_file()), None)
+def _split_files(args: argparse.Namespace, run: Run | None, recipe: Recipe) -> tuple[Path, Path | None]:
+    """--test/--train when given; otherwise the splits by the one rule of ``Run.splits``."""
+    from tuneforge.runs import Splits, is_prepared, splits_in
+
+    found = run.splits() if run is not None else (
+        splits_in(recipe.data.path) if recipe.data and is_prepared(recipe.data.path) else Splits(None, None, None))
+    test = Path(args.test) if args.test else found.test
     if test is None:
         raise UserError("no test split: give --test FILE (or --run with data/test.jsonl, or data.path = a prepared folder)")
     if not test.is_file():
         raise UserError(f"{test}: test split not found")
-    train = Path(args.train) if args.train else None
-    if train is None:
-        for cand in [test.parent / "train.jsonl", *[f / "train.jsonl" for f in folders]]:
-            if cand.is_file():
-                train = cand
-                break
+    train = Path(args.train) if args.train else (
+        found.train if not args.test else splits_in(test.parent).train or found.train)
     if train is not None and not train.is_file():
         raise UserError(f"{train}: train split not found")
     return test, train
@@ -96,21 +101,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tuneforge.config.loader import load_recipe
     from tuneforge.eval.report import write_report
     from tuneforge.eval.runner import evaluate_run
-    from tuneforge.runs import create_run
+    from tuneforge.runs import Run, create_run
 
     run_path = Path(args.run) if args.run else None
     if run_path is not None and not (run_path / "recipe.yaml").is_file():
         raise UserError(f"{run_path}: not a run folder (no recipe.yaml)")
     source = args.recipe or (run_path / "recipe.yaml" if run_path else None)
     recipe = load_recipe(source, overrides_from_args(args))
-    data_path = recipe.data.path if recipe.data else None
-    test, train = _split_files(args, run_path, data_path)
-    if run_path is None:
-        run = create_run(recipe, "eval", inputs=[p for p in (test, train) if p])
-    else:
-        from tuneforge.runs import Run
-
-        run = Run(path=run_path, recipe=recipe)
+    existing = Run(path=run_path, recipe=recipe) if run_path is not None else None
+    test, train = _split_files(args, existing, recipe)
+    run = existing or create_run(recipe, "eval", inputs=[p for p in (test, train) if p])
     print(f"evaluating into {run.path} (test: {test}, k-shot examples from: {train or 'none'})")
     evaluate_run(recipe, run, test, train)
     if not args.no_report:

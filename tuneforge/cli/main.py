@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "tuneforge.cli.config",
     "tuneforge.cli.data",
     "tuneforge.cli.train",
+    "tuneforge.cli.multitask",
     "tuneforge.cli.stages",
     "tuneforge.cli.tune",
     "tuneforge.cli.export",

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from tuneforge.cli.common import overrides_from_args
     from tuneforge.config.loader import load_recipe
-    from tuneforge.quickstart import quickstart_recipe_path, run_quickstart
+    from tuneforge.strategies.quickstart import quickstart_recipe_path, run_quickstart
 
     recipe = load_recipe(args.recipe or quickstart_recipe_path(), overrides_from_args(args))
     run_quickstart(recipe)

@@ -48,32 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def resolve_data(recipe, run, tokenizer, main: bool) -> tuple[Path, Path | None]:
-    """Train/val JSONL paths: a prepared folder as is, otherwise prepared into <run>/data/."""
-    if recipe.data is None:
-        raise UserError("the recipe has no data section: add data.path (a data file, a bundled dataset or a "
-                        "prepared folder with train.jsonl), or pass --data")
-    folder = Path(recipe.data.path)
-    if folder.is_dir() and (folder / "train.jsonl").is_file():
-        val = folder / "val.jsonl"
-        return folder / "train.jsonl", val if val.is_file() and val.stat().st_size else None
-    prepared_dir = run.path / "data"
-    if main and not (prepared_dir / "train.jsonl").is_file():
-        try:
-            from tuneforge.data.prepare import prepare_data
-        except ImportError:
-            raise UserError(f"{folder}: not a prepared folder (train.jsonl), and data preparation is not available") from None
-        prepare_data(recipe.data, prepared_dir, tokenizer=tokenizer, seed=recipe.run.seed)
-    val = prepared_dir / "val.jsonl"
-    return prepared_dir / "train.jsonl", val if (not main or val.is_file()) else None
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
     from tuneforge.models import load_tokenizer, resolve_device
-    from tuneforge.runs import Run, create_run
+    from tuneforge.runs import Run, Splits, create_run
+    from tuneforge.strategies.sft import evaluate_trained, prepare_splits
     from tuneforge.train import train
 
     recipe = recipe_from_args(args)
@@ -90,36 +71,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if state.is_main_process:
         inputs = [recipe.data.path] if recipe.data and Path(recipe.data.path).exists() else []
         run = create_run(recipe, "train", inputs=inputs, resume=recipe.train.resume)
-        train_file, val_file = resolve_data(recipe, run, tokenizer, main=True)
-        run.add_inputs([p for p in (train_file, val_file) if p])
-        box = [(str(run.path), str(train_file), str(val_file) if val_file else None)]
+        splits = prepare_splits(recipe, run, tokenizer)
+        run.add_inputs([p for p in (splits.train, splits.val, splits.test) if p])
+        box = [(str(run.path), splits)]
     if state.num_processes > 1:
         broadcast_object_list(box)
-    path, train_file, val_file = box[0]
+    path, splits = box[0]
     if not state.is_main_process:
         run = Run(path=Path(path), recipe=recipe)
-    result = train(recipe, run, Path(train_file), Path(val_file) if val_file else None, tokenizer=tokenizer)
+    assert isinstance(splits, Splits)
+    result = train(recipe, run, splits.train, splits.val, tokenizer=tokenizer)
     if state.is_main_process:
         init = f"{result.initial_val_loss:.4f}" if result.initial_val_loss is not None else "-"
         best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "-"
         print(f"done: {result.steps} steps, {result.train_tokens:,} tokens at {result.tokens_per_s:,.0f} tokens/s; "
               f"validation loss {init} -> best {best}")
         print(f"output: {result.output_dir}")
-        evaluate_after_training(recipe, run, Path(train_file))
+        if recipe.eval.after_train:
+            # Under torchrun the other processes' copies are gone here; a single process hands its model on.
+            tuned = result.model if state.num_processes == 1 else None
+            evaluate_trained(recipe, run, splits, tokenizer=tokenizer, tuned_model=tuned)
     return 0
-
-
-def evaluate_after_training(recipe, run, train_file: Path) -> None:
-    """Every training run is evaluated by default (eval.after_train): baselines, tuned, forgetting, report."""
-    if not recipe.eval.after_train:
-        return
-    test_file = train_file.parent / "test.jsonl"
-    if not (test_file.is_file() and test_file.stat().st_size):
-        print(f"no test split next to {train_file}: skipping evaluation (run `tuneforge eval --run {run.path}`)")
-        return
-    from tuneforge.eval.report import write_report
-    from tuneforge.eval.runner import evaluate_run
-
-    print("evaluating base (zero/k-shot), tuned and forgetting probes; skip with --no-eval")
-    evaluate_run(recipe, run, test_file, train_file)
-    print(f"report: {write_report(run.path)}")

@@ -46,18 +46,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if recipe.tune is None:
         raise UserError(f"{args.recipe or 'the recipe'}: no tune section; add tune.space (see examples/tune.yaml)")
-    from tuneforge.models import load_tokenizer
     from tuneforge.runs import create_run, seed_everything
-    from tuneforge.train.mixture_run import prepare_training_files
-    from tuneforge.train.tune import run_search
+    from tuneforge.strategies.tune import run_tune
 
     seed_everything(recipe.run.seed)
     run = create_run(recipe, "tune", inputs=[args.recipe] if args.recipe else [])
-    tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
-    files = prepare_training_files(recipe, run, tokenizer)
-    if files.val is None:
-        raise UserError("tuning scores trials on validation loss: set data.val_fraction > 0")
-    result = run_search(recipe, run, files.train, files.val, tokenizer=tokenizer)
+    result = run_tune(recipe, run)
     print(f"study {result.study_name}: this worker ran {result.trials_run} trials")
     if result.best_value is not None:
         print(f"best validation loss {result.best_value:.4f} with {result.best_params}")

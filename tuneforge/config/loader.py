@@ -29,6 +29,24 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"lora": {"r": 8}}`` -> ``{"lora.r": 8}`` (with ``prefix.`` in front when given)."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def derive_recipe(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
+    """A validated copy of ``recipe`` with dotted ``overrides`` set: the one way a strategy makes a
+    variant (a stage's recipe, a trial's recipe) of the recipe it was given. Raises ``ValidationError``."""
+    return Recipe.model_validate(apply_overrides(recipe.model_dump(mode="json"), overrides))
+
+
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys into a nested dict (creating sections as needed). Returns ``data``."""
     for dotted, value in overrides.items():

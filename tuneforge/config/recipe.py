@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from tuneforge.config.base import Section
+from tuneforge.config.base import Section, check_unique
 from tuneforge.config.data import DataConfig
 from tuneforge.config.eval import EvalConfig
 from tuneforge.config.export import ExportConfig
@@ -69,3 +69,10 @@ class Recipe(Section):
     mixture: MixtureConfig | None = Field(None, description="Multi-task training: tasks and mixing weights.")
     stages: list[StageConfig] | None = Field(None, description="Sequential fine-tuning: ordered stages (tuneforge stages).")
     tune: TuneConfig | None = Field(None, description="Hyperparameter search space (tuneforge tune).")
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, v: list[StageConfig] | None) -> list[StageConfig] | None:
+        if v:
+            check_unique([s.name for s in v], "stage")
+        return v

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tuneforge.config.base import Section
+from tuneforge.config.base import Section, check_unique
 from tuneforge.config.data import DataConfig
 from tuneforge.config.train import TrainConfig
 
@@ -83,10 +83,7 @@ class MixtureConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> MixtureConfig:
-        names = [t.name for t in self.tasks]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+        check_unique([t.name for t in self.tasks], "task")
         if self.strategy == "fixed":
             missing = [t.name for t in self.tasks if t.weight is None]
             if missing:

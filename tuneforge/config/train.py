@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field
 
 from tuneforge.config.base import Section
+
+# Methods that train a PEFT adapter (saved as adapter/) rather than the model's own weights (model/).
+PEFT_METHODS = ("lora", "qlora", "ia3", "prompt_tuning", "prefix_tuning")
+# PEFT methods that prepend virtual tokens instead of changing weights.
+PROMPT_LEARNING_METHODS = ("prompt_tuning", "prefix_tuning")
 
 
 class LoraConfig(Section):
@@ -86,3 +92,29 @@ class TrainConfig(Section):
         None, gt=0, description="Memory the run may use; default: free RAM (CPU) or free GPU memory."
     )
     resume: bool = Field(False, description="Continue the run folder run.name from its newest complete checkpoint.")
+
+    # Derived values live here, once, instead of being threaded through the call levels as flags.
+    @property
+    def is_peft(self) -> bool:
+        """The method trains a PEFT adapter (``adapter/``), not the model's own weights (``model/``)."""
+        return self.method in PEFT_METHODS
+
+    @property
+    def prompt_learning(self) -> bool:
+        """Prompt/prefix tuning: virtual tokens live in the PEFT wrapper, not in the wrapped model."""
+        return self.method in PROMPT_LEARNING_METHODS
+
+    @property
+    def packs(self) -> bool:
+        """Packing is on and allowed: prompt/prefix tuning need every example to see the virtual tokens."""
+        return self.packing and not self.prompt_learning
+
+    def steps_per_epoch(self, n_rows: int, world: int = 1) -> int:
+        """Optimizer steps in one pass over ``n_rows`` rows with ``world`` processes."""
+        return math.ceil(math.ceil(n_rows / (self.batch_size * world)) / self.grad_accum)
+
+    def total_steps(self, n_rows: int, world: int = 1) -> int:
+        """Optimizer steps of the whole run: ``max_steps`` when set, else ``epochs`` passes."""
+        if self.max_steps:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * self.steps_per_epoch(n_rows, world)))

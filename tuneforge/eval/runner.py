@@ -7,10 +7,11 @@ Results are written after each row, so an interrupted evaluation keeps what it f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.eval.results import ResultRow, write_results
 
@@ -34,15 +35,14 @@ def shot_system(k: int) -> str:
     return "base zero-shot" if k == 0 else f"base {k}-shot"
 
 
-def find_tuned(run_path: Path, adapter_dir: str | Path | None) -> tuple[str, Path] | None:
-    """('adapter', folder) or ('model', folder) for the run's tuned weights, if any."""
-    if adapter_dir:
-        return "adapter", Path(adapter_dir)
-    if (run_path / "adapter" / "adapter_config.json").is_file():
-        return "adapter", run_path / "adapter"
-    if (run_path / "model" / "config.json").is_file():
-        return "model", run_path / "model"
-    return None
+def _reusable(tuned: Any) -> bool:
+    """A trained PEFT model whose adapter can be switched off gives the base model's outputs exactly, so
+    the base rows need no second copy of the base weights. Prompt learning changes the inputs instead of
+    the layers: it (and full fine-tuning) loads the base again."""
+    peft_config = getattr(tuned, "peft_config", None)
+    if not peft_config or not hasattr(tuned, "disable_adapter"):
+        return False
+    return not any(getattr(c, "is_prompt_learning", False) for c in peft_config.values())
 
 
 def evaluate_run(
@@ -51,21 +51,34 @@ def evaluate_run(
     test_file: str | Path,
     train_file: str | Path | None = None,
     adapter_dir: str | Path | None = None,
+    *,
+    tokenizer: Any = None,
+    tuned_model: Any = None,
 ) -> list[ResultRow]:
-    """Evaluate base (zero/k-shot), tuned and forgetting into ``<run>/eval/results.json``."""
+    """Evaluate base (zero/k-shot), tuned and forgetting into ``<run>/eval/results.json``.
+
+    ``tokenizer`` and ``tuned_model`` (the model training just returned) may be passed in, so that
+    train-then-evaluate reuses what training already holds in memory instead of loading it again.
+    """
     from tuneforge.eval.evaluate import evaluate_split, pop_predictions, write_predictions
     from tuneforge.eval.forgetting import run_forgetting
     from tuneforge.models import attach_adapter, load_model, load_tokenizer
-    from tuneforge.runs import Run, seed_everything
+    from tuneforge.runs import ADAPTER, Run, TunedWeights, seed_everything, tuned_weights_in
 
     run_obj = run if isinstance(run, Run) else None
     run_path = Path(run.path if isinstance(run, Run) else run)
     cfg, seed = recipe.eval, recipe.run.seed
     seed_everything(seed)
     # An adapter named in the recipe (tuneforge eval --adapter) is "the tuned model" of this run.
-    tuned = find_tuned(run_path, adapter_dir or recipe.model.adapter)
-    tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
-    model = load_model(recipe.model, adapter="")
+    named = adapter_dir or recipe.model.adapter
+    tuned = TunedWeights(ADAPTER, Path(named)) if named else tuned_weights_in(run_path)
+    tokenizer = tokenizer or load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
+    reuse = tuned is not None and tuned_model is not None and _reusable(tuned_model)
+    model = tuned_model.eval() if reuse else load_model(recipe.model, adapter="")
+
+    def as_base():  # the base model's outputs: the trained adapter switched off, or the base itself
+        return model.disable_adapter() if reuse else contextlib.nullcontext()
+
     rows: list[ResultRow] = []
 
     def record(row: ResultRow) -> None:
@@ -84,21 +97,21 @@ def evaluate_run(
         if k > 0 and train_file is None:
             print(f"  skipping base {k}-shot: no train split to draw examples from (give --train)")
             continue
-        record(evaluate_split(model, tokenizer, test_file, system=shot_system(k), train_file=train_file,
-                              shots=k, cfg=cfg, seed=seed))
+        with as_base():
+            record(evaluate_split(model, tokenizer, test_file, system=shot_system(k), train_file=train_file,
+                                  shots=k, cfg=cfg, seed=seed))
     if tuned is not None and cfg.forgetting:
-        for row in run_forgetting(model, tokenizer, cfg, "base", seed=seed):
-            record(row)
-    if tuned is not None:
-        kind, folder = tuned
-        if kind == "adapter":
-            model = attach_adapter(model, str(folder))
+        with as_base():
+            for row in run_forgetting(model, tokenizer, cfg, "base", seed=seed):
+                record(row)
+    if tuned is not None and not reuse:
+        if tuned.adapter is not None:
+            model = attach_adapter(model, str(tuned.adapter))
             model.eval()
         else:
-            from tuneforge.config.recipe import ModelConfig
-
             del model
-            model = load_model(ModelConfig(**{**recipe.model.model_dump(), "name": str(folder), "adapter": None}))
+            model = load_model(recipe.model.model_copy(update={"name": str(tuned.path), "adapter": None}))
+    if tuned is not None:
         record(evaluate_split(model, tokenizer, test_file, system="tuned", cfg=cfg, seed=seed))
         if cfg.forgetting:
             for row in run_forgetting(model, tokenizer, cfg, "tuned", seed=seed):

@@ -10,7 +10,6 @@ on a few fixed prompts: the merge is only accepted when they agree within a tole
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuneforge.errors import UserError
+from tuneforge.models.adapters import PROMPT_LEARNING_TYPES, adapter_type
 
 if TYPE_CHECKING:
     import torch
@@ -35,8 +35,6 @@ CHECK_PROMPTS = (
 
 DEFAULT_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 5e-2}
 
-# Adapter types that prepend virtual tokens instead of changing weights: nothing to merge.
-PROMPT_LEARNING = {"PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "ADAPTION_PROMPT"}
 
 
 @dataclass(frozen=True)
@@ -49,22 +47,9 @@ class RunWeights:
 
 
 def run_weights(run: Run) -> RunWeights:
-    """Find the trained weights in a run folder (``adapter/`` for PEFT, ``model/`` for full fine-tuning)."""
-    adapter = run.path / "adapter"
-    full = run.path / "model"
-    if (adapter / "adapter_config.json").is_file():
-        return RunWeights(run.recipe.model.name, adapter, None)
-    if (full / "config.json").is_file():
-        return RunWeights(run.recipe.model.name, None, full)
-    raise UserError(
-        f"{run.path}: no trained weights found (expected adapter/adapter_config.json or model/config.json); "
-        "did `tuneforge train` finish?"
-    )
-
-
-def adapter_type(adapter: Path) -> str:
-    cfg = json.loads((adapter / "adapter_config.json").read_text())
-    return str(cfg.get("peft_type", "LORA")).upper()
+    """The run's base model and its trained weights (``adapter/`` for PEFT, ``model/`` for full fine-tuning)."""
+    found = run.tuned_weights(required=True)
+    return RunWeights(run.recipe.model.name, found.adapter, found.model)
 
 
 def check_inputs(tokenizer: PreTrainedTokenizerBase) -> dict[str, torch.Tensor]:
@@ -142,7 +127,7 @@ def merge_to_folder(
     else:
         assert weights.adapter is not None
         kind = adapter_type(weights.adapter)
-        if kind in PROMPT_LEARNING:
+        if kind in PROMPT_LEARNING_TYPES:
             raise UserError(
                 f"{weights.adapter}: a {kind} adapter adds virtual tokens and cannot be merged into weights; "
                 "serve it with `tuneforge serve` instead"

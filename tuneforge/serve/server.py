@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +9,9 @@ from pathlib import Path
 from tuneforge.config.recipe import ModelConfig
 from tuneforge.config.serve import ServeConfig
 from tuneforge.errors import UserError
+from tuneforge.models.adapters import PROMPT_LEARNING_TYPES, adapter_type
 
 log = logging.getLogger(__name__)
-
-PROMPT_LEARNING = {"PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "ADAPTION_PROMPT"}
 
 
 @dataclass
@@ -31,8 +29,8 @@ def check_adapter(name: str, folder: str | Path) -> Path:
         raise UserError(f"adapter {name!r}: {path} is not a PEFT adapter folder (no adapter_config.json)")
     if not any((path / f).is_file() for f in ("adapter_model.safetensors",)):
         raise UserError(f"adapter {name!r}: {path} has no adapter_model.safetensors")
-    kind = str(json.loads(cfg_file.read_text()).get("peft_type", "")).upper()
-    if kind in PROMPT_LEARNING:
+    kind = adapter_type(path)
+    if kind in PROMPT_LEARNING_TYPES:
         raise UserError(f"adapter {name!r}: {kind} adapters cannot be served (they change the prompt, not weights); "
                         "serve LoRA-family adapters")
     return path

@@ -1,45 +1,138 @@
-"""Helpers shared by the strategies (stages, tune, multi-task): child run folders inside a run."""
+"""What every strategy shares: preparing tasks, scoring them, probing forgetting, loading tuned weights.
+
+A strategy (sft, multitask, stages, tune) composes the training engine (:mod:`tuneforge.train`) with the
+evaluation stage (:mod:`tuneforge.eval`); these helpers are the pieces more than one of them uses.
+"""
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
+import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tuneforge.config.loader import dump_recipe
-from tuneforge.config.recipe import Recipe
-from tuneforge.runs import Run
+from tuneforge import atomic
+from tuneforge.errors import UserError
+from tuneforge.runs import DATA
+from tuneforge.strategies.mixture import concat_tagged, mix_files, read_jsonl, shares_table, tag, write_jsonl
 
+if TYPE_CHECKING:
+    from tuneforge.config.data import DataConfig
+    from tuneforge.config.recipe import Recipe
+    from tuneforge.eval.results import ResultRow
+    from tuneforge.runs import Run, TunedWeights
 
-def child_run(parent: Run, recipe: Recipe, *parts: str) -> Run:
-    """A run folder inside ``parent`` (a stage or a trial) with its own recipe, manifest and metrics.
-
-    It shares the parent's log file (records go through the same ``tuneforge`` logger) and points back
-    to the parent in its manifest, so one top-level run holds the whole strategy.
-    """
-    path = parent.path.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "logs").mkdir(exist_ok=True)
-    (path / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
-    manifest: dict[str, Any] = {
-        k: v for k, v in parent.manifest.items() if k in ("argv", "versions", "git_commit", "platform")
-    }
-    manifest.update(
-        command=parent.manifest.get("command"),
-        parent=str(parent.path),
-        created=_dt.datetime.now().isoformat(timespec="seconds"),
-        seed=recipe.run.seed,
-        inputs={},
-    )
-    child = Run(path=path, recipe=recipe, manifest=manifest)
-    child.save_manifest()
-    return child
+log = logging.getLogger(__name__)
 
 
 def write_json(path: Path, payload: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """A strategy's summary file, written atomically."""
+    return atomic.write_json(path, payload, default=str)
+
+
+def load_tuned(recipe: Recipe, weights: TunedWeights):
+    """The model a training run produced: base + adapter (PEFT) or the saved full model."""
+    from tuneforge.models import load_model
+
+    if weights.adapter is not None:
+        return load_model(recipe.model.model_copy(update={"adapter": str(weights.adapter)}))
+    return load_model(recipe.model.model_copy(update={"name": str(weights.path), "adapter": None}))
+
+
+@dataclass
+class TaskFiles:
+    """One task's prepared splits (every example tagged with the task name)."""
+
+    name: str
+    train: Path
+    val: Path
+    test: Path
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def prepare_task(name: str, data: DataConfig, folder: Path, tokenizer: Any, seed: int) -> TaskFiles:
+    """Prepare one task's data with the data stage, then tag every split with the task name."""
+    from tuneforge.data.prepare import prepare_data
+
+    prepared = prepare_data(data, folder, tokenizer=tokenizer, seed=seed)
+    counts = {}
+    for split in ("train", "val", "test"):
+        path = getattr(prepared, split)
+        rows = read_jsonl(path) if path.is_file() else []
+        write_jsonl(path, tag(rows, name))
+        counts[split] = len(rows)
+    if counts["train"] == 0:
+        raise UserError(f"task {name}: data {data.path} left no training examples")
+    return TaskFiles(name, prepared.train, prepared.val, prepared.test, counts)
+
+
+@dataclass
+class TrainingFiles:
+    """What a training strategy trains and scores on."""
+
+    train: Path
+    val: Path | None
+    tasks: dict[str, TaskFiles]
+    shares: list[dict[str, Any]] = field(default_factory=list)
+
+
+def prepare_training_files(recipe: Recipe, run: Run, tokenizer: Any) -> TrainingFiles:
+    """A mixture of ``recipe.mixture``'s tasks, or ``recipe.data`` alone as one task (for ``tune``)."""
+    seed = recipe.run.seed
+    data_dir = run.path / DATA
+    if recipe.mixture is not None:
+        tasks = {t.name: prepare_task(t.name, t.data, data_dir / t.name, tokenizer, seed) for t in recipe.mixture.tasks}
+        train, shares = mix_files({n: t.train for n, t in tasks.items()}, data_dir / "mixture" / "train.jsonl",
+                                  recipe.mixture, seed)
+        with_val = {n: t.val for n, t in tasks.items() if t.counts["val"]}
+        val = concat_tagged(with_val, data_dir / "mixture" / "val.jsonl") if with_val else None
+        run.add_inputs([t.train for t in tasks.values()] + [t.val for t in tasks.values()])
+        return TrainingFiles(train, val, tasks, shares_table(shares))
+    if recipe.data is not None:
+        name = recipe.data.template or "task"
+        task = prepare_task(name, recipe.data, data_dir, tokenizer, seed)
+        return TrainingFiles(task.train, task.val if task.counts["val"] else None, {name: task})
+    raise UserError("the recipe needs a data section or a mixture section with tasks (see examples/multitask.yaml)")
+
+
+def score_tasks(model: Any, tokenizer: Any, tasks: dict[str, TaskFiles], recipe: Recipe, system: str) -> list[ResultRow]:
+    """One result row per task (its own test split), as the eval stage scores them."""
+    from tuneforge.eval.evaluate import evaluate_split, pop_predictions
+
+    rows = []
+    for name, t in tasks.items():
+        if not t.counts.get("test"):
+            log.warning("task %s has no test examples; not scored", name)
+            continue
+        row = evaluate_split(model, tokenizer, t.test, system=system, cfg=recipe.eval,
+                             max_examples=recipe.eval.max_examples, seed=recipe.run.seed)
+        pop_predictions(row)
+        row.task = name
+        rows.append(row)
+    return rows
+
+
+def primary_metric(row: ResultRow) -> str | None:
+    """The score a report leads with: accuracy when the task has labels, else the first generation metric."""
+    for name in ("accuracy", "token_f1", "rouge_l", "chrf", "exact_match"):
+        if name in row.metrics:
+            return name
+    return next(iter(row.metrics), None)
+
+
+def probe_forgetting(model: Any, tokenizer: Any, recipe: Recipe, system: str) -> list[ResultRow]:
+    """The eval stage's general-ability probes (ARC-Easy, BoolQ, MMLU...), when ``eval.forgetting`` is on."""
+    if not recipe.eval.forgetting:
+        return []
+    from tuneforge.eval.forgetting import run_forgetting
+
+    return run_forgetting(model, tokenizer, recipe.eval, system, seed=recipe.run.seed)
+
+
+def forgetting_summary(rows: list[ResultRow], recipe: Recipe, tuned: str) -> list[dict[str, Any]]:
+    """Per probe: base and tuned accuracy, the paired difference with its interval, and a drop flag."""
+    from tuneforge.eval.forgetting import compare_forgetting
+
+    cfg = recipe.eval
+    return [asdict(d) for d in compare_forgetting(rows, "base", tuned, cfg.bootstrap_samples, cfg.confidence,
+                                                  seed=recipe.run.seed)]

@@ -12,121 +12,30 @@ general-ability probes for both models (what mixing tasks must not cost). ``<run
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.errors import UserError
-from tuneforge.train.mixture import concat_tagged, mix_files, read_jsonl, shares_table, tag, write_jsonl
-from tuneforge.train.stages_common import write_json
+from tuneforge.strategies.common import (
+    forgetting_summary,
+    load_tuned,
+    prepare_training_files,
+    primary_metric,
+    probe_forgetting,
+    score_tasks,
+    write_json,
+)
 
 if TYPE_CHECKING:
-    from tuneforge.config.data import DataConfig
     from tuneforge.config.recipe import Recipe
-    from tuneforge.eval.results import ResultRow
     from tuneforge.runs import Run
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskFiles:
-    """One task's prepared splits (every example tagged with the task name)."""
-
-    name: str
-    train: Path
-    val: Path
-    test: Path
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-def prepare_task(name: str, data: DataConfig, folder: Path, tokenizer: Any, seed: int) -> TaskFiles:
-    """Prepare one task's data with the data stage, then tag every split with the task name."""
-    from tuneforge.data.prepare import prepare_data
-
-    prepared = prepare_data(data, folder, tokenizer=tokenizer, seed=seed)
-    counts = {}
-    for split in ("train", "val", "test"):
-        path = getattr(prepared, split)
-        rows = read_jsonl(path) if path.is_file() else []
-        write_jsonl(path, tag(rows, name))
-        counts[split] = len(rows)
-    if counts["train"] == 0:
-        raise UserError(f"task {name}: data {data.path} left no training examples")
-    return TaskFiles(name, prepared.train, prepared.val, prepared.test, counts)
-
-
-@dataclass
-class TrainingFiles:
-    """What a training strategy trains and scores on."""
-
-    train: Path
-    val: Path | None
-    tasks: dict[str, TaskFiles]
-    shares: list[dict[str, Any]] = field(default_factory=list)
-
-
-def prepare_training_files(recipe: Recipe, run: Run, tokenizer: Any) -> TrainingFiles:
-    """A mixture of ``recipe.mixture``'s tasks, or ``recipe.data`` alone as one task (for ``tune``)."""
-    seed = recipe.run.seed
-    data_dir = run.path / "data"
-    if recipe.mixture is not None:
-        tasks = {t.name: prepare_task(t.name, t.data, data_dir / t.name, tokenizer, seed) for t in recipe.mixture.tasks}
-        train, shares = mix_files({n: t.train for n, t in tasks.items()}, data_dir / "mixture" / "train.jsonl",
-                                  recipe.mixture, seed)
-        with_val = {n: t.val for n, t in tasks.items() if t.counts["val"]}
-        val = concat_tagged(with_val, data_dir / "mixture" / "val.jsonl") if with_val else None
-        run.add_inputs([t.train for t in tasks.values()] + [t.val for t in tasks.values()])
-        return TrainingFiles(train, val, tasks, shares_table(shares))
-    if recipe.data is not None:
-        name = recipe.data.template or "task"
-        task = prepare_task(name, recipe.data, data_dir, tokenizer, seed)
-        return TrainingFiles(task.train, task.val if task.counts["val"] else None, {name: task})
-    raise UserError("the recipe needs a data section or a mixture section with tasks (see examples/multitask.yaml)")
-
-
-def score_tasks(model: Any, tokenizer: Any, tasks: dict[str, TaskFiles], recipe: Recipe, system: str) -> list[ResultRow]:
-    """One result row per task (its own test split), as the eval stage scores them."""
-    from tuneforge.eval.evaluate import evaluate_split, pop_predictions
-
-    rows = []
-    for name, t in tasks.items():
-        if not t.counts.get("test"):
-            log.warning("task %s has no test examples; not scored", name)
-            continue
-        row = evaluate_split(model, tokenizer, t.test, system=system, cfg=recipe.eval,
-                             max_examples=recipe.eval.max_examples, seed=recipe.run.seed)
-        pop_predictions(row)
-        row.task = name
-        rows.append(row)
-    return rows
-
-
-def primary_metric(row: ResultRow) -> str | None:
-    """The score a report leads with: accuracy when the task has labels, else the first generation metric."""
-    for name in ("accuracy", "token_f1", "rouge_l", "chrf", "exact_match"):
-        if name in row.metrics:
-            return name
-    return next(iter(row.metrics), None)
-
-
-def load_trained(recipe: Recipe, output_dir: Path, method: str):
-    """The model a training run produced: base + adapter (PEFT) or the saved full model."""
-    from tuneforge.models import load_model
-    from tuneforge.train.methods import is_peft
-
-    if is_peft(method):
-        return load_model(recipe.model.model_copy(update={"adapter": str(output_dir)}))
-    return load_model(recipe.model.model_copy(update={"name": str(output_dir), "adapter": None}))
 
 
 def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     """Prepare, mix, train and score every task; returns (and writes) the per-task summary."""
     from tuneforge.eval.results import write_results
     from tuneforge.models import load_model, load_tokenizer
+    from tuneforge.strategies.task_loss import task_losses
     from tuneforge.train import train
-    from tuneforge.train.mixture_loss import task_losses
 
     if recipe.mixture is None:
         raise UserError("the recipe has no mixture section; list tasks under mixture.tasks (see examples/multitask.yaml)")
@@ -141,11 +50,11 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
 
     # train() wraps the model it is given (PEFT layers are injected into it, in place): give it its own
     # copy, and keep a handle on it so each validation can also be scored task by task.
-    from tuneforge.train.methods import PROMPT_LEARNING, load_base_model
+    from tuneforge.train.methods import load_base_model
 
     train_model = _copy(model) if model is not None else load_base_model(recipe)
     # Prompt/prefix tuning keep their virtual tokens in the PEFT wrapper, not in the wrapped model.
-    per_task = files.val is not None and recipe.train.method not in PROMPT_LEARNING
+    per_task = files.val is not None and not recipe.train.prompt_learning
 
     def on_eval(step: int, val_loss: float) -> bool:
         if per_task:
@@ -154,7 +63,7 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
         return False
 
     result = train(recipe, run, files.train, files.val, model=train_model, tokenizer=tokenizer, on_eval=on_eval)
-    tuned = load_trained(recipe, result.output_dir, result.method)
+    tuned = load_tuned(recipe, run.tuned_weights(required=True))
     val_after = task_losses(tuned, tokenizer, files.val, max_length=max_len) if files.val else {}
     for task, loss in val_after.items():  # the exported (best) weights, which may predate the last step
         run.log_metrics(step=result.steps, split="val_final", task=task, loss=loss)
@@ -181,26 +90,6 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
     write_json(run.path / "strategy.json", summary)
     (run.path / "report.md").write_text(multitask_markdown(summary), encoding="utf-8")
     return summary
-
-
-def probe_forgetting(model: Any, tokenizer: Any, recipe: Recipe, system: str) -> list[ResultRow]:
-    """The eval stage's general-ability probes (ARC-Easy, BoolQ, MMLU...), when ``eval.forgetting`` is on."""
-    if not recipe.eval.forgetting:
-        return []
-    from tuneforge.eval.forgetting import run_forgetting
-
-    return run_forgetting(model, tokenizer, recipe.eval, system, seed=recipe.run.seed)
-
-
-def forgetting_summary(rows: list[ResultRow], recipe: Recipe, tuned: str) -> list[dict[str, Any]]:
-    """Per probe: base and tuned accuracy, the paired difference with its interval, and a drop flag."""
-    from dataclasses import asdict
-
-    from tuneforge.eval.forgetting import compare_forgetting
-
-    cfg = recipe.eval
-    return [asdict(d) for d in compare_forgetting(rows, "base", tuned, cfg.bootstrap_samples, cfg.confidence,
-                                                  seed=recipe.run.seed)]
 
 
 def _copy(model: Any) -> Any:

@@ -7,6 +7,7 @@ what actually ran, with its numbers (a stage that did not run is listed as such,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config.recipe import Recipe
-from tuneforge.runs import Run, create_run, seed_everything
+from tuneforge.eval.runner import shot_system
+from tuneforge.runs import SPLITS, Run, Splits, create_run, seed_everything
 
 
 def quickstart_recipe_path() -> Path:
@@ -91,12 +93,23 @@ def side_by_side(run_path: Path, n: int = 3) -> list[dict[str, str]]:
     return rows
 
 
+def _data_summary(recipe: Recipe, splits: Splits) -> str:
+    counts = []
+    for name in SPLITS:
+        path = getattr(splits, name)
+        counts.append(f"{name} {sum(1 for line in path.open(encoding='utf-8') if line.strip()) if path else 0}")
+    quality = splits.folder / "quality.json" if splits.folder else None
+    problems = json.loads(quality.read_text()).get("problem_count", 0) if quality and quality.is_file() else 0
+    return (f"{recipe.data.path} via template {recipe.data.template}: {', '.join(counts)}; "
+            f"{problems} data problems reported")
+
+
 def run_quickstart(recipe: Recipe) -> QuickstartResult:
-    """Run every stage of the lifecycle on ``recipe`` (see tuneforge/recipes/quickstart.yaml)."""
-    from tuneforge.data.prepare import prepare_data
+    """Run every stage of the lifecycle on ``recipe`` (see tuneforge/recipes/quickstart.yaml): the
+    supervised fine-tuning strategy's steps, one at a time, each timed and summarised."""
     from tuneforge.eval.report import write_report
-    from tuneforge.eval.runner import evaluate_run
     from tuneforge.models import load_tokenizer
+    from tuneforge.strategies.sft import evaluate_trained, prepare_splits
     from tuneforge.train import train
 
     if recipe.data is None:
@@ -110,17 +123,14 @@ def run_quickstart(recipe: Recipe) -> QuickstartResult:
     tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
 
     def data_stage():
-        prepared = prepare_data(recipe.data, run.path / "data", tokenizer, seed=recipe.run.seed)
-        counts = prepared.manifest.get("counts", {})
-        run.add_inputs([prepared.train, prepared.val, prepared.test])
-        split_text = ", ".join(f"{k} {v}" for k, v in counts.items()) if counts else "train/val/test written"
-        problems = prepared.report.get("problem_count", len(prepared.report.get("problems", [])))
-        return prepared, f"{recipe.data.path} via template {recipe.data.template}: {split_text}; {problems} data problems reported"
+        splits = prepare_splits(recipe, run, tokenizer)
+        run.add_inputs([p for p in (splits.train, splits.val, splits.test) if p])
+        return splits, _data_summary(recipe, splits)
 
-    prepared = _stage(result, "1. prepare data", data_stage)
+    splits = _stage(result, "1. prepare data", data_stage)
 
     def train_stage():
-        res = train(recipe, run, prepared.train, prepared.val, tokenizer=tokenizer)
+        res = train(recipe, run, splits.train, splits.val, tokenizer=tokenizer)
         return res, (
             f"{res.method}: {res.trainable_params:,} of {res.total_params:,} weights trained, {res.steps} steps, "
             f"val loss {res.initial_val_loss:.3f} -> {res.best_val_loss:.3f}, {res.tokens_per_s:.0f} tokens/s"
@@ -129,11 +139,9 @@ def run_quickstart(recipe: Recipe) -> QuickstartResult:
     trained = _stage(result, "2. fine-tune (LoRA)", train_stage)
 
     def eval_stage():
-        rows = evaluate_run(recipe, run, prepared.test, prepared.train, adapter_dir=trained.output_dir)
-        parts = []
-        for k in recipe.eval.shots:
-            system = "base zero-shot" if k == 0 else f"base {k}-shot"
-            parts.append(f"{system}: {_fmt(_metric(rows, system))}")
+        rows, _ = evaluate_trained(recipe, run, splits, tokenizer=tokenizer, tuned_model=trained.model,
+                                   report=False)
+        parts = [f"{shot_system(k)}: {_fmt(_metric(rows, shot_system(k)))}" for k in recipe.eval.shots]
         parts.append(f"tuned: {_fmt(_metric(rows, 'tuned'))}")
         return rows, "; ".join(parts)
 

@@ -24,26 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge.config.loader import derive_recipe, flatten
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
-from tuneforge.train.mixture import draw, read_jsonl, write_jsonl
-from tuneforge.train.stages_common import child_run, write_json
-from tuneforge.train.stages_report import forgetting_table, stages_markdown
+from tuneforge.runs import DATA, MODEL
+from tuneforge.strategies.common import TaskFiles, load_tuned, prepare_task, score_tasks, write_json
+from tuneforge.strategies.mixture import draw, read_jsonl, write_jsonl
+from tuneforge.strategies.stages_report import forgetting_table, stages_markdown
 
 if TYPE_CHECKING:
-    from tuneforge.runs import Run
-    from tuneforge.train.mixture_run import TaskFiles
+    from tuneforge.runs import Run, TunedWeights
 
 log = logging.getLogger(__name__)
-
-PEFT = ("lora", "qlora", "ia3", "prompt_tuning", "prefix_tuning")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 @dataclass
@@ -63,20 +55,14 @@ def plan_stages(recipe: Recipe) -> list[StagePlan]:
     """Resolve every stage's recipe up front, so a bad stage fails before any training."""
     if not recipe.stages:
         raise UserError("the recipe has no stages; list them under stages: (see examples/sequential.yaml)")
-    names = [s.name for s in recipe.stages]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UserError(f"stages: names must be unique; repeated: {', '.join(dupes)}")
-    base = recipe.model_dump(mode="json")
     plans: list[StagePlan] = []
     for i, stage in enumerate(recipe.stages, 1):
-        data = {**base, "data": stage.data.model_dump(mode="json"), "stages": None, "mixture": None, "tune": None,
-                "train": _merge(base["train"], stage.train)}
-        stage_recipe = Recipe.model_validate(data)
+        stage_recipe = derive_recipe(recipe, {"data": stage.data.model_dump(mode="json"), "stages": None,
+                                              "mixture": None, "tune": None, **flatten(stage.train, "train")})
         if i > 1 and stage.start_from == "adapter":
             prev = plans[-1].recipe.train.method
             method = stage_recipe.train.method
-            if method not in PEFT or method != prev:
+            if not stage_recipe.train.is_peft or method != prev:
                 raise UserError(
                     f"stages[{i - 1}] ({stage.name}): start_from adapter continues the previous stage's adapter, "
                     f"so both stages need the same adapter method (got {prev} then {method}); use start_from: merged"
@@ -129,20 +115,19 @@ def _stage_model(current: _Current, plan: StagePlan):
     return PeftModel.from_pretrained(copy.deepcopy(current.adapter_base), str(current.adapter), is_trainable=True)
 
 
-def _after(current: _Current, plan: StagePlan, output_dir: Path, method: str) -> tuple[_Current, Any]:
-    """(what the next stage starts from, the model to score now) after a stage trained into output_dir."""
-    from tuneforge.models import load_model
-
-    if method not in PEFT:
-        tuned = load_model(plan.recipe.model.model_copy(update={"name": str(output_dir), "adapter": None}))
+def _after(current: _Current, plan: StagePlan, weights: TunedWeights) -> tuple[_Current, Any]:
+    """(what the next stage starts from, the model to score now) after a stage trained ``weights``."""
+    if weights.adapter is None:
+        tuned = load_tuned(plan.recipe, weights)
         return _Current(tuned), tuned
     from peft import PeftModel
 
+    # The adapter applies to what this stage trained on (not to the bundled base): load it onto that.
     trained_on = current.adapter_base if _continues_adapter(current, plan) else current.weights
-    scored = PeftModel.from_pretrained(copy.deepcopy(trained_on), str(output_dir)).eval()
+    scored = PeftModel.from_pretrained(copy.deepcopy(trained_on), str(weights.adapter)).eval()
     # The next stage decides between merged weights and the adapter; keep both possible.
     merged = copy.deepcopy(scored).merge_and_unload().eval()
-    return _Current(merged, adapter=output_dir, adapter_base=trained_on), scored
+    return _Current(merged, adapter=weights.adapter, adapter_base=trained_on), scored
 
 
 def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
@@ -150,14 +135,13 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
     from tuneforge.eval.results import write_results
     from tuneforge.models import load_model, load_tokenizer
     from tuneforge.train import train
-    from tuneforge.train.mixture_run import prepare_task, score_tasks
 
     plans = plan_stages(recipe)
     tokenizer = tokenizer or load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
     # All data first: a data problem in stage 3 should not surface after two stages of training.
     tasks: dict[str, TaskFiles] = {}
     for p in plans:
-        tasks[p.name] = prepare_task(p.name, p.recipe.data, run.path / "stages" / p.folder / "data", tokenizer,
+        tasks[p.name] = prepare_task(p.name, p.recipe.data, run.path / "stages" / p.folder / DATA, tokenizer,
                                      recipe.run.seed)
     run.add_inputs([t.train for t in tasks.values()] + [t.test for t in tasks.values()])
 
@@ -167,18 +151,18 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
     current = _Current(base)
     stage_results = []
     for p in plans:
-        stage_run = child_run(run, p.recipe, "stages", p.folder)
+        stage_run = run.child(p.recipe, "stages", p.folder)
         task = tasks[p.name]
         earlier = [tasks[q.name].train for q in plans if q.index < p.index]
         train_file = task.train
         if p.replay > 0 and earlier:
             rows = replay_rows(read_jsonl(task.train), earlier, p.replay, recipe.run.seed + p.index)
-            train_file = write_jsonl(stage_run.path / "data" / "train_with_replay.jsonl", rows)
+            train_file = write_jsonl(stage_run.path / DATA / "train_with_replay.jsonl", rows)
         print(f"stage {p.index}/{len(plans)} {p.name}: start from {p.start_from}"
               + (f", replay {p.replay:.0%}" if p.replay and earlier else ""))
         result = train(p.recipe, stage_run, train_file, task.val if task.counts["val"] else None,
                        model=_stage_model(current, p), tokenizer=tokenizer)
-        current, scored = _after(current, p, result.output_dir, result.method)
+        current, scored = _after(current, p, stage_run.tuned_weights(required=True))
         seen = {q.name: tasks[q.name] for q in plans if q.index <= p.index}
         system = f"after {p.folder}"
         rows = score_tasks(scored, tokenizer, seen, recipe, system)
@@ -193,7 +177,7 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
                             **{k: v.value for k, v in row.metrics.items()})
         del scored
     write_results(run.path, all_rows)
-    final = run.path / "model"
+    final = run.path / MODEL
     current.weights.save_pretrained(str(final), safe_serialization=True)
     tokenizer.save_pretrained(str(final))
     order = [p.name for p in plans]

@@ -14,7 +14,7 @@ LOWER_IS_BETTER = ("ref_loss", "perplexity")
 
 
 def _primary(row: Any) -> str | None:
-    from tuneforge.train.mixture_run import primary_metric
+    from tuneforge.strategies.common import primary_metric
 
     return primary_metric(row)
 

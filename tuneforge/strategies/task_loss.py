@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.data.chat import IGNORE_INDEX, tokenize_conversation
-from tuneforge.train.data import Example
-from tuneforge.train.mixture import read_jsonl
+from tuneforge.strategies.mixture import read_jsonl
+from tuneforge.train.data import TokenizedExample
 from tuneforge.train.packing import collate, task_names
 from tuneforge.train.steps import loss_sum_by_task
 
@@ -40,14 +40,14 @@ def task_losses(
 
     rows = read_jsonl(examples) if isinstance(examples, Path) else examples
     seen: dict[str, int] = defaultdict(int)
-    items: list[Example] = []
+    items: list[TokenizedExample] = []
     for row in rows:
         task = (row.get("meta") or {}).get("task") or default_task
         if max_per_task is not None and seen[task] >= max_per_task:
             continue
         seen[task] += 1
         enc = tokenize_conversation(tokenizer, row["messages"], max_length=max_length)
-        items.append(Example(enc["input_ids"], [*enc["labels"][1:], IGNORE_INDEX], task=str(task)))
+        items.append(TokenizedExample(enc["input_ids"], [*enc["labels"][1:], IGNORE_INDEX], task=str(task)))
     # Longest first keeps padding small within a batch.
     items.sort(key=len, reverse=True)
     tasks = task_names(items)

@@ -17,16 +17,16 @@ import socket
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from tuneforge.config.loader import dump_recipe
+from tuneforge.config.loader import derive_recipe, dump_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.config.strategies import ParamSpace, TuneConfig
 from tuneforge.errors import UserError
+from tuneforge.strategies.tune_report import TuneResult, write_report
 
 if TYPE_CHECKING:
     import optuna
@@ -61,18 +61,11 @@ def suggest(trial: optuna.Trial, space: dict[str, ParamSpace]) -> dict[str, Any]
 
 def apply_params(recipe: Recipe, params: dict[str, Any], max_steps: int | None = None) -> Recipe:
     """A copy of ``recipe`` with ``params`` (dotted names below ``train``) set and validated."""
-    data = recipe.model_dump(mode="json")
-    train = data["train"]
-    for dotted, value in params.items():
-        node = train
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = value
+    overrides = {f"train.{dotted}": value for dotted, value in params.items()}
     if max_steps is not None:
-        train["max_steps"] = min(train["max_steps"] or max_steps, max_steps)
+        overrides["train.max_steps"] = min(recipe.train.max_steps or max_steps, max_steps)
     try:
-        return Recipe.model_validate(data)
+        return derive_recipe(recipe, overrides)
     except ValidationError as exc:  # a sampled combination the schema rejects is a bad search space
         raise UserError(f"tune.space: sampled values {params} are not a valid train section: {exc}") from None
 
@@ -131,18 +124,6 @@ def open_study(cfg: TuneConfig, storage: str, seed: int | None = None) -> optuna
     )
 
 
-@dataclass
-class TuneResult:
-    study_name: str
-    storage: str
-    worker: str
-    trials_run: int
-    best_value: float | None
-    best_params: dict[str, Any] = field(default_factory=dict)
-    best_recipe: Path | None = None
-    report: Path | None = None
-
-
 def make_objective(
     recipe: Recipe, run: Run, train_file: Path, val_file: Path, model_loader=None, tokenizer=None
 ):
@@ -150,7 +131,6 @@ def make_objective(
     import optuna
 
     from tuneforge.train import train as train_fn
-    from tuneforge.train.stages_common import child_run
 
     cfg = recipe.tune
     assert cfg is not None
@@ -160,7 +140,7 @@ def make_objective(
         params = suggest(trial, cfg.space)
         trial.set_user_attr("worker", me)
         trial_recipe = apply_params(recipe, params, cfg.max_steps_per_trial)
-        trial_run = child_run(run, trial_recipe, "trials", f"trial-{trial.number:03d}")
+        trial_run = run.child(trial_recipe, "trials", f"trial-{trial.number:03d}")
         pruned = {"at": None}
 
         def on_eval(step: int, val_loss: float) -> bool:
@@ -196,8 +176,6 @@ def run_search(
     """
     import optuna
 
-    from tuneforge.train.tune_report import write_report
-
     cfg = recipe.tune
     if cfg is None:
         raise UserError("the recipe has no tune section; add tune.space (see examples/tune.yaml)")
@@ -231,3 +209,24 @@ def run_search(
     log.info("tune: %d trials in the study (%d new)", len(study.trials), len(study.trials) - before)
     result.report = write_report(study, run, result)
     return result
+
+
+def run_tune(recipe: Recipe, run: Run, tokenizer: Any = None) -> TuneResult:
+    """Prepare the recipe's data (or mixture) once into the run, then run this worker's share of the search."""
+    from tuneforge.models import load_tokenizer
+    from tuneforge.strategies.common import prepare_training_files
+
+    if recipe.tune is None:
+        raise UserError("the recipe has no tune section; add tune.space (see examples/tune.yaml)")
+    tokenizer = tokenizer or load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
+    files = prepare_training_files(recipe, run, tokenizer)
+    if files.val is None:
+        raise UserError("tuning scores trials on validation loss: set data.val_fraction > 0")
+    return run_search(recipe, run, files.train, files.val, tokenizer=tokenizer)
+
+
+def tune_summary(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+    """:func:`run_tune` in the shape of every strategy (each trial loads its own model: ``model`` is unused)."""
+    from dataclasses import asdict
+
+    return {"kind": "tune", **asdict(run_tune(recipe, run, tokenizer=tokenizer))}

@@ -9,17 +9,30 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuneforge.train.stages_common import write_json
+from tuneforge.strategies.common import write_json
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import optuna
 
     from tuneforge.runs import Run
-    from tuneforge.train.tune import TuneResult
+
+
+@dataclass
+class TuneResult:
+    """What one worker's search produced (the report's subject)."""
+
+    study_name: str
+    storage: str
+    worker: str
+    trials_run: int
+    best_value: float | None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_recipe: Path | None = None
+    report: Path | None = None
 
 W, H, PAD = 560, 300, 48
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]

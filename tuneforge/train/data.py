@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Example:
+class TokenizedExample:
     """One tokenized conversation. ``target[t]`` is the token position t must predict (-100: no loss).
 
     Targets are shifted per example (not per packed row), so packing never asks the last token of one
@@ -53,14 +53,14 @@ def read_tagged(path: str | Path) -> list[tuple[list[dict[str, Any]], str | None
 
 def tokenize_file(
     tokenizer: PreTrainedTokenizerBase, path: str | Path, max_length: int, train_on: str = "all_assistant"
-) -> list[Example]:
+) -> list[TokenizedExample]:
     """Tokenize every conversation of a split; examples left with no trainable token are dropped (and counted)."""
     examples = []
     dropped = 0
     for messages, task in read_tagged(path):
         enc = tokenize_conversation(tokenizer, messages, max_length=max_length, train_on=train_on)
         ids, labels = enc["input_ids"], enc["labels"]
-        ex = Example(input_ids=ids, target=[*labels[1:], IGNORE_INDEX], task=task)
+        ex = TokenizedExample(input_ids=ids, target=[*labels[1:], IGNORE_INDEX], task=task)
         if ex.n_target == 0:
             dropped += 1
             continue

@@ -22,7 +22,7 @@ import torch
 from tuneforge.errors import UserError
 from tuneforge.runs import Run, seed_everything
 from tuneforge.train import checkpoint as ckpt
-from tuneforge.train.data import Example
+from tuneforge.train.data import TokenizedExample
 from tuneforge.train.packing import collate, plan_epoch
 from tuneforge.train.steps import loss_sum, loss_sum_by_task
 
@@ -51,9 +51,9 @@ class LoopState:
 
 @dataclass
 class LoopData:
-    train: list[Example]
+    train: list[TokenizedExample]
     train_rows: list[list[int]]
-    val: list[Example] | None
+    val: list[TokenizedExample] | None
     val_rows: list[list[int]] | None
     pad_id: int
     tasks: list[str] = field(default_factory=list)  # task tags of the training examples (multi-task data)
@@ -117,7 +117,7 @@ def evaluate(model, accelerator, data: LoopData, batch_size: int, prompt_learnin
 def _dummy_batch(pad_id: int):
     # A process with no rows in the last micro-batch still runs forward/backward (zero loss) so that
     # every process joins the gradient all-reduce.
-    return collate([Example([pad_id], [-100])], [[0]], pad_id)
+    return collate([TokenizedExample([pad_id], [-100])], [[0]], pad_id)
 
 
 def run_loop(

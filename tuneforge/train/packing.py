@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from tuneforge.data.chat import IGNORE_INDEX
-from tuneforge.train.data import Example
+from tuneforge.train.data import TokenizedExample
 
 
 def pack_examples(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -38,7 +38,7 @@ def pack_examples(lengths: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def make_rows(examples: list[Example], capacity: int, packing: bool) -> list[list[int]]:
+def make_rows(examples: list[TokenizedExample], capacity: int, packing: bool) -> list[list[int]]:
     """Rows of example indices: packed bins, or one example per row."""
     if packing:
         return pack_examples([len(e) for e in examples], capacity)
@@ -79,12 +79,12 @@ class Batch:
     task_ids: torch.Tensor | None = None  # [B, L], index into ``tasks`` of each token's example, -1 if untagged
 
 
-def task_names(examples: list[Example]) -> list[str]:
+def task_names(examples: list[TokenizedExample]) -> list[str]:
     """The sorted task tags of a split (empty when no example is tagged): the index ``task_ids`` use."""
     return sorted({e.task for e in examples if e.task is not None})
 
 
-def collate(examples: list[Example], rows: list[list[int]], pad_id: int, tasks: list[str] | None = None) -> Batch:
+def collate(examples: list[TokenizedExample], rows: list[list[int]], pad_id: int, tasks: list[str] | None = None) -> Batch:
     """Tensors for a micro-batch of rows (each row a list of example indices), right-padded.
 
     With ``tasks`` (see ``task_names``) every token also carries its example's task index, so a packed

@@ -11,7 +11,7 @@ import pytest
 from tuneforge.config import load_recipe
 from tuneforge.errors import UserError
 from tuneforge.runs import create_run
-from tuneforge.train.tune import apply_params, open_study, run_search, suggest
+from tuneforge.strategies.tune import apply_params, open_study, run_search, suggest
 
 SPACE = """
 tune:
@@ -126,7 +126,7 @@ def test_two_workers_on_one_storage_share_the_study(tmp_path, monkeypatch):
 
 def test_default_storage_is_a_sqlite_file_next_to_runs(tmp_path):
     recipe = _recipe(tmp_path)
-    from tuneforge.train.tune import default_storage
+    from tuneforge.strategies.tune import default_storage
 
     url = default_storage(recipe, recipe.tune)
     assert url == f"sqlite:///{(tmp_path / 'runs' / 'unit.db').resolve()}"

@@ -15,7 +15,7 @@ import yaml
 from tuneforge.config.recipe import Recipe
 from tuneforge.runs import create_run
 
-from .test_mixture_run import EXAMPLES, shrink
+from .test_multitask import EXAMPLES, shrink
 
 
 def _tune_recipe(model_dir: Path, tmp_path: Path) -> dict:
@@ -28,8 +28,8 @@ def _tune_recipe(model_dir: Path, tmp_path: Path) -> dict:
 
 
 def test_pruned_trial_stops_training_early(tokenizer, tiny_model_dir, tmp_path, monkeypatch):
-    from tuneforge.train.mixture_run import prepare_training_files
-    from tuneforge.train.tune import make_objective
+    from tuneforge.strategies.common import prepare_training_files
+    from tuneforge.strategies.tune import make_objective
 
     monkeypatch.chdir(tmp_path)
     recipe = Recipe.model_validate(_tune_recipe(tiny_model_dir, tmp_path))

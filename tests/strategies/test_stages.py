@@ -13,10 +13,10 @@ from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
 from tuneforge.eval.results import read_results
 from tuneforge.runs import create_run
-from tuneforge.train.stages import plan_stages, replay_rows
-from tuneforge.train.stages_report import forgetting_table
+from tuneforge.strategies.stages import plan_stages, replay_rows
+from tuneforge.strategies.stages_report import forgetting_table
 
-from .test_mixture_run import EXAMPLES, shrink
+from .test_multitask import EXAMPLES, shrink
 
 
 def test_plan_merges_stage_overrides_into_the_train_section():
@@ -85,7 +85,7 @@ def test_forgetting_table_signs():
 
 
 def test_three_stage_example_runs_end_to_end(tiny_model_dir, tmp_path):
-    from tuneforge.train.stages import run_stages
+    from tuneforge.strategies.stages import run_stages
 
     data = shrink(yaml.safe_load((EXAMPLES / "sequential.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=24)
     recipe = Recipe.model_validate(data)
@@ -115,7 +115,7 @@ def test_three_stage_example_runs_end_to_end(tiny_model_dir, tmp_path):
 
 def test_continuing_an_adapter(tiny_model_dir, tmp_path):
     """start_from: adapter keeps training stage 1's adapter (same rank) on the same base."""
-    from tuneforge.train.stages import run_stages
+    from tuneforge.strategies.stages import run_stages
 
     data = shrink(yaml.safe_load((EXAMPLES / "sequential.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=20)
     data["stages"] = data["stages"][1:]

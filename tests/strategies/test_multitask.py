@@ -30,7 +30,7 @@ def shrink(data: dict, model_dir: Path, out: Path, n: int = 30) -> dict:
 
 
 def test_three_task_mixture_runs_end_to_end(tiny_model_dir, tmp_path):
-    from tuneforge.train.mixture_run import run_multitask
+    from tuneforge.strategies.multitask import run_multitask
 
     data = shrink(yaml.safe_load((EXAMPLES / "multitask.yaml").read_text()), tiny_model_dir, tmp_path / "runs")
     recipe = Recipe.model_validate(data)

@@ -9,7 +9,7 @@ import pytest
 from tuneforge.config import load_recipe
 from tuneforge.config.strategies import MixtureConfig
 from tuneforge.errors import UserError
-from tuneforge.train.mixture import mix_files, mix_tasks, read_jsonl, task_counts, task_rates
+from tuneforge.strategies.mixture import mix_files, mix_tasks, read_jsonl, task_counts, task_rates
 
 
 def _rows(task: str, n: int) -> list[dict]:
@@ -98,8 +98,8 @@ def test_recipe_checks_mixture_fields(tmp_path: Path):
 
 
 def test_task_losses_group_by_tag(tokenizer, tiny_model):
-    from tuneforge.train.mixture import tag
-    from tuneforge.train.mixture_loss import task_losses
+    from tuneforge.strategies.mixture import tag
+    from tuneforge.strategies.task_loss import task_losses
 
     rows = tag(_rows("a", 3), "a") + tag(_rows("b", 2), "b")
     losses = task_losses(tiny_model, tokenizer, rows, batch_size=2)

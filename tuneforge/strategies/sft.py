@@ -1,0 +1,111 @@
+"""Supervised fine-tuning as users run it: prepare the data, train, then evaluate the result.
+
+``run_sft(recipe, run)`` is what ``tuneforge train`` and the quickstart both do, once:
+
+1. ``prepare_splits``: the recipe's ``data`` section prepared into ``<run>/data/`` (or a prepared folder
+   used as it is);
+2. ``tuneforge.train.train`` on the train and validation splits;
+3. ``evaluate_trained`` (``eval.after_train``, on by default): base zero/k-shot, the tuned model and
+   the forgetting probes on the test split, then ``report.html``. The trained model and the tokenizer
+   training used are handed to the evaluation, so nothing is loaded twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneforge.errors import UserError
+from tuneforge.runs import DATA, Splits, is_prepared, splits_in
+
+if TYPE_CHECKING:
+    from tuneforge.config.recipe import Recipe
+    from tuneforge.eval.results import ResultRow
+    from tuneforge.runs import Run
+    from tuneforge.train.result import TrainResult
+
+
+@dataclass
+class SftResult:
+    """What one supervised fine-tuning run produced."""
+
+    run: Run
+    splits: Splits
+    train: TrainResult
+    eval_rows: list[ResultRow] | None = None
+    report: Path | None = None
+
+
+def prepare_splits(recipe: Recipe, run: Run, tokenizer: Any) -> Splits:
+    """Train/val/test of the recipe's data: a prepared folder as it is, otherwise prepared into
+    ``<run>/data/`` (once: a resumed run finds its splits already there)."""
+    if recipe.data is None:
+        raise UserError("the recipe has no data section: add data.path (a data file, a bundled dataset or a "
+                        "prepared folder with train.jsonl), or pass --data")
+    if is_prepared(recipe.data.path):
+        return splits_in(recipe.data.path)
+    prepared_dir = run.path / DATA
+    if not is_prepared(prepared_dir):
+        try:
+            from tuneforge.data.prepare import prepare_data
+        except ImportError:
+            raise UserError(f"{recipe.data.path}: not a prepared folder (train.jsonl), and data preparation is "
+                            "not available") from None
+        prepare_data(recipe.data, prepared_dir, tokenizer=tokenizer, seed=recipe.run.seed)
+    return splits_in(prepared_dir)
+
+
+def evaluate_trained(recipe: Recipe, run: Run, splits: Splits, *, tokenizer: Any = None,
+                     tuned_model: Any = None, report: bool = True) -> tuple[list[ResultRow] | None, Path | None]:
+    """Baselines, tuned and forgetting on the test split, then (``report``) the HTML report; skipped, with
+    a message, when there is no test split."""
+    if splits.test is None:
+        print(f"no test split in {splits.folder or run.path / DATA}: skipping evaluation "
+              f"(run `tuneforge eval --run {run.path}`)")
+        return None, None
+    from tuneforge.eval.report import write_report
+    from tuneforge.eval.runner import evaluate_run
+
+    print("evaluating base (zero/k-shot), tuned and forgetting probes; skip with --no-eval")
+    rows = evaluate_run(recipe, run, splits.test, splits.train, tokenizer=tokenizer, tuned_model=tuned_model)
+    if not report:
+        return rows, None
+    path = write_report(run.path)
+    print(f"report: {path}")
+    return rows, path
+
+
+def run_sft(recipe: Recipe, run: Run, *, tokenizer: Any = None, model: Any = None,
+            splits: Splits | None = None, evaluate: bool | None = None) -> SftResult:
+    """Prepare (unless ``splits`` are given), train, and evaluate when ``eval.after_train`` (or
+    ``evaluate``) says so. Single process; ``tuneforge train`` under torchrun prepares on the main process
+    and calls the pieces itself."""
+    from tuneforge.models import load_tokenizer
+    from tuneforge.train import train
+
+    tokenizer = tokenizer or load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
+    if splits is None:
+        splits = prepare_splits(recipe, run, tokenizer)
+        run.add_inputs([p for p in (splits.train, splits.val, splits.test) if p])
+    if splits.train is None:
+        raise UserError(f"{splits.folder or recipe.data.path if recipe.data else run.path}: no training examples")
+    result = train(recipe, run, splits.train, splits.val, model=model, tokenizer=tokenizer)
+    out = SftResult(run=run, splits=splits, train=result)
+    if recipe.eval.after_train if evaluate is None else evaluate:
+        out.eval_rows, out.report = evaluate_trained(recipe, run, splits, tokenizer=tokenizer,
+                                                     tuned_model=result.model)
+    return out
+
+
+def sft_summary(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+    """:func:`run_sft` in the shape of every strategy (see :class:`tuneforge.strategies.Strategy`)."""
+    from tuneforge.strategies.common import write_json
+
+    out = run_sft(recipe, run, tokenizer=tokenizer, model=model)
+    r = out.train
+    summary = {"kind": "sft", "train": {"output_dir": str(r.output_dir), "method": r.method, "steps": r.steps,
+                                        "initial_val_loss": r.initial_val_loss, "best_val_loss": r.best_val_loss},
+               "evaluated": out.eval_rows is not None, "report": str(out.report) if out.report else None}
+    write_json(run.path / "strategy.json", summary)
+    return summary
