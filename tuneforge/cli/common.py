@@ -70,3 +70,15 @@ def recipe_with_section(args: argparse.Namespace, section: str, example: str):
     if getattr(recipe, section) is None:
         raise UserError(f"{args.recipe or 'the recipe'}: no {section} section; see {example}")
     return recipe
+
+
+def run_strategy(args: argparse.Namespace, recipe: Recipe, command: str, strategy: Any, render: Any) -> int:
+    """Seed, create the run folder, run the strategy, print its report (``render(summary)``)."""
+    from tuneforge.runs import create_run, seed_everything
+
+    seed_everything(recipe.run.seed)
+    run = create_run(recipe, command, inputs=[args.recipe] if args.recipe else [])
+    summary = strategy(recipe, run)
+    print(render(summary))
+    print(f"run folder: {run.path}")
+    return 0

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from tuneforge.cli.common import add_recipe_args, flag, recipe_with_section, strategy_train_flags
+from tuneforge.cli.common import (
+    add_recipe_args,
+    flag,
+    recipe_with_section,
+    run_strategy,
+    strategy_train_flags,
+)
 
 EPILOG = """\
 examples:
@@ -37,13 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_multitask(args: argparse.Namespace) -> int:
-    from tuneforge.runs import create_run, seed_everything
     from tuneforge.strategies.multitask import multitask_markdown, run_multitask
 
     recipe = recipe_with_section(args, "mixture", "examples/multitask.yaml")
-    seed_everything(recipe.run.seed)
-    run = create_run(recipe, "multitask", inputs=[args.recipe] if args.recipe else [])
-    summary = run_multitask(recipe, run)
-    print(multitask_markdown(summary))
-    print(f"run folder: {run.path}")
-    return 0
+    return run_strategy(args, recipe, "multitask", run_multitask, multitask_markdown)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuneforge.cli.common import add_recipe_args, recipe_with_section, strategy_train_flags
+from tuneforge.cli.common import add_recipe_args, recipe_with_section, run_strategy, strategy_train_flags
 
 EPILOG = """\
 examples:
@@ -33,15 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
-    from tuneforge.runs import create_run, seed_everything
     from tuneforge.strategies.stages import plan_stages, run_stages
     from tuneforge.strategies.stages_report import stages_markdown
 
     recipe = recipe_with_section(args, "stages", "examples/sequential.yaml")
     plan_stages(recipe)  # every stage's recipe is checked before the run folder exists
-    seed_everything(recipe.run.seed)
-    run = create_run(recipe, "stages", inputs=[args.recipe] if args.recipe else [])
-    summary = run_stages(recipe, run)
-    print(stages_markdown(summary))
-    print(f"run folder: {run.path}")
-    return 0
+    return run_strategy(args, recipe, "stages", run_stages, stages_markdown)
