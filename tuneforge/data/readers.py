@@ -16,6 +16,7 @@ import csv
 import gzip
 import json
 import lzma
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ from typing import IO, Any
 from tuneforge.data.problems import Problem
 from tuneforge.errors import UserError
 
+# The csv module's field limit is one process-wide setting (default 128 KiB). Readers here never lower
+# it (a lowered limit broke every later csv reader in the process, e.g. the bundled drug-review
+# unpacking); they raise it once to the largest value and check data.max_line_bytes per field themselves.
+CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 TEXT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
 
@@ -198,6 +203,21 @@ def _refill(f: IO[bytes], buf: str, pos: int, dec: Any, path: Path, line_at: int
     return buf[pos:] + text, 0, dec, not chunk
 
 
+def allow_long_csv_fields() -> None:
+    """Raise the process-wide csv field limit to its maximum (never lower it: other readers share it)."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+
+
+def _over_limit(header: list[str], values: list[str], limit: int) -> tuple[str, str] | None:
+    """(column, problem) for the first field over ``limit`` bytes (a quoted field can span many lines)."""
+    for i, v in enumerate(values):
+        if len(v) * 4 > limit and (size := len(v.encode("utf-8", "surrogatepass"))) > limit:
+            column = header[i] if i < len(header) and header[i] else f"(column {i + 1})"
+            return column, f"field is {size} bytes, over the limit of {limit} (data.max_line_bytes)"
+    return None
+
+
 def read_csv(path: Path, limit: int, delimiter: str = ",") -> Iterator[Row]:
     name = str(path)
     bad_lines: dict[int, str] = {}
@@ -215,7 +235,7 @@ def read_csv(path: Path, limit: int, delimiter: str = ",") -> Iterator[Row]:
                 bad_lines[n] = _decode_problem(exc)
                 yield raw.decode("utf-8", errors="replace")
 
-    csv.field_size_limit(limit)
+    allow_long_csv_fields()
     reader = csv.reader(lines(), delimiter=delimiter)
     try:
         header = next(reader)
@@ -253,6 +273,9 @@ def read_csv(path: Path, limit: int, delimiter: str = ",") -> Iterator[Row]:
         if not values or (len(values) == 1 and not values[0].strip() and len(header) > 1):
             continue  # a blank line is not a record
         seen = True
+        if too_big := _over_limit(header, values, limit):
+            yield Row(name, start, problem=Problem("malformed", name, start, *too_big))
+            continue
         if len(values) != len(header):
             msg = f"expected {len(header)} columns ({delimiter.join(header)}), got {len(values)}"
             yield Row(name, start, problem=Problem("malformed", name, start, "(row)", msg))
