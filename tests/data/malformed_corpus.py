@@ -68,6 +68,9 @@ def cases() -> list[Case]:
              "messages"),
         Case("empty answer", "emptyans.jsonl", _jsonl(GOOD, _chat(answer="")), 2, "messages[-1].content"),
         Case("whitespace answer", "wsans.jsonl", _jsonl(GOOD, _chat(answer="  \n\t ")), 2, "messages[-1].content"),
+        Case("lone surrogate escape", "surrogate.jsonl", _jsonl(GOOD, '{"messages": [{"role": "user", "content": "Hi \\ud800?"}, '
+             '{"role": "assistant", "content": "A fine answer."}]}', GOOD2), 2, "messages[0].content"),
+        Case("lone low surrogate in a key", "surkey.jsonl", _jsonl(GOOD, '{"messages": [], "x\\udc00": 1}'), 2, "(record)"),
         Case("huge line", "huge.jsonl", _jsonl(GOOD, _chat("x" * 5000), GOOD2), 2, "(line)", {"max_line_bytes": 1024}),
         Case("empty file", "empty.jsonl", b"", 1, "(file)"),
         Case("only blank lines", "blank.jsonl", b"\n  \n\n", 1, "(file)"),
@@ -101,6 +104,8 @@ def cases() -> list[Case]:
         Case("JSON empty array", "emptyarr.json", b"[]", 1, "(file)", SENT),
         Case("JSON trailing comma in object", "comma.json", b'[\n{"text": "Good.", "label": "positive",}\n]', 2,
              "(record)", SENT),
+        Case("JSON lone surrogate", "sur.json", b'[\n{"text": "Good.", "label": "positive"},\n{"text": "Bad \\uDBFF.", '
+             b'"label": "negative"}\n]', 3, "text", SENT),
         Case("JSON bad encoding", "enc.json", b'[\n{"text": "caf\xe9", "label": "positive"}\n]', 2, "(record)", SENT),
         # wrong types and values for templates
         Case("rating is a word", "stars.jsonl", _jsonl({"text": "Nice.", "rating": 4}, {"text": "Ok.", "rating": "five"}), 2,

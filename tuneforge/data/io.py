@@ -32,17 +32,27 @@ def check_prepared(record: Any, where: str) -> dict[str, Any]:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """``(line number, parsed value)`` for every non-blank line of a JSONL file, streamed.
 
-    Invalid JSON is a UserError naming file, line and column; every JSONL reader in tuneforge uses this.
+    Invalid JSON, bytes that are not UTF-8 and escapes that are not Unicode (a lone surrogate such as
+    ``\\ud800``) are a UserError naming file, line and field; every JSONL reader in tuneforge uses this.
     """
+    from tuneforge.data.readers import json_surrogate, not_utf8_problem
+
     p = Path(path)
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with open(p, "rb") as f:  # decoded line by line, so a bad byte is reported on its own line
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{p}:{n}: (line): {not_utf8_problem(exc)}") from None
             if not line.strip():
                 continue
             try:
-                yield n, json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{p}:{n}: (record): invalid JSON ({exc.msg.removesuffix(' at')}, column {exc.colno})") from None
+            if (bad := json_surrogate(line, value)) is not None:
+                raise UserError(f"{p}:{n}: {bad[0]}: {bad[1]}")
+            yield n, value
 
 
 def read_examples(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -16,6 +16,7 @@ import csv
 import gzip
 import json
 import lzma
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from tuneforge.errors import UserError
 # unpacking); they raise it once to the largest value and check data.max_line_bytes per field themselves.
 CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff). A pair decodes to one character; a lone one
+# decodes to a string that cannot be encoded as UTF-8 (hashing or writing it fails much later).
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 TEXT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
 
 
@@ -91,13 +95,44 @@ def _raw_lines(path: Path, limit: int) -> Iterator[tuple[int, bytes | None, str 
             yield n, chunk, None
 
 
+def _surrogate(text: str) -> str | None:
+    """What is wrong with ``text`` if it holds a lone surrogate, else None."""
+    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+    if bad is None:
+        return None
+    return f"invalid Unicode escape \\u{ord(bad):04x} (half of a surrogate pair, not a character); fix the escape"
+
+
+def lone_surrogate(value: Any, path: str = "") -> tuple[str, str] | None:
+    """(field, problem) for the first string or key in a decoded JSON value that holds a lone surrogate."""
+    if isinstance(value, str):
+        problem = _surrogate(value)
+        return (path or "(record)", problem) if problem else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if problem := _surrogate(k):
+                return path or "(record)", f"a key has an {problem}"
+            if found := lone_surrogate(v, f"{path}.{k}" if path else k):
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if found := lone_surrogate(v, f"{path}[{i}]"):
+                return found
+    return None
+
+
+def json_surrogate(text: str, value: Any) -> tuple[str, str] | None:
+    """Like :func:`lone_surrogate`, looking only when ``text`` (the JSON source) has a surrogate escape."""
+    return lone_surrogate(value) if SURROGATE_ESCAPE.search(text) else None
+
+
 def _decode(raw: bytes, first: bool) -> str:
     if first and raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     return raw.decode("utf-8")
 
 
-def _decode_problem(exc: UnicodeDecodeError) -> str:
+def not_utf8_problem(exc: UnicodeDecodeError) -> str:
     return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at column {exc.start + 1}); re-save the file as UTF-8"
 
 
@@ -114,7 +149,7 @@ def read_jsonl(path: Path, limit: int) -> Iterator[Row]:
             text = _decode(raw, n == 1)
         except UnicodeDecodeError as exc:
             seen = True
-            yield Row(name, n, problem=Problem("malformed", name, n, "(line)", _decode_problem(exc)))
+            yield Row(name, n, problem=Problem("malformed", name, n, "(line)", not_utf8_problem(exc)))
             continue
         if not text.strip():
             continue
@@ -128,6 +163,9 @@ def read_jsonl(path: Path, limit: int) -> Iterator[Row]:
         if not isinstance(value, dict):
             msg = f"expected a JSON object per line, got {type(value).__name__}"
             yield Row(name, n, problem=Problem("malformed", name, n, "(record)", msg))
+            continue
+        if (bad := json_surrogate(text, value)) is not None:
+            yield Row(name, n, problem=Problem("malformed", name, n, *bad))
             continue
         yield Row(name, n, record=value)
     if not seen:
@@ -181,7 +219,9 @@ def read_json(path: Path, limit: int) -> Iterator[Row]:
                 what = "truncated JSON" if exc.pos >= len(buf) - 1 else "invalid JSON"
                 raise UserError(f"{path}:{bad_line}: (record): {what} ({exc.msg.removesuffix(' at')})") from None
             count += 1
-            if isinstance(value, dict):
+            if isinstance(value, dict) and (bad := json_surrogate(buf[pos:end], value)) is not None:
+                yield Row(name, line_at, problem=Problem("malformed", name, line_at, *bad))
+            elif isinstance(value, dict):
                 yield Row(name, line_at, record=value)
             else:
                 msg = f"expected a JSON object in the array, got {type(value).__name__}"
@@ -199,7 +239,7 @@ def _refill(f: IO[bytes], buf: str, pos: int, dec: Any, path: Path, line_at: int
         text = dec.decode(chunk, final=not chunk)
     except UnicodeDecodeError as exc:
         line = line_at + buf[pos:].count("\n") + bytes(exc.object[: exc.start]).count(b"\n")
-        raise UserError(f"{path}:{line}: (record): {_decode_problem(exc)}") from None
+        raise UserError(f"{path}:{line}: (record): {not_utf8_problem(exc)}") from None
     return buf[pos:] + text, 0, dec, not chunk
 
 
@@ -232,7 +272,7 @@ def read_csv(path: Path, limit: int, delimiter: str = ",") -> Iterator[Row]:
             try:
                 yield _decode(raw, n == 1)
             except UnicodeDecodeError as exc:
-                bad_lines[n] = _decode_problem(exc)
+                bad_lines[n] = not_utf8_problem(exc)
                 yield raw.decode("utf-8", errors="replace")
 
     allow_long_csv_fields()
