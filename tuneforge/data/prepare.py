@@ -21,6 +21,7 @@ from tuneforge.data.config import DataConfig
 from tuneforge.data.example import Example
 from tuneforge.data.formats import detect_format, to_messages
 from tuneforge.data.io import read_examples, write_examples, write_json
+from tuneforge.data.pii import NAMES as PII_NAMES
 from tuneforge.data.pii import find_pii, redact
 from tuneforge.data.problems import Problem, RowError
 from tuneforge.data.quality import (
@@ -38,7 +39,6 @@ from tuneforge.errors import UserError
 
 log = logging.getLogger(__name__)
 MAX_LISTED_PROBLEMS = 1000
-PII_NAMES = {"email": "an e-mail address", "phone": "a phone number", "card": "a card number", "iban": "an IBAN"}
 
 
 @dataclass
