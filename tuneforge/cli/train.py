@@ -49,21 +49,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_data(recipe, run, tokenizer, main: bool) -> tuple[Path, Path | None]:
-    """Train/val JSONL paths: a prepared folder as is, otherwise prepared into <run>/data/."""
+    """Train/val JSONL paths: a complete prepared folder as is, otherwise prepared into <run>/data/.
+
+    A prepared folder is used only when complete (see tuneforge.data.io.incomplete_reason) and made with
+    the recipe's data.redact_pii; the run's own data/ is prepared again when incomplete (an interrupted
+    prepare), never trained on without its validation split.
+    """
     if recipe.data is None:
         raise UserError("the recipe has no data section: add data.path (a data file, a bundled dataset or a "
-                        "prepared folder with train.jsonl), or pass --data")
+                        "prepared folder with train.jsonl, val.jsonl and test.jsonl), or pass --data")
+    try:
+        from tuneforge.data.io import incomplete_reason
+        from tuneforge.data.prepare import check_reusable, is_prepared_folder, prepare_data
+    except ImportError:
+        raise UserError(f"{recipe.data.path}: data preparation is not available") from None
     folder = Path(recipe.data.path)
-    if folder.is_dir() and (folder / "train.jsonl").is_file():
+    if is_prepared_folder(folder):
+        check_reusable(folder, recipe.data)
         val = folder / "val.jsonl"
-        return folder / "train.jsonl", val if val.is_file() and val.stat().st_size else None
+        return folder / "train.jsonl", val if val.stat().st_size else None
     prepared_dir = run.path / "data"
-    if main and not (prepared_dir / "train.jsonl").is_file():
-        try:
-            from tuneforge.data.prepare import prepare_data
-        except ImportError:
-            raise UserError(f"{folder}: not a prepared folder (train.jsonl), and data preparation is not available") from None
-        prepare_data(recipe.data, prepared_dir, tokenizer=tokenizer, seed=recipe.run.seed)
+    if main:
+        if prepared_dir.is_dir() and incomplete_reason(prepared_dir) is None:
+            check_reusable(prepared_dir, recipe.data)  # a resumed run: same data, same redaction
+        else:
+            prepare_data(recipe.data, prepared_dir, tokenizer=tokenizer, seed=recipe.run.seed)
     val = prepared_dir / "val.jsonl"
     return prepared_dir / "train.jsonl", val if (not main or val.is_file()) else None
 

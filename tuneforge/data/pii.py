@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 Span = tuple[int, int]
 
@@ -193,3 +194,27 @@ def redact(text: str) -> tuple[str, list[str]]:
     for kind, start, end in reversed(matches):
         text = text[:start] + PLACEHOLDERS[kind] + text[end:]
     return text, [k for k, _, _ in matches]
+
+
+def clip(text: str, n: int) -> str:
+    """``text[:n]``, extended to the end of a match that the cut would split.
+
+    A quoted snippet then holds whole matches only, so redaction still recognises them (a card number
+    cut after 14 digits fails the Luhn check and would be left in the clear).
+    """
+    cut = n
+    for _, start, end in find_pii(text):
+        if start < cut < end:
+            cut = end
+    return text[:cut]
+
+
+def redact_strings(value: Any) -> Any:
+    """A JSON-like value with every string (and dict key) redacted: for reports and manifests."""
+    if isinstance(value, str):
+        return redact(value)[0]
+    if isinstance(value, dict):
+        return {redact_strings(k): redact_strings(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_strings(v) for v in value]
+    return value
