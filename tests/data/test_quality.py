@@ -118,3 +118,14 @@ def test_redact_pii_leaves_no_raw_pii_in_any_output_file(tmp_path, capsys):
     report = json.loads((tmp_path / "lenient" / "quality.json").read_text())
     assert report["pii"]["redacted"] and report["problem_kinds"]["conflicting"] == 1
     assert any("[EMAIL]" in p for p in report["problems"]) and "[IP]" in report["labels"]["counts"]
+
+
+def test_a_quoted_value_cut_inside_pii_is_still_redacted(tmp_path):
+    # Problems quote at most 40 characters; a cut through a card number must not leave 12 of its digits.
+    rows = [{"context": "Paris is in France.", "question": "Where is Paris?", "answer": "France"},
+            {"context": "Rome is in Italy.", "question": "How to pay?",
+             "answer": "Please pay the invoice now with 4111 1111 1111 1111"}]
+    path = _write(tmp_path / "qa.jsonl", rows)
+    prepared = prepare_data(DataConfig(path=str(path), template="extractive_qa", redact_pii=True), tmp_path / "o")
+    assert any("[CARD]" in p for p in prepared.report["problems"]), prepared.report["problems"]
+    assert "4111" not in (tmp_path / "o" / "quality.json").read_text()

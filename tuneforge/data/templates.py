@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.data.pii import clip
 from tuneforge.data.problems import RowError
 from tuneforge.errors import UserError
 
@@ -77,7 +78,7 @@ def text_value(record: dict[str, Any], column: str) -> str:
     if value is None:
         raise RowError(column, "is null; expected text")
     if not isinstance(value, str):
-        raise RowError(column, f"expected text, got {type(value).__name__} ({str(value)[:40]})")
+        raise RowError(column, f"expected text, got {type(value).__name__} ({clip(str(value), 40)})")
     if not value.strip():
         raise RowError(column, "is empty", kind="empty_input")
     return value.strip()
@@ -175,7 +176,7 @@ def _qa(r: dict[str, Any], a: dict[str, Any]) -> Pair:
         raw = raw["text"][0] if raw["text"] else ""
     answer = text_value({a["answer_field"]: raw}, a["answer_field"])
     if answer not in context:
-        raise RowError(a["answer_field"], f"answer {answer[:40]!r} is not a span of the context (extractive QA)")
+        raise RowError(a["answer_field"], f"answer {clip(answer, 40)!r} is not a span of the context (extractive QA)")
     prompt = (
         "Answer the question with a short span copied from the context.\n\n"
         f"Context: {context}\n\nQuestion: {question}"
