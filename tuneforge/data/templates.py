@@ -254,16 +254,18 @@ def load_user_template(path: Path) -> Template:
     """A YAML file with Jinja2 ``prompt`` and ``response`` (and optional ``name``, ``description``,
     ``label`` and ``label_set`` for classification)."""
     import jinja2
-    import yaml
     from jinja2 import meta
     from jinja2.sandbox import SandboxedEnvironment
 
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable YAML template ({exc})") from None
+    from tuneforge.config.loader import _yaml_lines, read_yaml
+
+    spec, text = read_yaml(path, "template")
     if not isinstance(spec, dict) or not isinstance(spec.get("prompt"), str) or not isinstance(spec.get("response"), str):
         raise UserError(f"{path}: a user template needs string keys 'prompt' and 'response' (Jinja2)")
+    for key, kind, ok in (("label_set", "a list of labels", list), ("example", "a mapping of field: value", dict)):
+        if spec.get(key) is not None and not isinstance(spec[key], ok):
+            line = _yaml_lines(text).get((key,))
+            raise UserError(f"{path}:{line}: {key}: expected {kind}, got {type(spec[key]).__name__}")
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     parts = {k: spec[k] for k in ("prompt", "response", "label") if isinstance(spec.get(k), str)}
     try:
