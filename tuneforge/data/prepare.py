@@ -116,8 +116,11 @@ def _first_pii(folder: Path) -> tuple[str, str] | None:
     for s in SPLITS:
         path = folder / f"{s}.jsonl"
         for n, rec in enumerate(read_examples(path), start=1):
-            for m in rec["messages"]:
-                kinds = sorted({k for k, _, _ in find_pii(m["content"])})
+            meta = rec.get("meta") or {}
+            labels = [meta.get("task"), meta.get("label"), *(meta.get("label_set") or [])]
+            texts = [m["content"] for m in rec["messages"]] + [x for x in labels if isinstance(x, str)]
+            for text in texts:
+                kinds = sorted({k for k, _, _ in find_pii(text)})
                 if kinds:
                     return f"{path}:{n}", "contains " + ", ".join(PII_NAMES[k] for k in kinds)
     return None
@@ -242,7 +245,8 @@ def _check_pii(examples: list[Example], cfg: DataConfig, st: _State, drop: bool,
             else:
                 names = ", ".join(PII_NAMES[k] for k in sorted(set(kinds)))
                 st.problem("pii", ex.file, ex.line, f"messages[{i}].content", f"contains {names} (redact with --redact-pii)")
-        if redacting:  # the label is written too (meta, label balance): redact it on its own
+        if redacting:  # task and label are written too (meta, label balance): redact them on their own
+            ex.task = redact(ex.task)[0]
             if isinstance(ex.label, str):
                 ex.label = redact(ex.label)[0]
             if ex.label_set:
