@@ -6,9 +6,12 @@ one error line must name (``line=None`` for files with no line structure, e.g. a
 
 from __future__ import annotations
 
+import bz2
+import csv
 import gzip
 import io
 import json
+import lzma
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,12 @@ GOOD2 = _chat("A second, valid question?", "Another informative answer here.")
 SENT = {"template": "sentiment"}
 CSV_HEAD = 'text,label\n"A moving, well acted drama.",positive\n'
 RAW = {"text": "Sharp writing and a great cast.", "label": "positive"}
+
+
+def _csv(rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue().encode()
 
 
 def _parquet(rows: list[dict[str, Any]]) -> bytes:
@@ -68,6 +77,9 @@ def cases() -> list[Case]:
              "messages"),
         Case("empty answer", "emptyans.jsonl", _jsonl(GOOD, _chat(answer="")), 2, "messages[-1].content"),
         Case("whitespace answer", "wsans.jsonl", _jsonl(GOOD, _chat(answer="  \n\t ")), 2, "messages[-1].content"),
+        Case("lone surrogate escape", "surrogate.jsonl", _jsonl(GOOD, '{"messages": [{"role": "user", "content": "Hi \\ud800?"}, '
+             '{"role": "assistant", "content": "A fine answer."}]}', GOOD2), 2, "messages[0].content"),
+        Case("lone low surrogate in a key", "surkey.jsonl", _jsonl(GOOD, '{"messages": [], "x\\udc00": 1}'), 2, "(record)"),
         Case("huge line", "huge.jsonl", _jsonl(GOOD, _chat("x" * 5000), GOOD2), 2, "(line)", {"max_line_bytes": 1024}),
         Case("empty file", "empty.jsonl", b"", 1, "(file)"),
         Case("only blank lines", "blank.jsonl", b"\n  \n\n", 1, "(file)"),
@@ -92,6 +104,9 @@ def cases() -> list[Case]:
         Case("CSV header only", "header.csv", b"text,label\n", 2, "(file)", SENT),
         Case("CSV empty file", "empty.csv", b"", 1, "(file)", SENT),
         Case("CSV duplicate column", "dupcol.csv", b"text,text\na,b\n", 1, "text", SENT),
+        Case("CSV quoted field over the limit", "bigfield.csv", _csv([["text", "label"], ["Fine film.", "positive"],
+                                                                     ["\n".join(["y" * 600] * 3), "negative"]]),
+             3, "text", {**SENT, "max_line_bytes": 1024}),
         Case("TSV huge field", "huge.tsv", ("text\tlabel\nFine film.\tpositive\n" + "y" * 3000 + "\tpositive\n").encode(), 3,
              "(line)", {**SENT, "max_line_bytes": 1024}),
         # JSON arrays
@@ -101,6 +116,8 @@ def cases() -> list[Case]:
         Case("JSON empty array", "emptyarr.json", b"[]", 1, "(file)", SENT),
         Case("JSON trailing comma in object", "comma.json", b'[\n{"text": "Good.", "label": "positive",}\n]', 2,
              "(record)", SENT),
+        Case("JSON lone surrogate", "sur.json", b'[\n{"text": "Good.", "label": "positive"},\n{"text": "Bad \\uDBFF.", '
+             b'"label": "negative"}\n]', 3, "text", SENT),
         Case("JSON bad encoding", "enc.json", b'[\n{"text": "caf\xe9", "label": "positive"}\n]', 2, "(record)", SENT),
         # wrong types and values for templates
         Case("rating is a word", "stars.jsonl", _jsonl({"text": "Nice.", "rating": 4}, {"text": "Ok.", "rating": "five"}), 2,
@@ -122,5 +139,8 @@ def cases() -> list[Case]:
         Case("Parquet null text", "null.parquet", _parquet([RAW, {"text": None, "label": "negative"}]), 2, "text", SENT),
         Case("Parquet corrupt", "bad.parquet", b"PAR1 this is not parquet", None, "(file)", SENT),
         Case("gzip truncated", "cut.jsonl.gz", gzip.compress(_jsonl(GOOD, GOOD2) * 50)[:60], 1, "(file)"),
+        Case("bzip2 truncated", "cut.jsonl.bz2", bz2.compress(_jsonl(GOOD, GOOD2) * 50)[:60], 1, "(file)"),
+        Case("xz truncated", "cut.jsonl.xz", lzma.compress(_jsonl(GOOD, GOOD2) * 50)[:60], 1, "(file)"),
+        Case("xz corrupt", "bad.csv.xz", b"\xfd7zXZ\x00 not really xz", 1, "(file)", SENT),
     ]
     return out

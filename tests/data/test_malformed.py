@@ -74,3 +74,51 @@ def test_cli_prints_the_line_without_traceback(tmp_path, case, capsys):
     assert "Traceback" not in err
     assert err.startswith("error: ")
     assert _where(path, case) in err
+
+
+def _cli_error(capsys, args: list[str]) -> str:
+    """Run the CLI; it must exit 2 with one `error:` message and no traceback (without --verbose)."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("error: "), err
+    return err
+
+
+# User template files: (name, file bytes, what the error line names after the path)
+BAD_TEMPLATES = [
+    ("invalid YAML", b"prompt: 'Review: {{ text }}\nresponse: {{ label }}\n", ":3: invalid YAML"),
+    ("tab indentation", b"prompt: x\n\tresponse: y\n", ":2: invalid YAML"),
+    ("not a mapping", b"- prompt\n- response\n", ": a user template needs"),
+    ("missing response", b"prompt: 'Review: {{ text }}'\n", ": a user template needs"),
+    ("response is a list", b"prompt: 'Review: {{ text }}'\nresponse: [a]\n", ": a user template needs"),
+    ("Jinja syntax error", b"prompt: 'Review: {{ text }'\nresponse: '{{ label }}'\n", ":1: Jinja2 syntax error"),
+    ("label_set is a string", b"prompt: '{{ text }}'\nresponse: '{{ label }}'\nlabel_set: positive\n", ":3: label_set: "),
+    ("example is a number", b"prompt: '{{ text }}'\nresponse: '{{ label }}'\nexample: 5\n", ":3: example: "),
+    ("duplicate key", b"prompt: '{{ text }}'\nresponse: '{{ label }}'\nprompt: 'Other {{ text }}'\n", ":3: invalid YAML: dup"),
+    ("binary file", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", ": not UTF-8 text"),
+    ("NUL byte", b"prompt: '{{ text }}'\x00\nresponse: '{{ label }}'\n", ":1: invalid YAML"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "where"), BAD_TEMPLATES, ids=[c[0] for c in BAD_TEMPLATES])
+def test_bad_user_template_is_one_error_line(tmp_path, capsys, name, content, where):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"text": "Great film.", "label": "positive"}) + "\n")
+    template = tmp_path / "mine.yaml"
+    template.write_bytes(content)
+    err = _cli_error(capsys, ["data", "prepare", "--input", str(data), "--template", str(template),
+                              "--out", str(tmp_path / "out"), "--no-tokenizer"])
+    assert err.startswith(f"error: {template}{where}"), err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_corrupt_datasets_folder_is_one_error_line(tmp_path, capsys):
+    folder = tmp_path / "arrow"
+    folder.mkdir()
+    (folder / "dataset_info.json").write_text("{not json")
+    (folder / "state.json").write_text('{"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}')
+    (folder / "data-00000-of-00001.arrow").write_bytes(b"not arrow at all")
+    err = _cli_error(capsys, ["data", "prepare", "--input", str(folder), "--template", "sentiment",
+                              "--out", str(tmp_path / "out"), "--no-tokenizer"])
+    assert err.startswith(f"error: {folder}: (file): not a readable datasets save_to_disk folder"), err
+    assert len(err.strip().splitlines()) == 1, err

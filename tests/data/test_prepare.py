@@ -98,10 +98,14 @@ def test_prepared_folder_is_validated_and_reused(tmp_path):
     again = prepare_data(DataConfig(path=str(tmp_path / "p")), tmp_path / "q")
     assert _files(tmp_path / "q")["train.jsonl"] == _files(tmp_path / "p")["train.jsonl"]
     assert again.manifest["counts"] == first.manifest["counts"] and again.manifest["reused"]
-    # Leak an example from train into test: strict reuse refuses, naming both places.
+    # Leak an example from train into test: strict reuse refuses, naming both places. (An edited folder no
+    # longer matches its manifest: without splits.json it is reused as hand-made splits.)
     leaked = (tmp_path / "p" / "train.jsonl").read_text().splitlines()[0]
     with open(tmp_path / "p" / "test.jsonl", "a") as f:
         f.write(leaked + "\n")
+    with pytest.raises(UserError, match="test.jsonl holds 11 examples but splits.json lists 10"):
+        prepare_data(DataConfig(path=str(tmp_path / "p")), tmp_path / "r")
+    (tmp_path / "p" / "splits.json").unlink()
     with pytest.raises(UserError) as err:
         prepare_data(DataConfig(path=str(tmp_path / "p"), strict=True), tmp_path / "r")
     assert "test.jsonl:11: (example): the same example is in " in err.value.render()
@@ -122,3 +126,98 @@ def test_validate_cli_reports_without_writing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chats.jsonl", "q.json"]
     assert main(["data", "validate", str(path), "--no-tokenizer", "--strict"]) == 2
     assert f"{path}:1: messages[-1].content: low-information answer" in capsys.readouterr().err
+
+
+def _chats(path: Path, n: int = 30, extra: str = "") -> Path:
+    rows = [{"messages": [{"role": "user", "content": f"Question number {i}: what is {i} plus {i}?{extra}"},
+                          {"role": "assistant", "content": f"The sum of {i} and {i} is {2 * i}."}]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+KILL_AFTER_TRAIN = """
+import os, signal, sys
+from pathlib import Path
+import tuneforge.data.prepare as prep
+from tuneforge.config.data import DataConfig
+
+write = prep.write_examples
+def write_then_die(path, examples):
+    out = write(path, examples)
+    if Path(path).name == "train.jsonl":
+        os.kill(os.getpid(), signal.SIGKILL)  # killed right after train.jsonl, before val.jsonl
+    return out
+
+prep.write_examples = write_then_die
+prep.prepare_data(DataConfig(path=sys.argv[1]), Path(sys.argv[2]), seed=int(sys.argv[3]))
+"""
+
+
+def _killed_prepare(data: Path, out: Path, seed: int) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_TRAIN, str(data), str(out), str(seed)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+
+def test_a_prepare_killed_after_train_jsonl_leaves_nothing_to_reuse(tmp_path):
+    data, out = _chats(tmp_path / "d.jsonl"), tmp_path / "out"
+    _killed_prepare(data, out, seed=1)
+    assert not (out / "train.jsonl").exists()  # no half folder under the output name
+    with pytest.raises(UserError, match="no such file or folder"):
+        prepare_data(DataConfig(path=str(out)), tmp_path / "again")
+    done = prepare_data(DataConfig(path=str(data)), out, seed=1)
+    before = _files(out)
+    _killed_prepare(data, out, seed=2)  # a second prepare killed half-way: the first one is still there, whole
+    assert _files(out) == before
+    again = prepare_data(DataConfig(path=str(out)), tmp_path / "reused")
+    assert again.manifest["counts"] == done.manifest["counts"] and again.manifest["counts"]["val"] > 0
+
+
+def test_incomplete_prepared_folders_are_refused(tmp_path):
+    data = _chats(tmp_path / "d.jsonl")
+    prepare_data(DataConfig(path=str(data)), tmp_path / "p")
+    # What a killed prepare of older versions left: train.jsonl alone, or a new train.jsonl beside an old manifest.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "train.jsonl").write_bytes((tmp_path / "p" / "train.jsonl").read_bytes())
+    half = tmp_path / "half"
+    half.mkdir()
+    for name, body in _files(tmp_path / "p").items():
+        (half / name).write_bytes(body)
+    (half / "train.jsonl").write_text((tmp_path / "p" / "train.jsonl").read_text().splitlines()[0] + "\n")
+    for folder, why in ((alone, "val.jsonl, test.jsonl missing"), (half, "train.jsonl holds 1 examples but splits.json")):
+        cfg = DataConfig(path=str(folder))
+        for run in (lambda c=cfg: prepare_data(c, tmp_path / "o"), lambda c=cfg: validate_data(c)):
+            with pytest.raises(UserError, match="not a complete prepared folder") as err:
+                run()
+            assert why in err.value.render()
+
+
+def test_output_folder_with_other_files_is_not_replaced(tmp_path):
+    data = _chats(tmp_path / "d.jsonl")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds other files"):
+        prepare_data(DataConfig(path=str(data)), tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "train.jsonl").exists()
+
+
+def test_reuse_with_another_redact_pii_setting_is_refused(tmp_path):
+    data = _chats(tmp_path / "d.jsonl", extra=" Mail ada@example.org.")
+    prepare_data(DataConfig(path=str(data), redact_pii=True), tmp_path / "red")
+    prepare_data(DataConfig(path=str(data)), tmp_path / "raw")
+    with pytest.raises(UserError, match="prepared with --redact-pii, but the recipe sets data.redact_pii=false"):
+        prepare_data(DataConfig(path=str(tmp_path / "red")), tmp_path / "o")
+    with pytest.raises(UserError, match="prepared without --redact-pii, but the recipe sets data.redact_pii=true"):
+        prepare_data(DataConfig(path=str(tmp_path / "raw"), redact_pii=True), tmp_path / "o")
+    assert prepare_data(DataConfig(path=str(tmp_path / "red"), redact_pii=True), tmp_path / "o").manifest["redact_pii"]
+    # A hand-made folder (no manifest) is reused with --redact-pii only if it holds no PII.
+    (tmp_path / "raw" / "splits.json").unlink()
+    with pytest.raises(UserError, match=r"train.jsonl:1: data.redact_pii: contains an e-mail address"):
+        prepare_data(DataConfig(path=str(tmp_path / "raw"), redact_pii=True), tmp_path / "o")
+    clean = _chats(tmp_path / "clean.jsonl")
+    prepare_data(DataConfig(path=str(clean)), tmp_path / "clean")
+    (tmp_path / "clean" / "splits.json").unlink()
+    assert prepare_data(DataConfig(path=str(tmp_path / "clean"), redact_pii=True), tmp_path / "o").manifest["redact_pii"]

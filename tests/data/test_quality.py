@@ -84,3 +84,48 @@ def test_token_lengths_use_the_chat_template_and_drop_long_examples(tmp_path, to
     assert rep["problems"][0].startswith(f"{tmp_path / 'd.jsonl'}:2: (example): ")
     assert sum(b["count"] for b in rep["token_lengths"]["bins"]) == 2 == sum(rep["token_lengths"]["counts"])
     assert len(rep["token_lengths"]["edges"]) == len(rep["token_lengths"]["counts"]) + 1
+
+
+RAW_PII = ["ada@example.org", "bob@corp.example", "7946 0958", "4111-1111", "Ab3dEf6hIj9kLm2nOp5q", "203.0.113.42"]
+KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+
+
+def test_redact_pii_leaves_no_raw_pii_in_any_output_file(tmp_path, capsys):
+    from tuneforge.cli.main import main
+
+    records = [
+        # conflicting answers: the report quotes both answers
+        _chat("Who handles billing?", "Mail ada@example.org about it."),
+        _chat("Who handles billing?", "Card 4111-1111-1111-1111 is charged by bob@corp.example."),
+        # a low-information answer: the report quotes it
+        _chat("Can you ring the client?", "ok, will call +44 20 7946 0958 tomorrow"),
+        # a secret in the prompt, an address in a label (label balance is in quality.json and splits.json)
+        {**_chat(f"Is {KEY} still valid?", "No, it was revoked last week."), "meta": {"label": "203.0.113.42"}},
+        _chat("Plain question here?", "A plain, useful answer."),
+    ]
+    path = _write(tmp_path / "d.jsonl", records)
+    args = ["data", "prepare", "--input", str(path), "--redact-pii", "--no-tokenizer", "--keep-low-information"]
+    assert main([*args, "--out", str(tmp_path / "lenient")]) == 0
+    assert main([*args, "--out", str(tmp_path / "strict"), "--strict"]) == 2  # the conflict fails --strict
+    printed = capsys.readouterr()
+    assert (tmp_path / "strict" / "quality.json").is_file()
+    files = [p for d in ("lenient", "strict") for p in sorted((tmp_path / d).iterdir())]
+    assert {p.name for p in files} >= {"train.jsonl", "quality.json", "splits.json"}
+    for p in files:
+        text = p.read_text(encoding="utf-8")
+        assert not [raw for raw in RAW_PII if raw in text], (p.name, text)
+    assert not [raw for raw in RAW_PII if raw in printed.out + printed.err]
+    report = json.loads((tmp_path / "lenient" / "quality.json").read_text())
+    assert report["pii"]["redacted"] and report["problem_kinds"]["conflicting"] == 1
+    assert any("[EMAIL]" in p for p in report["problems"]) and "[IP]" in report["labels"]["counts"]
+
+
+def test_a_quoted_value_cut_inside_pii_is_still_redacted(tmp_path):
+    # Problems quote at most 40 characters; a cut through a card number must not leave 12 of its digits.
+    rows = [{"context": "Paris is in France.", "question": "Where is Paris?", "answer": "France"},
+            {"context": "Rome is in Italy.", "question": "How to pay?",
+             "answer": "Please pay the invoice now with 4111 1111 1111 1111"}]
+    path = _write(tmp_path / "qa.jsonl", rows)
+    prepared = prepare_data(DataConfig(path=str(path), template="extractive_qa", redact_pii=True), tmp_path / "o")
+    assert any("[CARD]" in p for p in prepared.report["problems"]), prepared.report["problems"]
+    assert "4111" not in (tmp_path / "o" / "quality.json").read_text()

@@ -88,3 +88,41 @@ def test_unknown_extension_is_a_clear_error(tmp_path):
     (tmp_path / "d.xlsx").write_bytes(b"x")
     with pytest.raises(UserError, match="unknown file type '.xlsx'"):
         read_rows(tmp_path / "d.xlsx")
+
+
+@pytest.fixture()
+def restore_csv_limit():
+    """The csv field limit is process-wide: leave it as this test found it."""
+    saved = csv.field_size_limit()
+    yield
+    csv.field_size_limit(saved)
+
+
+def test_a_small_line_limit_does_not_leak_into_later_csv_reads(tmp_path, monkeypatch, restore_csv_limit):
+    # The fresh-machine failure: a CSV read with a small line limit, then the drug reviews unpacked into an
+    # empty cache (their csv.DictReader has long review fields) died with "field larger than field limit".
+    from tuneforge.data.sources import bundled_dataset_path
+
+    (tmp_path / "small.csv").write_text("text,label\nShort and sweet.,positive\n", encoding="utf-8")
+    assert _records(tmp_path / "small.csv", max_line_bytes=1024)[0] == [{"text": "Short and sweet.", "label": "positive"}]
+    long_field = "A long review. " * 200  # 3,000 characters
+    with open(tmp_path / "long.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text", "label"], [long_field, "positive"]])
+    with open(tmp_path / "long.csv", newline="", encoding="utf-8") as f:
+        assert list(csv.reader(f))[1][0] == long_field  # a caller's own csv reader
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    drugs = bundled_dataset_path("drug-reviews")
+    assert drugs.is_relative_to(tmp_path / "cache")
+    assert len(drugs.read_text(encoding="utf-8").splitlines()) == 979
+
+
+def test_a_quoted_field_over_the_limit_is_one_bad_row(tmp_path):
+    # Each physical line is under the limit, the quoted field spanning them is not: that row is reported
+    # (with its line) and reading goes on.
+    big = "\n".join(["x" * 600] * 3)
+    with open(tmp_path / "d.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text", "label"], ["fine", "positive"], [big, "negative"], ["also fine", "negative"]])
+    rows = list(read_rows(tmp_path / "d.csv", max_line_bytes=1024))
+    assert [r.record["text"] for r in rows if r.record] == ["fine", "also fine"]
+    bad = [r.problem for r in rows if r.problem]
+    assert len(bad) == 1 and bad[0].line == 3 and "1024" in bad[0].message, bad

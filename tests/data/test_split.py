@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tuneforge.data.example import Example
+from tuneforge.data.example import ChatExample
 from tuneforge.data.split import assign, group_keys, sample
 
 
 def _ex(i, label="a", text=None):
     text = text or f"question number {i}"
-    return Example([{"role": "user", "content": text}, {"role": "assistant", "content": label}], "t", label, ["a", "b"])
+    return ChatExample([{"role": "user", "content": text}, {"role": "assistant", "content": label}], "t", label, ["a", "b"])
 
 
 def _split(examples, seed=1, stratify=False, pairs=()):

@@ -33,7 +33,7 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "--system-prompt", "data.system_prompt", help="System message prepended to every example.")
     flag(p, "--strict", "data.strict", action="store_const", const=True, help="Fail on any data problem.")
     flag(p, "--redact-pii", "data.redact_pii", action="store_const", const=True,
-         help="Replace e-mails, phone and card numbers and IBANs with placeholders.")
+         help="Replace e-mails, phone and card numbers, IBANs, SSNs, IP addresses and secrets with placeholders.")
     flag(p, "--keep-duplicates", "data.dedupe", action="store_const", const=False,
          help="Keep exact duplicates (they still share a split).")
     flag(p, "--keep-low-information", "data.drop_low_information", action="store_const", const=False,

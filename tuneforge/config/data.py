@@ -45,7 +45,10 @@ class DataConfig(Section):
     max_length: int = Field(1024, ge=16, description="Maximum tokens per example; longer ones are dropped and reported.")
     system_prompt: str | None = Field(None, description="Optional system message prepended to every example.")
     strict: bool = Field(False, description="Turn every data-quality problem into a failure.")
-    redact_pii: bool = Field(False, description="Replace e-mails, phone, card numbers and IBANs with placeholders.")
+    redact_pii: bool = Field(
+        False, description="Replace e-mails, phone and card numbers, IBANs, US SSNs, IP addresses and secrets (API "
+        "keys, tokens, private keys) with placeholders, everywhere in the output folder.",
+    )
     dedupe: bool = Field(True, description="Drop exact duplicate examples (the first is kept; each drop is counted).")
     drop_low_information: bool = Field(
         True, description="Drop examples whose answer carries no information ('ok', 'will do', 'thanks')."

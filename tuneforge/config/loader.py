@@ -7,6 +7,7 @@ the field and how to fix it, so a user fixes the whole recipe in one go.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -60,6 +61,68 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = child
         node[parts[-1]] = value
     return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = first.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if line != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:
+    """(line, one-line description) of a YAML error (PyYAML's own text spans several lines)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        return line, f"unacceptable character {char}: {exc.reason}"
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+        problem += f" ({context} on line {context_mark.line + 1})"
+    return (mark.line + 1 if mark else None), problem
+
+
+def read_yaml(path: str | Path, what: str = "recipe") -> tuple[Any, str]:
+    """Parse a YAML file (recipe or template); any problem is one UserError naming ``file:line``.
+
+    Returns the value and the text (for line numbers). Duplicate keys and strings that are not Unicode
+    (a lone surrogate escape such as ``"\\ud800"``) are errors too.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, not a {what} file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    try:
+        value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        line, problem = _yaml_problem(exc, text)
+        raise UserError(f"{p}:{line}: invalid YAML: {problem}" if line else f"{p}: invalid YAML: {problem}") from None
+    from tuneforge.unicode import lone_surrogate
+
+    bad = lone_surrogate(value)
+    if bad is not None:
+        loc = tuple(re.split(r"\.|\[(\d+)\]", bad[0])) if bad[0] != "(record)" else ()
+        loc = tuple(part for part in loc if part)
+        line = _yaml_lines(text).get(loc)
+        raise UserError(f"{p}:{line}: {bad[0]}: {bad[1]}" if line else f"{p}: {bad[0]}: {bad[1]}")
+    return value, text
 
 
 def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
@@ -133,19 +196,9 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
     source = str(path) if path else "<defaults>"
     if path is not None:
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise UserError(f"recipe {p} does not exist")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}" if mark else str(p)
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise UserError(f"{where}: invalid YAML: {problem}") from None
+        loaded, text = read_yaml(p)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -15,7 +15,10 @@ def content_hash(value: Any) -> str:
 
 
 @dataclass
-class Example:
+class ChatExample:
+    """A prepared example as text (its conversation and metadata); training turns it into token ids
+    (``tuneforge.train.data.TokenizedExample``)."""
+
     messages: list[dict[str, str]]
     task: str
     label: str | None = None

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.data.example import Example
+from tuneforge.data.example import ChatExample
 
 # Answers that teach a model nothing (the "ok, I'll do it in the morning" failure).
 LOW_INFORMATION = {
@@ -86,7 +86,7 @@ def near_duplicate_pairs(texts: list[str], threshold: float = 0.8, seed: int = 0
     return pairs
 
 
-def token_lengths(examples: list[Example], tokenizer: Any | None) -> tuple[list[int], str]:
+def token_lengths(examples: list[ChatExample], tokenizer: Any | None) -> tuple[list[int], str]:
     """Tokens per example through the chat template, or an estimate (characters / 4) without a tokenizer."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         return [sum(len(m["content"]) for m in e.messages) // 4 + 4 * len(e.messages) for e in examples], "estimated"
@@ -119,7 +119,7 @@ def histogram(values: list[int]) -> dict[str, Any]:
     }
 
 
-def label_balance(examples: list[Example]) -> dict[str, Any] | None:
+def label_balance(examples: list[ChatExample]) -> dict[str, Any] | None:
     counts = Counter(e.label for e in examples if e.label is not None)
     if not counts:
         return None

@@ -16,6 +16,8 @@ import csv
 import gzip
 import json
 import lzma
+import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +25,16 @@ from typing import IO, Any
 
 from tuneforge.data.problems import Problem
 from tuneforge.errors import UserError
+from tuneforge.unicode import lone_surrogate
 
+# The csv module's field limit is one process-wide setting (default 128 KiB). Readers here never lower
+# it (a lowered limit broke every later csv reader in the process, e.g. the bundled drug-review
+# unpacking); they raise it once to the largest value and check data.max_line_bytes per field themselves.
+CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff). A pair decodes to one character; a lone one
+# decodes to a string that cannot be encoded as UTF-8 (hashing or writing it fails much later).
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 TEXT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
 
 
@@ -86,13 +96,18 @@ def _raw_lines(path: Path, limit: int) -> Iterator[tuple[int, bytes | None, str 
             yield n, chunk, None
 
 
+def json_surrogate(text: str, value: Any) -> tuple[str, str] | None:
+    """Like :func:`lone_surrogate`, looking only when ``text`` (the JSON source) has a surrogate escape."""
+    return lone_surrogate(value) if SURROGATE_ESCAPE.search(text) else None
+
+
 def _decode(raw: bytes, first: bool) -> str:
     if first and raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     return raw.decode("utf-8")
 
 
-def _decode_problem(exc: UnicodeDecodeError) -> str:
+def not_utf8_problem(exc: UnicodeDecodeError) -> str:
     return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at column {exc.start + 1}); re-save the file as UTF-8"
 
 
@@ -109,7 +124,7 @@ def read_jsonl(path: Path, limit: int) -> Iterator[Row]:
             text = _decode(raw, n == 1)
         except UnicodeDecodeError as exc:
             seen = True
-            yield Row(name, n, problem=Problem("malformed", name, n, "(line)", _decode_problem(exc)))
+            yield Row(name, n, problem=Problem("malformed", name, n, "(line)", not_utf8_problem(exc)))
             continue
         if not text.strip():
             continue
@@ -123,6 +138,9 @@ def read_jsonl(path: Path, limit: int) -> Iterator[Row]:
         if not isinstance(value, dict):
             msg = f"expected a JSON object per line, got {type(value).__name__}"
             yield Row(name, n, problem=Problem("malformed", name, n, "(record)", msg))
+            continue
+        if (bad := json_surrogate(text, value)) is not None:
+            yield Row(name, n, problem=Problem("malformed", name, n, *bad))
             continue
         yield Row(name, n, record=value)
     if not seen:
@@ -176,7 +194,9 @@ def read_json(path: Path, limit: int) -> Iterator[Row]:
                 what = "truncated JSON" if exc.pos >= len(buf) - 1 else "invalid JSON"
                 raise UserError(f"{path}:{bad_line}: (record): {what} ({exc.msg.removesuffix(' at')})") from None
             count += 1
-            if isinstance(value, dict):
+            if isinstance(value, dict) and (bad := json_surrogate(buf[pos:end], value)) is not None:
+                yield Row(name, line_at, problem=Problem("malformed", name, line_at, *bad))
+            elif isinstance(value, dict):
                 yield Row(name, line_at, record=value)
             else:
                 msg = f"expected a JSON object in the array, got {type(value).__name__}"
@@ -194,8 +214,23 @@ def _refill(f: IO[bytes], buf: str, pos: int, dec: Any, path: Path, line_at: int
         text = dec.decode(chunk, final=not chunk)
     except UnicodeDecodeError as exc:
         line = line_at + buf[pos:].count("\n") + bytes(exc.object[: exc.start]).count(b"\n")
-        raise UserError(f"{path}:{line}: (record): {_decode_problem(exc)}") from None
+        raise UserError(f"{path}:{line}: (record): {not_utf8_problem(exc)}") from None
     return buf[pos:] + text, 0, dec, not chunk
+
+
+def allow_long_csv_fields() -> None:
+    """Raise the process-wide csv field limit to its maximum (never lower it: other readers share it)."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+
+
+def _over_limit(header: list[str], values: list[str], limit: int) -> tuple[str, str] | None:
+    """(column, problem) for the first field over ``limit`` bytes (a quoted field can span many lines)."""
+    for i, v in enumerate(values):
+        if len(v) * 4 > limit and (size := len(v.encode("utf-8", "surrogatepass"))) > limit:
+            column = header[i] if i < len(header) and header[i] else f"(column {i + 1})"
+            return column, f"field is {size} bytes, over the limit of {limit} (data.max_line_bytes)"
+    return None
 
 
 def read_csv(path: Path, limit: int, delimiter: str = ",") -> Iterator[Row]:
@@ -212,10 +247,10 @@ def read_csv(path: Path, limit: int, delimiter: str = ",") -> Iterator[Row]:
             try:
                 yield _decode(raw, n == 1)
             except UnicodeDecodeError as exc:
-                bad_lines[n] = _decode_problem(exc)
+                bad_lines[n] = not_utf8_problem(exc)
                 yield raw.decode("utf-8", errors="replace")
 
-    csv.field_size_limit(limit)
+    allow_long_csv_fields()
     reader = csv.reader(lines(), delimiter=delimiter)
     try:
         header = next(reader)
@@ -253,6 +288,9 @@ def read_csv(path: Path, limit: int, delimiter: str = ",") -> Iterator[Row]:
         if not values or (len(values) == 1 and not values[0].strip() and len(header) > 1):
             continue  # a blank line is not a record
         seen = True
+        if too_big := _over_limit(header, values, limit):
+            yield Row(name, start, problem=Problem("malformed", name, start, *too_big))
+            continue
         if len(values) != len(header):
             msg = f"expected {len(header)} columns ({delimiter.join(header)}), got {len(values)}"
             yield Row(name, start, problem=Problem("malformed", name, start, "(row)", msg))

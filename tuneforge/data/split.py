@@ -1,6 +1,6 @@
 """Deterministic train/val/test splits by seeded content hash, optionally stratified by label.
 
-Examples are grouped by what the model sees (``Example.input_key``) and by near-duplicate links, and
+Examples are grouped by what the model sees (``ChatExample.input_key``) and by near-duplicate links, and
 each group goes to one split as a whole, so an exact duplicate (or a near-copy) can never be in train
 and test at once. Groups are ordered by SHA-256 of ``seed:key``: the same data and seed always give the
 same split, and a new example does not move the others.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
-from tuneforge.data.example import Example
+from tuneforge.data.example import ChatExample
 
 SPLITS = ("train", "val", "test")
 
@@ -20,7 +20,7 @@ def _order(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
-def group_keys(examples: list[Example], near_pairs: list[tuple[int, int, float]]) -> list[str]:
+def group_keys(examples: list[ChatExample], near_pairs: list[tuple[int, int, float]]) -> list[str]:
     """A group key per example: its input hash, merged along near-duplicate pairs (union-find)."""
     parent = list(range(len(examples)))
 
@@ -42,7 +42,7 @@ def group_keys(examples: list[Example], near_pairs: list[tuple[int, int, float]]
     return [examples[find(i)].input_key for i in range(len(examples))]
 
 
-def sample(examples: list[Example], keys: list[str], n: int | None, seed: int) -> tuple[list[Example], list[str]]:
+def sample(examples: list[ChatExample], keys: list[str], n: int | None, seed: int) -> tuple[list[ChatExample], list[str]]:
     """At most ``n`` examples, whole groups at a time, in seeded hash order (a reproducible random sample)."""
     order = sorted(range(len(examples)), key=lambda i: (_order(seed, keys[i]), examples[i].id))
     if n is not None:
@@ -50,16 +50,16 @@ def sample(examples: list[Example], keys: list[str], n: int | None, seed: int) -
     return [examples[i] for i in order], [keys[i] for i in order]
 
 
-def assign(examples: list[Example], keys: list[str], val_fraction: float, test_fraction: float, seed: int,
-           stratify: bool = False) -> dict[str, list[Example]]:
+def assign(examples: list[ChatExample], keys: list[str], val_fraction: float, test_fraction: float, seed: int,
+           stratify: bool = False) -> dict[str, list[ChatExample]]:
     """Split examples (already in seeded order) into train/val/test, whole groups at a time."""
-    groups: dict[str, list[Example]] = defaultdict(list)
+    groups: dict[str, list[ChatExample]] = defaultdict(list)
     for e, k in zip(examples, keys, strict=True):
         groups[k].append(e)
     strata: dict[str, list[str]] = defaultdict(list)
     for k in sorted(groups, key=lambda k: _order(seed, k)):
         strata[str(groups[k][0].label) if stratify else ""].append(k)
-    out: dict[str, list[Example]] = {s: [] for s in SPLITS}
+    out: dict[str, list[ChatExample]] = {s: [] for s in SPLITS}
     for _, members in sorted(strata.items()):
         total = sum(len(groups[k]) for k in members)
         want = {"test": round(total * test_fraction), "val": round(total * val_fraction)}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.data.pii import clip
 from tuneforge.data.problems import RowError
 from tuneforge.errors import UserError
 
@@ -77,7 +78,7 @@ def text_value(record: dict[str, Any], column: str) -> str:
     if value is None:
         raise RowError(column, "is null; expected text")
     if not isinstance(value, str):
-        raise RowError(column, f"expected text, got {type(value).__name__} ({str(value)[:40]})")
+        raise RowError(column, f"expected text, got {type(value).__name__} ({clip(str(value), 40)})")
     if not value.strip():
         raise RowError(column, "is empty", kind="empty_input")
     return value.strip()
@@ -175,7 +176,7 @@ def _qa(r: dict[str, Any], a: dict[str, Any]) -> Pair:
         raw = raw["text"][0] if raw["text"] else ""
     answer = text_value({a["answer_field"]: raw}, a["answer_field"])
     if answer not in context:
-        raise RowError(a["answer_field"], f"answer {answer[:40]!r} is not a span of the context (extractive QA)")
+        raise RowError(a["answer_field"], f"answer {clip(answer, 40)!r} is not a span of the context (extractive QA)")
     prompt = (
         "Answer the question with a short span copied from the context.\n\n"
         f"Context: {context}\n\nQuestion: {question}"
@@ -253,16 +254,18 @@ def load_user_template(path: Path) -> Template:
     """A YAML file with Jinja2 ``prompt`` and ``response`` (and optional ``name``, ``description``,
     ``label`` and ``label_set`` for classification)."""
     import jinja2
-    import yaml
     from jinja2 import meta
     from jinja2.sandbox import SandboxedEnvironment
 
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable YAML template ({exc})") from None
+    from tuneforge.config.loader import _yaml_lines, read_yaml
+
+    spec, text = read_yaml(path, "template")
     if not isinstance(spec, dict) or not isinstance(spec.get("prompt"), str) or not isinstance(spec.get("response"), str):
         raise UserError(f"{path}: a user template needs string keys 'prompt' and 'response' (Jinja2)")
+    for key, kind, ok in (("label_set", "a list of labels", list), ("example", "a mapping of field: value", dict)):
+        if spec.get(key) is not None and not isinstance(spec[key], ok):
+            line = _yaml_lines(text).get((key,))
+            raise UserError(f"{path}:{line}: {key}: expected {kind}, got {type(spec[key]).__name__}")
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     parts = {k: spec[k] for k in ("prompt", "response", "label") if isinstance(spec.get(k), str)}
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.errors import UserError
-from tuneforge.runs import DATA, Splits, is_prepared, splits_in
+from tuneforge.runs import DATA, Splits, splits_in
 
 if TYPE_CHECKING:
     from tuneforge.config.recipe import Recipe
@@ -38,20 +38,27 @@ class SftResult:
 
 
 def prepare_splits(recipe: Recipe, run: Run, tokenizer: Any) -> Splits:
-    """Train/val/test of the recipe's data: a prepared folder as it is, otherwise prepared into
-    ``<run>/data/`` (once: a resumed run finds its splits already there)."""
+    """Train/val/test of the recipe's data: a complete prepared folder as it is, otherwise prepared into
+    ``<run>/data/``.
+
+    A prepared folder is used only when complete (see ``tuneforge.data.io.incomplete_reason``) and made
+    with the recipe's ``data.redact_pii``; the run's own ``data/`` is prepared again when incomplete (an
+    interrupted prepare), never trained on without its validation split.
+    """
     if recipe.data is None:
         raise UserError("the recipe has no data section: add data.path (a data file, a bundled dataset or a "
-                        "prepared folder with train.jsonl), or pass --data")
-    if is_prepared(recipe.data.path):
-        return splits_in(recipe.data.path)
+                        "prepared folder with train.jsonl, val.jsonl and test.jsonl), or pass --data")
+    from tuneforge.data.io import incomplete_reason
+    from tuneforge.data.prepare import check_reusable, is_prepared_folder, prepare_data
+
+    folder = Path(recipe.data.path)
+    if is_prepared_folder(folder):
+        check_reusable(folder, recipe.data)
+        return splits_in(folder)
     prepared_dir = run.path / DATA
-    if not is_prepared(prepared_dir):
-        try:
-            from tuneforge.data.prepare import prepare_data
-        except ImportError:
-            raise UserError(f"{recipe.data.path}: not a prepared folder (train.jsonl), and data preparation is "
-                            "not available") from None
+    if prepared_dir.is_dir() and incomplete_reason(prepared_dir) is None:
+        check_reusable(prepared_dir, recipe.data)  # a resumed run: same data, same redaction
+    else:
         prepare_data(recipe.data, prepared_dir, tokenizer=tokenizer, seed=recipe.run.seed)
     return splits_in(prepared_dir)
 
