@@ -52,8 +52,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from tuneforge.models import load_tokenizer
     from tuneforge.runs import create_run, seed_everything
     from tuneforge.train.mixture_run import prepare_training_files
-    from tuneforge.train.tune import run_search
+    from tuneforge.train.tune import default_storage, run_search
 
+    default_storage(recipe, recipe.tune)  # an unset tune.storage_env fails here, before any work
     seed_everything(recipe.run.seed)
     run = create_run(recipe, "tune", inputs=[args.recipe] if args.recipe else [])
     tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)

@@ -93,7 +93,7 @@ def default_storage(recipe: Recipe, cfg: TuneConfig) -> str:
         url = os.environ.get(cfg.storage_env, "").strip()
         if not url:
             raise UserError(f"tune.storage_env: environment variable {cfg.storage_env} is not set or empty; "
-                            f"export {cfg.storage_env}=<storage URL> (e.g. postgresql://user:password@host/db)")
+                            f"export {cfg.storage_env}=<storage URL> (sqlite:///..., postgresql://...)")
         return url
     if cfg.storage:
         return cfg.storage
