@@ -15,6 +15,9 @@ class UserError(Exception):
         self.problems = problems or []
 
     def render(self) -> str:
+        from tuneforge.secrets import redact_text
+
         lines = [f"error: {self.args[0]}"]
         lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
+        # A message may quote a recipe value or a library's error text holding a URL with a password.
+        return redact_text("\n".join(lines))

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tuneforge.errors import UserError
+from tuneforge.secrets import redact_text
 
 LOCK_NAME = ".lock"
 
@@ -61,7 +62,7 @@ def hold(folder: str | Path, what: str, wait_s: float = 0.0, name: str = LOCK_NA
                     print(f"{root}: waiting for {_holder(path)} to release it ...", file=sys.stderr)
                     told = True
                 time.sleep(0.2)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv[:3])}
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": redact_text(" ".join(sys.argv[:3]))}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield path

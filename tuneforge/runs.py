@@ -34,6 +34,7 @@ from typing import Any
 from tuneforge.config.loader import dump_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.models.cache import sha256_file
+from tuneforge.secrets import RedactingFormatter, redact
 
 RECIPE = "recipe.yaml"
 MANIFEST = "manifest.json"
@@ -245,8 +246,9 @@ class Run:
         self.save_manifest()
 
     def save_manifest(self) -> None:
+        # Redacted on the way out (argv may hold --storage postgresql://user:pw@...); memory keeps the original.
         tmp = self.path / "manifest.json.tmp"
-        tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
+        tmp.write_text(json.dumps(redact(self.manifest), indent=2, sort_keys=True, default=str))
         tmp.replace(self.path / "manifest.json")
 
 
@@ -258,7 +260,7 @@ def _attach_log(path: Path) -> None:
         old.close()
     handler = logging.FileHandler(path, encoding="utf-8")
     handler._tuneforge_run = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.setLevel(logging.INFO)
     root.addHandler(handler)
 

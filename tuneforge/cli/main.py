@@ -10,6 +10,7 @@ import sys
 
 from tuneforge import __version__
 from tuneforge.errors import UserError
+from tuneforge.secrets import RedactingFormatter
 
 # Each module has register(subparsers). Order here is the order in --help.
 COMMAND_MODULES = (
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     level = logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    terminal = logging.StreamHandler()  # log lines may quote a URL with a password: redact them
+    terminal.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[terminal])
     for handler in logging.getLogger().handlers:  # run log files get INFO; the terminal only warnings
         handler.setLevel(level)
     if not args.verbose:

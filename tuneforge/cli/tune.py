@@ -12,7 +12,9 @@ examples:
   tuneforge tune examples/tune.yaml                          # study in runs/drug-rating.db (SQLite)
   tuneforge tune examples/tune.yaml --trials 4 &             # two workers, one study:
   tuneforge tune examples/tune.yaml --trials 4               #   each runs 4 trials, both learn from all 8
-  tuneforge tune examples/tune.yaml --storage postgresql://user:pw@db/optuna   # workers on many machines
+  tuneforge tune examples/tune.yaml --storage postgresql://user@db/optuna   # workers on many machines
+  OPTUNA_STORAGE=postgresql://user:pw@db/optuna tuneforge tune examples/tune.yaml --storage-env OPTUNA_STORAGE
+                                                             # a password stays out of argv and run folders
   tuneforge train runs/tune-drug-rating/best.yaml            # train the best trial's recipe for real
 
 Each worker writes runs/<name>/ (a numeric suffix keeps workers apart): trials/trial-NNN/ (each trial's
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(p, "--trials", "tune.n_trials", type=int, help="Trials this worker runs.")
     flag(p, "--max-total-trials", "tune.max_total_trials", type=int, help="Stop once the study has N finished trials.")
     flag(p, "--storage", "tune.storage", help="Optuna storage URL (sqlite:///study.db, postgresql://...).")
+    flag(p, "--storage-env", "tune.storage_env", help="Environment variable holding the storage URL (keeps a password out of argv).")
     flag(p, "--study", "tune.study_name", help="Study name inside the storage.")
     flag(p, "--pruner", "tune.pruner", choices=["median", "hyperband", "none"], help="Early stopping of trials.")
     flag(p, "--sampler", "tune.sampler", choices=["tpe", "random"], help="How trials pick values.")
@@ -47,8 +50,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if recipe.tune is None:
         raise UserError(f"{args.recipe or 'the recipe'}: no tune section; add tune.space (see examples/tune.yaml)")
     from tuneforge.runs import create_run, seed_everything
-    from tuneforge.strategies.tune import run_tune
+    from tuneforge.strategies.tune import default_storage, run_tune
 
+    default_storage(recipe, recipe.tune)  # an unset tune.storage_env fails here, before any work
     seed_everything(recipe.run.seed)
     run = create_run(recipe, "tune", inputs=[args.recipe] if args.recipe else [])
     result = run_tune(recipe, run)

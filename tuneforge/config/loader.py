@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
+from tuneforge.secrets import redact
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -214,8 +215,12 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    """The fully resolved recipe as YAML (every default filled in)."""
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The fully resolved recipe as YAML (every default filled in), credentials redacted.
+
+    This is what run folders keep and ``config show`` prints: a password in a URL (``tune.storage``)
+    becomes ``***``. Keep real secrets out of recipes with ``tune.storage_env``.
+    """
+    return yaml.safe_dump(redact(recipe.model_dump(mode="json")), sort_keys=False, allow_unicode=True)
 
 
 def describe_fields(model: type[BaseModel] = Recipe, prefix: str = "") -> list[str]:

@@ -165,7 +165,12 @@ class TuneConfig(Section):
     study_name: str = Field("tuneforge", min_length=1, description="Study name inside the storage.")
     storage: str | None = Field(
         None, description="Optuna storage URL shared by all workers (sqlite:///study.db, postgresql://...). "
-        "Default: sqlite:///<run.output_dir>/<study_name>.db.",
+        "Default: sqlite:///<run.output_dir>/<study_name>.db. A password in it is shown as *** in run "
+        "folders and logs; better keep it out of the recipe with storage_env.",
+    )
+    storage_env: str | None = Field(
+        None, min_length=1, description="Name of an environment variable holding the storage URL (e.g. "
+        "OPTUNA_STORAGE), so a database password stays out of recipes, argv and run folders. Not with storage.",
     )
     sampler: Literal["tpe", "random"] = Field("tpe", description="tpe: Bayesian (default); random: uniform.")
     pruner: Literal["median", "hyperband", "none"] = Field(
@@ -178,6 +183,12 @@ class TuneConfig(Section):
         None, ge=1, description="Cap every trial's optimizer steps (a short search, then one full run of the best)."
     )
     timeout_s: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
+
+    @model_validator(mode="after")
+    def _one_storage(self) -> TuneConfig:
+        if self.storage and self.storage_env:
+            raise ValueError("give storage or storage_env, not both")
+        return self
 
     @field_validator("space")
     @classmethod

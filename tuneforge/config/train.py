@@ -91,7 +91,10 @@ class TrainConfig(Section):
     memory_limit_gb: float | None = Field(
         None, gt=0, description="Memory the run may use; default: free RAM (CPU) or free GPU memory."
     )
-    resume: bool = Field(False, description="Continue the run folder run.name from its newest complete checkpoint.")
+    resume: bool = Field(
+        False, description="Continue the run folder run.name from its newest complete checkpoint (from step 0 "
+        "if it has none yet; straight to evaluation if its training had finished).",
+    )
 
     # Derived values live here, once, instead of being threaded through the call levels as flags.
     @property

@@ -26,6 +26,7 @@ from tuneforge.config.loader import derive_recipe, dump_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.config.strategies import ParamSpace, TuneConfig
 from tuneforge.errors import UserError
+from tuneforge.secrets import redact_url
 from tuneforge.strategies.tune_report import TuneResult, write_report
 
 if TYPE_CHECKING:
@@ -79,7 +80,14 @@ def best_recipe(recipe: Recipe, params: dict[str, Any]) -> Recipe:
 
 
 def default_storage(recipe: Recipe, cfg: TuneConfig) -> str:
-    """``cfg.storage``, or a SQLite file next to the run folders (shared by workers on this machine)."""
+    """``cfg.storage``, the URL in the variable ``cfg.storage_env``, or a SQLite file next to the run
+    folders (shared by workers on this machine)."""
+    if cfg.storage_env:
+        url = os.environ.get(cfg.storage_env, "").strip()
+        if not url:
+            raise UserError(f"tune.storage_env: environment variable {cfg.storage_env} is not set or empty; "
+                            f"export {cfg.storage_env}=<storage URL> (sqlite:///..., postgresql://...)")
+        return url
     if cfg.storage:
         return cfg.storage
     folder = Path(recipe.run.output_dir).resolve()
@@ -103,11 +111,11 @@ def open_study(cfg: TuneConfig, storage: str, seed: int | None = None) -> optuna
             break
         except Exception as exc:
             if "sqlite" not in storage:
-                raise UserError(f"tune.storage: cannot open {storage!r}: {exc}") from None
+                raise UserError(f"tune.storage: cannot open {redact_url(storage)!r}: {exc}") from None
             last = exc
             time.sleep(0.5 * (attempt + 1))
     else:
-        raise UserError(f"tune.storage: cannot open {storage!r}: {last}")
+        raise UserError(f"tune.storage: cannot open {redact_url(storage)!r}: {last}")
     if cfg.sampler == "random":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
     else:
@@ -182,7 +190,9 @@ def run_search(
     storage = default_storage(recipe, cfg)
     # Workers must not draw the same "random" startup trials: seed each one differently.
     study = open_study(cfg, storage, seed=recipe.run.seed + zlib.crc32(worker_id().encode()))
-    run.update_manifest(tune={"storage": storage, "study": cfg.study_name, "worker": worker_id()})
+    run.update_manifest(tune={"storage": redact_url(storage), "storage_env": cfg.storage_env,
+                              "study": cfg.study_name, "worker": worker_id()})
+    log.info("tune: study %s in %s", cfg.study_name, redact_url(storage))
     objective = objective or make_objective(recipe, run, train_file, val_file, model_loader, tokenizer)
     callbacks = []
     if cfg.max_total_trials:

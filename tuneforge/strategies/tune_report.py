@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge.secrets import redact_text
 from tuneforge.strategies.common import write_json
 
 if TYPE_CHECKING:
@@ -164,12 +165,8 @@ def plots(study: optuna.Study) -> dict[str, str]:
 
 
 def _safe_url(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
+    # The shared helper also hides query-string secrets (?password=...), which SQLAlchemy's renderer keeps.
+    return redact_text(url)
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:

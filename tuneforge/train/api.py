@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from tuneforge import atomic
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
 from tuneforge.runs import Run
@@ -78,7 +80,9 @@ def train(
     ``model``/``tokenizer`` may be passed in (already loaded base model, not yet wrapped). ``on_eval(step,
     val_loss)`` returning True stops training (hyperparameter search pruning); ``on_step(step, loss)`` is
     called after every optimizer step. Resume (``train.resume``) continues from the newest complete
-    checkpoint in ``run``.
+    checkpoint in ``run`` (from step 0 when there is none yet); when the run's training had already
+    finished (killed during the evaluation after it), it returns the recorded result, with ``model``
+    None, without training again.
     """
     cfg = recipe.train
     if cfg.num_threads:
@@ -115,6 +119,12 @@ def train(
     say(f"data: {len(train_ex)} training examples ({n_tok:,} tokens) in {len(data.train_rows)} "
         f"{'packed ' if packing else ''}rows of <= {cfg.max_length} tokens; {n_steps} optimizer steps"
         + (f"; {len(val_ex)} validation examples" if val_ex else ""))
+    out = run.path / ("adapter" if is_peft(cfg.method) else "model")
+    if cfg.resume and (done := finished_result(run.path, out, n_steps)) is not None:
+        # Killed after training (during the evaluation that follows): the steps after the last checkpoint
+        # must not run twice. The weights are in `out`; the caller evaluates them.
+        say(f"training already finished at step {done.steps} ({run.path / 'train_result.json'}): nothing to resume")
+        return done
 
     widest = max(data.row_lengths)
     # Only positions with a target reach the LM head (the union over a batch's rows, see steps.py).
@@ -145,9 +155,15 @@ def train(
     state = LoopState()
     resumed_from = None
     if cfg.resume:
-        state, resumed_from = restore_checkpoint(accelerator, model, optimizer, scheduler, run.path / "checkpoints")
-        say(f"resumed from step {resumed_from} ({run.path / 'checkpoints'})")
-    elif data.val is not None and cfg.eval_at_start:
+        restored = restore_checkpoint(accelerator, model, optimizer, scheduler, run.path / "checkpoints")
+        if restored is not None:
+            state, resumed_from = restored
+            say(f"resumed from step {resumed_from} ({run.path / 'checkpoints'})")
+        else:  # killed before its first checkpoint: nothing is lost by starting over, in the same folder
+            say(f"no complete checkpoint in {run.path / 'checkpoints'} yet: starting from step 0")
+        if main:
+            forget_metrics_after(run, resumed_from)
+    if resumed_from is None and data.val is not None and cfg.eval_at_start:
         state.initial_val_loss = evaluate(model, accelerator, data, cfg.batch_size, prompt_learning)
         say(f"step 0: validation loss {state.initial_val_loss:.4f}")
 
@@ -172,7 +188,6 @@ def train(
         exported_step = state.best_step
         say(f"exporting the best weights (step {state.best_step}, validation loss {state.best_val_loss:.4f})")
     accelerator.wait_for_everyone()
-    out = run.path / ("adapter" if is_peft(cfg.method) else "model")
     # Sharded engines gather the full weights on every process; plain runs read them directly.
     full_state = accelerator.get_state_dict(model) if sharded else None
     if main:
@@ -184,8 +199,8 @@ def train(
         total_params=counts.total, best_step=state.best_step, stopped_early=state.stopped_early,
         resumed_from=resumed_from, train_seconds=state.train_seconds, model=unwrapped,
     )
-    if main:
-        (run.path / "train_result.json").write_text(result.to_json())
+    if main:  # written after the output folder, atomically: its presence means training finished
+        atomic.write_text(run.path / "train_result.json", result.to_json())
         run.update_manifest(train={"output": str(out), "exported_step": exported_step, "steps": state.step})
     accelerator.wait_for_everyone()
     return result
@@ -206,15 +221,49 @@ def prepare_model(model, recipe: Recipe, tokenizer):
 
 
 def save_output(model, tokenizer, out: Path, state_dict: dict | None = None) -> None:
-    """Adapter folder (PEFT) or full model folder, written beside and renamed into place."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Adapter folder (PEFT) or full model folder, written beside and swapped into place (the shared
+    atomic helper: an earlier output stays whole until the new one is complete and fsynced)."""
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a process killed while writing one
+        shutil.rmtree(stale, ignore_errors=True)
     extra = {"state_dict": state_dict} if state_dict is not None else {}
-    model.save_pretrained(str(tmp), safe_serialization=True, **extra)
-    tokenizer.save_pretrained(str(tmp))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic.replace_folder(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True, **extra)
+        tokenizer.save_pretrained(str(tmp))
+        ckpt.crash_point("export:written")  # the new output complete, not yet in place
+
+
+def forget_metrics_after(run: Run, step: int | None) -> None:
+    """Drop the training/validation rows of metrics.jsonl that a resumed run logs again (those after
+    ``step``; all of them when it starts over), and a last line cut short by the kill."""
+    path = run.path / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # half-written when the process died
+            continue
+        redone = row.get("split") in ("train", "val") and isinstance(row.get("step"), int) and (
+            step is None or row["step"] > step)
+        if not redone:
+            kept.append(line + "\n")
+    atomic.write_text(path, "".join(kept))
+
+
+def finished_result(run_path: Path, out: Path, n_steps: int) -> TrainResult | None:
+    """The recorded result when this run folder's training already ended (all ``n_steps``, or stopped
+    early) and its output folder is in place; None when there is training left to do."""
+    try:
+        data = read_result(run_path)
+    except (OSError, ValueError):
+        return None
+    if not out.is_dir() or Path(str(data.get("output_dir"))).name != out.name:
+        return None
+    if not (data.get("stopped_early") or int(data.get("steps") or 0) >= n_steps):
+        return None  # e.g. resumed with a larger max_steps: keep training from the newest checkpoint
+    known = {f.name for f in dataclasses.fields(TrainResult)} - {"model"}
+    return TrainResult(**{**{k: v for k, v in data.items() if k in known}, "output_dir": out})
 
 
 def read_result(run_path: Path) -> dict:

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,15 @@ import torch
 
 MARKER = "COMPLETE"
 PREFIX = "checkpoint-"
+# Testing aid for crash-safety checks (bench/chaos_resume.py): the process SIGKILLs itself when it reaches
+# the named point, e.g. ``checkpoint-000004:writing`` (see crash_point calls). Never set in normal use.
+CRASH_ENV = "TUNEFORGE_DEBUG_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """Die here with SIGKILL (no cleanup, no flush) if ``$TUNEFORGE_DEBUG_CRASH_AT`` names this point."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def checkpoint_name(step: int) -> str:
@@ -108,6 +118,7 @@ def write_local(
     save_rng(folder, rank)
     if model is not None:
         save_weights(model, folder / "trainable.safetensors")
+        crash_point(folder.name.removesuffix(".tmp") + ":writing")  # weights written, optimizer not yet
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         torch.save(scheduler.state_dict(), folder / "scheduler.pt")
         (folder / "trainer_state.json").write_text(json.dumps(state, indent=1))
@@ -124,10 +135,12 @@ def finalize(root: Path, step: int, keep: int, protect: set[str] | None = None) 
         shutil.rmtree(final)
     tmp.rename(final)
     _fsync_dir(root)
+    crash_point(final.name + ":renamed")  # in place, but no marker yet
     marker = final / MARKER
     marker.write_text(json.dumps({"step": step}))
     _fsync_file(marker)
     _fsync_dir(final)
+    crash_point(final.name + ":marked")  # complete, older ones not pruned yet
     prune(root, keep, protect or set())
     return final
 

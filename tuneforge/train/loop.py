@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from tuneforge.errors import UserError
 from tuneforge.runs import Run, seed_everything
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train.data import TokenizedExample
@@ -236,10 +235,11 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: LoopState, 
     accelerator.wait_for_everyone()
 
 
-def restore_checkpoint(accelerator, model, optimizer, scheduler, root: Path) -> tuple[LoopState, int]:
+def restore_checkpoint(accelerator, model, optimizer, scheduler, root: Path) -> tuple[LoopState, int] | None:
+    """Load the newest complete checkpoint; None when there is none yet (killed before the first one)."""
     latest = ckpt.latest_checkpoint(root)
     if latest is None:
-        raise UserError(f"{root}: no complete checkpoint to resume from (train.resume); start without it")
+        return None
     saved = ckpt.load_local(latest, accelerator.process_index, accelerator.unwrap_model(model), optimizer, scheduler)
     state = LoopState(**saved)
     return state, state.step
