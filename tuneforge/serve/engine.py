@@ -86,7 +86,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self.eos_ids = frozenset(self._eos_ids())
         # rows: generated (taken into a batch); rows_dropped: stopped unfinished because their client left
-        self.stats = {"batches": 0, "rows": 0, "max_rows_in_batch": 0, "rows_dropped": 0, "tokens": 0}
+        self.stats = {"batches": 0, "rows": 0, "max_rows_in_batch": 0, "rows_dropped": 0}
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -287,7 +287,6 @@ class Engine:
                         self._finish(row, "error", "timeout")
                         continue
                     token = _pick(logits[b], row.temperature, row.top_p, generators[i])
-                    self.stats["tokens"] += 1
                     piece = stream.push(token)
                     if piece:
                         row.emit("delta", piece)

@@ -53,6 +53,10 @@ class Job:
         return sum(len(r.prompt_ids) for r in self.rows)
 
 
+def new_job(request: Request, state: ServeState, body: _Body, chat: bool) -> Job:
+    return Job(body=body, chat=chat, request_id=request_id(request), timeout_s=state.cfg.request_timeout_s)
+
+
 def make_rows(job: Job, prompts: list[list[int]], adapter: str | None, max_tokens: int, stop: list[str]) -> None:
     """``n`` rows per prompt; each pushes its engine events onto the job's queue (thread-safe)."""
     loop = asyncio.get_running_loop()
@@ -224,6 +228,3 @@ async def sse(job: Job) -> AsyncIterator[bytes]:
         message = f"{exc.message} (request id {job.request_id})"
         yield f"data: {json.dumps(error_body(message, 'server_error', exc.code, request_id=job.request_id))}\n\n".encode()
 
-
-def new_job(request: Request, state: ServeState, body: _Body, chat: bool) -> Job:
-    return Job(body=body, chat=chat, request_id=request_id(request), timeout_s=state.cfg.request_timeout_s)
