@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 BASE = None  # adapter key for "no adapter"
 
 
-@dataclass
+@dataclass(eq=False)  # rows are compared (and removed from the queue) by identity
 class Row:
     """One sequence to generate. ``emit(kind, payload)`` is called from the worker thread:
     ("delta", text), then exactly one of ("done", {"finish_reason", "prompt_tokens", "completion_tokens"})
