@@ -41,13 +41,11 @@ def start_server(model_dir: Path, adapters: dict[str, str] | None = None, api_ke
 
     from tuneforge.config.recipe import ModelConfig
     from tuneforge.config.serve import ServeConfig
-    from tuneforge.serve.server import build
+    from tuneforge.serve.server import build, uvicorn_config
 
     cfg = ServeConfig(port=free_port(), adapters=adapters or {}, served_name="tiny", **serve)
     served = build(ModelConfig(name=str(model_dir), device="cpu"), cfg, api_key)
-    config = uvicorn.Config(served.app, host=cfg.host, port=cfg.port, log_level="warning",
-                            timeout_graceful_shutdown=int(cfg.shutdown_timeout_s))
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(served, cfg, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{cfg.port}"
@@ -60,6 +58,22 @@ def start_server(model_dir: Path, adapters: dict[str, str] | None = None, api_ke
         time.sleep(0.1)
     server.should_exit = True
     raise RuntimeError("server did not start")
+
+
+def build_started(model_dir: Path, api_key: str | None = API_KEY, **serve: object):
+    """The app as `tuneforge serve` builds it, engine started, for in-process requests (tests.serve.asgi).
+
+    Stop it with ``served.engine.stop()``.
+    """
+    from tuneforge.config.serve import ServeConfig
+
+    from tuneforge.config.recipe import ModelConfig
+    from tuneforge.serve.server import build
+
+    cfg = ServeConfig(served_name="tiny", **serve)
+    served = build(ModelConfig(name=str(model_dir), device="cpu"), cfg, api_key)
+    served.engine.start()
+    return served
 
 
 @pytest.fixture(scope="session")

@@ -98,3 +98,15 @@ def test_a_client_leaving_mid_stream_frees_its_slot(tiny_model_dir):
         assert status == 200
     finally:
         running.stop()
+
+
+def test_a_fractional_shutdown_timeout_reaches_uvicorn_unrounded(tiny_model_dir):
+    from tuneforge.config.serve import ServeConfig
+
+    from tuneforge.config.recipe import ModelConfig
+    from tuneforge.serve.server import build, uvicorn_config
+
+    cfg = ServeConfig(shutdown_timeout_s=0.5)
+    served = build(ModelConfig(name=str(tiny_model_dir), device="cpu"), cfg, API_KEY)
+    # rounded down to 0, in-flight requests would be cancelled at once instead of getting half a second
+    assert uvicorn_config(served, cfg).timeout_graceful_shutdown == 0.5

@@ -22,7 +22,7 @@ def test_openai_client_streams_from_an_adapter_on_the_real_model(tmp_path):
     with torch.no_grad():
         for name, p in adapter.named_parameters():
             if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)  # 0.02 or 0.1 leave the greedy answer unchanged
     adapter.save_pretrained(tmp_path / "adapter")
     running = start_server(resolve_model("smollm2-135m-instruct"), {"support": str(tmp_path / "adapter")})
     try:

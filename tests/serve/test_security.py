@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tuneforge.cli.main import main
@@ -50,3 +52,13 @@ def test_cli_rejects_bad_adapters(monkeypatch, capsys, tmp_path, tiny_model_dir)
     assert "not a PEFT adapter folder" in capsys.readouterr().err
     assert main(["serve", "--model", str(tiny_model_dir), "--adapter-dir", "oops"]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o400, False), (0o640, True), (0o644, True)])
+def test_a_key_file_others_can_read_draws_a_warning(tmp_path, caplog, mode, warned):
+    key_file = tmp_path / "key"
+    key_file.write_text("file-key-123456\n")
+    key_file.chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="tuneforge.serve"):
+        assert resolve_api_key("TF_TEST_KEY", str(key_file), False, "127.0.0.1") == "file-key-123456"
+    assert ("chmod 600" in caplog.text) is warned

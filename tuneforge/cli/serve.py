@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(p, "--served-name", "serve.served_name", help="Model id of the base model in the API.")
     flag(p, "--max-tokens", "serve.max_tokens", type=int, help="Cap on max_tokens per request.")
     flag(p, "--max-concurrent", "serve.max_concurrent", type=int, help="Rows generated together in one batch.")
-    flag(p, "--max-queue", "serve.max_queue", type=int, help="Requests that may wait; beyond it: 429.")
+    flag(p, "--max-queue", "serve.max_queue", type=int, help="Rows that may wait; beyond it: 429.")
     flag(p, "--timeout", "serve.request_timeout_s", type=float, help="Per-request time limit in seconds.")
     p.add_argument("--api-key-file", help="File holding the API key (instead of the environment variable).")
     p.add_argument("--no-auth", action="store_true",

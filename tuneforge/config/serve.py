@@ -22,13 +22,20 @@ class ServeConfig(Section):
     max_prompts: int = Field(8, ge=1, description="Cap on prompts per /v1/completions request.")
     max_stop: int = Field(4, ge=0, description="Cap on the number of stop sequences.")
     max_stop_chars: int = Field(64, ge=1, description="Cap on the length of each stop sequence.")
+    max_prompt_tokens: int = Field(
+        4096, ge=1, description="Longest prompt in tokens (chat: after the chat template); longer gets 400. "
+        "Bounds the memory and time one request can take (the model's context still applies).",
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; larger gets 413.")
     max_concurrent: int = Field(8, ge=1, description="Rows generated at once (batched together).")
-    max_queue: int = Field(32, ge=0, description="Requests waiting beyond max_concurrent; more get 429.")
+    max_queue: int = Field(
+        32, ge=0, description="Rows waiting beyond max_concurrent (a request needs n x prompts rows); a request "
+        "that does not fit gets 429, one that could never fit gets 400.",
+    )
     batch_window_ms: float = Field(
         10.0, ge=0, description="How long the batcher waits for more requests to join a batch."
     )
     request_timeout_s: float = Field(120.0, gt=0, description="Per-request time limit (504 after it).")
     shutdown_timeout_s: float = Field(
-        30.0, gt=0, description="On Ctrl-C/SIGTERM, how long in-flight requests get to finish."
+        30.0, gt=0, description="On Ctrl-C/SIGTERM, how long in-flight requests get to finish (fractions allowed)."
     )

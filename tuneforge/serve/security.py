@@ -10,10 +10,15 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 import os
+import stat
 from pathlib import Path
 
 from tuneforge.errors import UserError
+from tuneforge.serve.errors import error_body
+
+log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
@@ -40,6 +45,7 @@ def resolve_api_key(env_name: str, key_file: str | None, no_auth: bool, host: st
         key = path.read_text(encoding="utf-8").strip()
         if not key:
             raise UserError(f"--api-key-file {path}: file is empty")
+        warn_if_readable_by_others(path)
     else:
         key = os.environ.get(env_name, "").strip()
         if not key:
@@ -52,6 +58,18 @@ def resolve_api_key(env_name: str, key_file: str | None, no_auth: bool, host: st
     return key
 
 
+def warn_if_readable_by_others(path: Path) -> bool:
+    """Warn (and return True) when group or others may read the key file: anyone who can read it can
+    use the server. Not refused, because some setups share a key through a group on purpose."""
+    mode = path.stat().st_mode
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return False
+    who = " and ".join(w for bit, w in ((stat.S_IRGRP, "its group"), (stat.S_IROTH, "every user")) if mode & bit)
+    log.warning("--api-key-file %s is readable by %s (mode %s); `chmod 600 %s` keeps the key yours",
+                path, who, stat.filemode(mode), path)
+    return True
+
+
 def key_matches(header: str | None, key: str) -> bool:
     """``Authorization: Bearer <key>``, compared in constant time."""
     if not header:
@@ -60,11 +78,6 @@ def key_matches(header: str | None, key: str) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(token.strip().encode("utf-8"), key.encode("utf-8"))
-
-
-def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict:
-    """The OpenAI error shape, so official clients raise the matching exception with our message."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 class BodyLimit:

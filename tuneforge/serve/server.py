@@ -64,16 +64,26 @@ def build(model: ModelConfig, cfg: ServeConfig, api_key: str | None, loaded=None
     if base_id in adapters:
         raise UserError(f"adapter name {base_id!r} is also the base model's id; rename it or set serve.served_name")
     net, tokenizer = loaded if loaded is not None else load_base(model)
-    engine = Engine(net, tokenizer, adapters, max_batch=cfg.max_concurrent, batch_window_s=cfg.batch_window_ms / 1000)
+    engine = Engine(net, tokenizer, adapters, max_batch=cfg.max_concurrent, max_waiting=cfg.max_queue,
+                    batch_window_s=cfg.batch_window_ms / 1000)
     return Served(create_app(engine, cfg, base_id, api_key), engine, base_id)
+
+
+def uvicorn_config(served: Served, cfg: ServeConfig, log_level: str = "info"):
+    """The uvicorn settings `tuneforge serve` runs with (tests run the same)."""
+    import uvicorn
+
+    # uvicorn types the grace period as int but only hands it to asyncio.timeout, so a float works;
+    # int() would cut 1.9 s to 1 and 0.5 s to 0, which cancels in-flight requests at once.
+    return uvicorn.Config(
+        served.app, host=cfg.host, port=cfg.port, log_level=log_level,
+        timeout_graceful_shutdown=cfg.shutdown_timeout_s,  # type: ignore[arg-type]
+        server_header=False,
+    )
 
 
 def serve_forever(served: Served, cfg: ServeConfig) -> None:
     """Run uvicorn; Ctrl-C/SIGTERM stop accepting, let in-flight requests finish, then drain the engine."""
     import uvicorn
 
-    config = uvicorn.Config(
-        served.app, host=cfg.host, port=cfg.port, log_level="info",
-        timeout_graceful_shutdown=int(cfg.shutdown_timeout_s), server_header=False,
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn_config(served, cfg)).run()
