@@ -93,18 +93,22 @@ def side_by_side(run_path: Path, n: int = 3) -> list[dict[str, str]]:
 
 def run_quickstart(recipe: Recipe) -> QuickstartResult:
     """Run every stage of the lifecycle on ``recipe`` (see tuneforge/recipes/quickstart.yaml)."""
+    if recipe.data is None:
+        from tuneforge.errors import UserError
+
+        raise UserError("the quickstart recipe needs a data: section")
+    seed_everything(recipe.run.seed)
+    with create_run(recipe, "quickstart") as run:  # the run folder is released when the stages end
+        return _run_stages(recipe, run)
+
+
+def _run_stages(recipe: Recipe, run: Run) -> QuickstartResult:
     from tuneforge.data.prepare import prepare_data
     from tuneforge.eval.report import write_report
     from tuneforge.eval.runner import evaluate_run
     from tuneforge.models import load_tokenizer
     from tuneforge.train import train
 
-    if recipe.data is None:
-        from tuneforge.errors import UserError
-
-        raise UserError("the quickstart recipe needs a data: section")
-    seed_everything(recipe.run.seed)
-    run = create_run(recipe, "quickstart")
     result = QuickstartResult(run=run)
     print(f"tuneforge quickstart: run folder {run.path}")
     tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)

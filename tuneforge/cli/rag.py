@@ -166,8 +166,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tuneforge.runs import create_run
 
     recipe = recipe_from_args(args)
-    run = create_run(recipe, "rag-eval")
-    summary = evaluate_rag(recipe, run)
+    with create_run(recipe, "rag-eval") as run:
+        summary = evaluate_rag(recipe, run)
     for system, metrics in summary.items():
         shown = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
         print(f"{system}: {shown}")

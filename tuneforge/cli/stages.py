@@ -81,8 +81,8 @@ def cmd_multitask(args: argparse.Namespace) -> int:
 
     recipe = _load(args, "mixture")
     seed_everything(recipe.run.seed)
-    run = create_run(recipe, "multitask", inputs=[args.recipe] if args.recipe else [])
-    summary = run_multitask(recipe, run)
+    with create_run(recipe, "multitask", inputs=[args.recipe] if args.recipe else []) as run:
+        summary = run_multitask(recipe, run)
     print(multitask_markdown(summary))
     print(f"run folder: {run.path}")
     return 0
@@ -96,8 +96,8 @@ def cmd_stages(args: argparse.Namespace) -> int:
     recipe = _load(args, "stages")
     plan_stages(recipe)  # every stage's recipe is checked before the run folder exists
     seed_everything(recipe.run.seed)
-    run = create_run(recipe, "stages", inputs=[args.recipe] if args.recipe else [])
-    summary = run_stages(recipe, run)
+    with create_run(recipe, "stages", inputs=[args.recipe] if args.recipe else []) as run:
+        summary = run_stages(recipe, run)
     print(stages_markdown(summary))
     print(f"run folder: {run.path}")
     return 0

@@ -52,12 +52,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from tuneforge.train.tune import run_search
 
     seed_everything(recipe.run.seed)
-    run = create_run(recipe, "tune", inputs=[args.recipe] if args.recipe else [])
-    tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
-    files = prepare_training_files(recipe, run, tokenizer)
-    if files.val is None:
-        raise UserError("tuning scores trials on validation loss: set data.val_fraction > 0")
-    result = run_search(recipe, run, files.train, files.val, tokenizer=tokenizer)
+    with create_run(recipe, "tune", inputs=[args.recipe] if args.recipe else []) as run:  # trials live inside
+        tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
+        files = prepare_training_files(recipe, run, tokenizer)
+        if files.val is None:
+            raise UserError("tuning scores trials on validation loss: set data.val_fraction > 0")
+        result = run_search(recipe, run, files.train, files.val, tokenizer=tokenizer)
     print(f"study {result.study_name}: this worker ran {result.trials_run} trials")
     if result.best_value is not None:
         print(f"best validation loss {result.best_value:.4f} with {result.best_params}")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from tuneforge.config.base import Section
+from tuneforge.config.base import Section, check_folder_name
 from tuneforge.data.config import DataConfig
 from tuneforge.eval.config import EvalConfig
 from tuneforge.export.config import ExportConfig
@@ -49,10 +49,13 @@ class RunConfig(Section):
     """Where the run folder goes and what makes it reproducible."""
 
     name: str | None = Field(
-        None, description="Run folder name under output_dir. Default: <command>-<timestamp>."
+        None, description="Run folder name under output_dir (one plain folder name: letters, digits, '-', '_', '.'). "
+        "Default: <command>-<timestamp>.",
     )
     output_dir: str = Field("runs", description="Parent folder of run folders.")
     seed: int = Field(42, description="Seed for Python, NumPy and torch RNGs and for data splits.")
+
+    _name = field_validator("name")(check_folder_name)  # the folder must stay inside output_dir
 
 
 class Recipe(Section):
