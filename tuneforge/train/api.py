@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
 
+from tuneforge import atomic
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
 from tuneforge.runs import Run
@@ -185,7 +185,7 @@ def train(
         resumed_from=resumed_from, train_seconds=state.train_seconds, model=unwrapped,
     )
     if main:
-        (run.path / "train_result.json").write_text(result.to_json())
+        atomic.write_text(run.path / "train_result.json", result.to_json())
         run.update_manifest(train={"output": str(out), "exported_step": exported_step, "steps": state.step})
     accelerator.wait_for_everyone()
     return result
@@ -206,15 +206,11 @@ def prepare_model(model, recipe: Recipe, tokenizer):
 
 
 def save_output(model, tokenizer, out: Path, state_dict: dict | None = None) -> None:
-    """Adapter folder (PEFT) or full model folder, written beside and renamed into place."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Adapter folder (PEFT) or full model folder, written beside, fsynced and renamed into place."""
     extra = {"state_dict": state_dict} if state_dict is not None else {}
-    model.save_pretrained(str(tmp), safe_serialization=True, **extra)
-    tokenizer.save_pretrained(str(tmp))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic.replace_folder(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True, **extra)
+        tokenizer.save_pretrained(str(tmp))
 
 
 def read_result(run_path: Path) -> dict:

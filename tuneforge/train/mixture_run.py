@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge import atomic
 from tuneforge.errors import UserError
 from tuneforge.train.mixture import concat_tagged, mix_files, read_jsonl, shares_table, tag, write_jsonl
 from tuneforge.train.stages_common import write_json
@@ -179,7 +180,7 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
         "initial_val_loss": result.initial_val_loss}, "tasks": per_task,
         "forgetting": forgetting_summary(base_rows + tuned_rows, recipe, "multitask")}
     write_json(run.path / "strategy.json", summary)
-    (run.path / "report.md").write_text(multitask_markdown(summary), encoding="utf-8")
+    atomic.write_text(run.path / "report.md", multitask_markdown(summary))
     return summary
 
 

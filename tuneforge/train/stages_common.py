@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tuneforge import atomic
 from tuneforge.config.loader import dump_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.runs import Run
@@ -21,7 +22,7 @@ def child_run(parent: Run, recipe: Recipe, *parts: str) -> Run:
     path = parent.path.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     (path / "logs").mkdir(exist_ok=True)
-    (path / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    atomic.write_text(path / "recipe.yaml", dump_recipe(recipe))
     manifest: dict[str, Any] = {
         k: v for k, v in parent.manifest.items() if k in ("argv", "versions", "git_commit", "platform")
     }
@@ -38,8 +39,4 @@ def child_run(parent: Run, recipe: Recipe, *parts: str) -> Run:
 
 
 def write_json(path: Path, payload: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic.write_text(path, json.dumps(payload, indent=2, default=str))
