@@ -116,3 +116,14 @@ def test_a_failed_write_leaves_the_run_files_whole(run_dir):
     with disk_full(1024), pytest.raises(OSError):  # recipe.yaml and manifest.json are both > 1 kB
         create_run(recipe, "train", resume=True)
     assert snapshot(run.path) == before  # the old files, whole, and no temporary left behind
+
+
+def test_a_closed_run_collected_later_does_not_release_the_next_holder(run_dir):
+    recipe = load_recipe(None, {"run.name": "twice"})
+    first = create_run(recipe, "train")
+    first.close()
+    second = create_run(recipe, "train", resume=True)
+    del first  # garbage collection of the closed run must leave the second one's hold alone
+    with pytest.raises(UserError, match="this process already holds"):
+        create_run(recipe, "train", resume=True)
+    second.close()

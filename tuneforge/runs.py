@@ -119,7 +119,7 @@ class Run:
     path: Path
     recipe: Recipe
     manifest: dict[str, Any] = field(default_factory=dict)
-    _held: contextlib.ExitStack | None = field(default=None, init=False, repr=False, compare=False)
+    _held: weakref.finalize | None = field(default=None, init=False, repr=False, compare=False)
 
     def hold(self) -> Run:
         """Take the run folder's lock for this process (until :meth:`close`); refuse if another holds it.
@@ -136,15 +136,15 @@ class Run:
         stack = contextlib.ExitStack()
         stack.enter_context(locks.hold(self.path, "the run folder"))
         _HELD.add(key)
-        self._held = stack
-        weakref.finalize(self, _release, stack, key)  # a Run dropped without close() frees the folder too
+        # Released by close(), or when the Run is garbage-collected without it; whichever comes first.
+        self._held = weakref.finalize(self, _release, stack, key)
         return self
 
     def close(self) -> None:
         """Release the run folder (files stay); closing twice, or a run never held, is harmless."""
         if self._held is not None:
             held, self._held = self._held, None
-            _release(held, self.path.resolve())
+            held()  # a finalizer runs once: garbage collection will not release a later holder
 
     def __enter__(self) -> Run:
         return self
