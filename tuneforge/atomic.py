@@ -100,8 +100,9 @@ def replace_folder(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` as a whole.
 
     Every file is fsynced before the rename. An existing ``path`` is moved aside first and deleted only
-    after the new folder is in place, so a crash leaves either the old folder or the new one (plus, at
-    worst, a ``.old`` folder that the next call removes).
+    after the new folder is in place, so a crash leaves either the old folder or the new one (or, in the
+    instant between the two renames, the old one as ``.<name>.old``, which the next call removes); an
+    error in that instant moves the old folder back.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -112,9 +113,15 @@ def replace_folder(path: str | Path) -> Iterator[Path]:
         old = target.with_name(f".{target.name}.old")
         if old.exists():
             shutil.rmtree(old)
-        if target.exists():
+        moved = target.exists()
+        if moved:
             target.rename(old)
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except BaseException:
+            if moved:
+                old.rename(target)
+            raise
         fsync_dir(target.parent)
         if old.exists():
             shutil.rmtree(old)

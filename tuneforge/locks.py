@@ -47,10 +47,12 @@ def hold(folder: str | Path, what: str, wait_s: float = 0.0, name: str = LOCK_NA
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait_s
     told = False
+    acquired = False
     try:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                acquired = True
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -67,6 +69,7 @@ def hold(folder: str | Path, what: str, wait_s: float = 0.0, name: str = LOCK_NA
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield path
     finally:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+        if acquired:  # a refused process must not wipe the holder's name from the file
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
         os.close(fd)  # closing releases the flock

@@ -14,11 +14,19 @@ Layout (the names below are this module's constants; nothing else spells them ou
       eval/              EVAL          results.json, predictions-<system>.jsonl
       report.html        REPORT        the verdict and everything behind it
       <parts>/           child runs    a strategy's stages or trials, each a run folder (Run.child)
+      .lock              LOCK          held by the one process writing into the run (see :meth:`Run.hold`)
+
+A run folder's name is one plain folder name, checked again here (not only in the recipe schema), so
+no recipe, however built, writes outside ``output_dir``. Files are written atomically
+(``tuneforge.atomic``). A run folder's own ``recipe.yaml`` never turns ``trust_remote_code`` on: a
+folder from elsewhere must not make ``tuneforge export RUN`` run its model's Python code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import itertools
 import json
 import logging
 import os
@@ -26,17 +34,22 @@ import platform
 import random
 import subprocess
 import sys
+import weakref
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tuneforge import atomic, locks
+from tuneforge.config.base import check_folder_name
 from tuneforge.config.loader import dump_recipe
 from tuneforge.config.recipe import Recipe
+from tuneforge.errors import UserError
 from tuneforge.models.cache import sha256_file
 from tuneforge.secrets import RedactingFormatter, redact
 
 RECIPE = "recipe.yaml"
+LOCK = locks.LOCK_NAME
 MANIFEST = "manifest.json"
 LOGS = "logs"
 METRICS = "metrics.jsonl"
@@ -157,13 +170,62 @@ def is_prepared(folder: str | Path | None) -> bool:
     return folder is not None and Path(folder).is_dir() and splits_in(folder).train is not None
 
 
+# Run folders this process holds (resolved paths): a second hold from the same process gets a clear
+# message instead of "in use by <our own pid>".
+_HELD: set[Path] = set()
+
+
+def _release(stack: contextlib.ExitStack, key: Path) -> None:
+    _HELD.discard(key)
+    stack.close()
+
+
 @dataclass
 class Run:
-    """A run folder. Create with :func:`create_run`; open an existing one with :func:`open_run`."""
+    """A run folder. Create with :func:`create_run`; open an existing one with :func:`open_run`.
+
+    A run made by :func:`create_run` holds the folder's lock (one writing process per run folder) until
+    :meth:`close`, the end of a ``with`` block, its garbage collection or the process's exit::
+
+        with create_run(recipe, "train") as run:
+            train(recipe, run, ...)
+    """
 
     path: Path
     recipe: Recipe
     manifest: dict[str, Any] = field(default_factory=dict)
+    _held: weakref.finalize | None = field(default=None, init=False, repr=False, compare=False)
+
+    def hold(self) -> Run:
+        """Take the run folder's lock for this process (until :meth:`close`); refuse if another holds it.
+
+        A second ``train --resume`` (or eval writing into the run) while one runs is refused with a
+        message naming the holder; the lock of a killed process is free again (the kernel drops it).
+        """
+        if self._held is not None:
+            return self
+        key = self.path.resolve()
+        if key in _HELD:
+            raise UserError(f"{self.path}: this process already holds the run folder; close the earlier run "
+                            "first (run.close(), or `with create_run(...) as run:`)")
+        stack = contextlib.ExitStack()
+        stack.enter_context(locks.hold(self.path, "the run folder"))
+        _HELD.add(key)
+        # Released by close(), or when the Run is garbage-collected without it; whichever comes first.
+        self._held = weakref.finalize(self, _release, stack, key)
+        return self
+
+    def close(self) -> None:
+        """Release the run folder (files stay); closing twice, or a run never held, is harmless."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            held()  # a finalizer runs once: garbage collection will not release a later holder
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def name(self) -> str:
@@ -200,7 +262,7 @@ class Run:
         """
         path = self.path.joinpath(*parts)
         (path / LOGS).mkdir(parents=True, exist_ok=True)
-        (path / RECIPE).write_text(dump_recipe(recipe), encoding="utf-8")
+        atomic.write_text(path / RECIPE, dump_recipe(recipe))
         manifest: dict[str, Any] = {
             k: v for k, v in self.manifest.items() if k in ("argv", "versions", "git_commit", "platform")
         }
@@ -247,9 +309,7 @@ class Run:
 
     def save_manifest(self) -> None:
         # Redacted on the way out (argv may hold --storage postgresql://user:pw@...); memory keeps the original.
-        tmp = self.path / "manifest.json.tmp"
-        tmp.write_text(json.dumps(redact(self.manifest), indent=2, sort_keys=True, default=str))
-        tmp.replace(self.path / "manifest.json")
+        atomic.write_json(self.path / "manifest.json", redact(self.manifest), sort_keys=True, default=str)
 
 
 def _attach_log(path: Path) -> None:
@@ -265,23 +325,63 @@ def _attach_log(path: Path) -> None:
     root.addHandler(handler)
 
 
+def _inside(base: Path, path: Path) -> Path:
+    """``path`` if it resolves to a folder directly in ``base`` (a symlinked run folder may not lead out)."""
+    if path.resolve().parent != base:
+        raise UserError(f"{path}: run folder resolves to {path.resolve()}, outside run.output_dir {base}")
+    return path
+
+
+def _run_folder(base: Path, name: str, resume: bool) -> Path:
+    """The run's folder, claimed: ``base/name`` (reused with ``resume``), else the first free ``name-N``.
+
+    ``mkdir`` without ``exist_ok`` claims a name atomically, so two processes started together with one
+    name get two folders instead of sharing one.
+    """
+    try:
+        check_folder_name(name)
+    except ValueError as exc:
+        raise UserError(f"run.name {name!r}: {exc}") from None
+    base.mkdir(parents=True, exist_ok=True)
+    for candidate in itertools.chain([name], (f"{name}-{i}" for i in itertools.count(2))):
+        path = _inside(base, base / candidate)
+        if resume:
+            path.mkdir(exist_ok=True)
+            return path
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
 def create_run(recipe: Recipe, command: str, inputs: list[str | Path] | None = None, resume: bool = False) -> Run:
-    """Make ``<output_dir>/<name>/`` and write the resolved recipe, manifest and log file.
+    """Make ``<output_dir>/<name>/``, hold it, and write the resolved recipe, manifest and log file.
 
     Without an explicit name, the folder is ``<command>-<timestamp>``. An existing folder is reused only
-    with ``resume=True``; otherwise a numeric suffix keeps earlier runs intact.
+    with ``resume=True``; otherwise a numeric suffix keeps earlier runs intact. The returned run holds the
+    folder's lock: close it (or use ``with``) when the run ends; another process resuming the same folder
+    meanwhile is refused.
     """
     name = recipe.run.name or f"{command}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     base = Path(recipe.run.output_dir).resolve()
-    path = base / name
-    if path.exists() and not resume:
-        i = 2
-        while (base / f"{name}-{i}").exists():
-            i += 1
-        path = base / f"{name}-{i}"
-    path.mkdir(parents=True, exist_ok=True)
+    path = _run_folder(base, name, resume)
+    run = Run(path=path, recipe=recipe).hold()
+    try:
+        _write_run_files(run, command, inputs, resume)
+    except BaseException:
+        run.close()
+        raise
+    _attach_log(path / "logs" / "run.log")
+    logging.getLogger("tuneforge").info("run %s: %s", command, path)
+    return run
+
+
+def _write_run_files(run: Run, command: str, inputs: list[str | Path] | None, resume: bool) -> None:
+    path, recipe = run.path, run.recipe
     (path / "logs").mkdir(exist_ok=True)
-    (path / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    atomic.write_text(path / "recipe.yaml", dump_recipe(recipe))
     manifest: dict[str, Any] = {}
     if resume and (path / "manifest.json").is_file():
         manifest = json.loads((path / "manifest.json").read_text())
@@ -297,22 +397,35 @@ def create_run(recipe: Recipe, command: str, inputs: list[str | Path] | None = N
         }
     )
     manifest.setdefault("inputs", {})
-    run = Run(path=path, recipe=recipe, manifest=manifest)
     if inputs:
         manifest["inputs"].update(hash_inputs(inputs))
+    run.manifest = manifest
     run.save_manifest()
-    _attach_log(path / "logs" / "run.log")
-    logging.getLogger("tuneforge").info("run %s: %s", command, path)
-    return run
 
 
-def open_run(path: str | Path) -> Run:
-    """Open an existing run folder (to evaluate, compare, export or report on it)."""
+def load_run_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """A run folder's ``recipe.yaml`` with ``overrides``; ``trust_remote_code`` only if the overrides say so.
+
+    A run folder may come from anyone (a download, a shared drive); its recipe must not be able to make
+    `tuneforge export/eval RUN` import Python files from the model folder it names.
+    """
     from tuneforge.config.loader import load_recipe
-    from tuneforge.errors import UserError
 
     p = Path(path)
     if not (p / "recipe.yaml").is_file():
         raise UserError(f"{p}: not a run folder (no recipe.yaml)")
+    overrides = dict(overrides or {})
+    if "model.trust_remote_code" not in overrides:
+        overrides["model.trust_remote_code"] = False
+        if load_recipe(p / "recipe.yaml").model.trust_remote_code:
+            print(f"note: {p / 'recipe.yaml'} sets model.trust_remote_code; ignored: a run folder's own recipe "
+                  "cannot allow code execution (pass --trust-remote-code if you trust this folder)", file=sys.stderr)
+    return load_recipe(p / "recipe.yaml", overrides)
+
+
+def open_run(path: str | Path, overrides: dict[str, Any] | None = None) -> Run:
+    """Open an existing run folder (to evaluate, compare, export or report on it); see :func:`load_run_recipe`."""
+    p = Path(path)
+    recipe = load_run_recipe(p, overrides)
     manifest = json.loads((p / "manifest.json").read_text()) if (p / "manifest.json").is_file() else {}
-    return Run(path=p, recipe=load_recipe(p / "recipe.yaml"), manifest=manifest)
+    return Run(path=p, recipe=recipe, manifest=manifest)

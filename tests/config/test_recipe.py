@@ -91,3 +91,33 @@ def test_config_docs_documents_every_field(capsys):
     text = capsys.readouterr().out
     assert "train.learning_rate (float, default 0.0002):" in text
     assert "model.trust_remote_code" in text
+
+
+ESCAPING_NAMES = ["../escape", "..", ".", "", "/tmp/abs", "a/b", ".hidden", "nul\x00byte", "back\\slash"]
+
+
+@pytest.mark.parametrize("name", ESCAPING_NAMES)
+def test_run_stage_and_task_names_must_be_one_plain_folder(name):
+    with pytest.raises(UserError) as info:
+        load_recipe(None, {"run.name": name})
+    assert "run.name" in info.value.render()
+    stage = {"name": name, "data": {"path": "x"}}
+    with pytest.raises(UserError) as info:
+        load_recipe(None, {"stages": [stage]})
+    assert "stages.0.name" in info.value.render()
+    with pytest.raises(UserError) as info:
+        load_recipe(None, {"mixture": {"tasks": [stage]}})
+    assert "mixture.tasks.0.name" in info.value.render()
+
+
+def test_plain_names_are_accepted():
+    recipe = load_recipe(None, {"run.name": "lora-r8_v1.2", "stages": [{"name": "général", "data": {"path": "x"}}]})
+    assert recipe.run.name == "lora-r8_v1.2" and recipe.stages[0].name == "général"
+
+
+def test_cli_train_refuses_an_escaping_name_before_writing_anything(tmp_path, monkeypatch):
+    from tuneforge.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--name", "../escape", "--data", "x.jsonl"]) == 2
+    assert list(tmp_path.iterdir()) == []

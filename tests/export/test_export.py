@@ -160,3 +160,86 @@ def test_int8_copy_is_served_by_tuneforge_serve(exported):
         assert r.choices[0].message.content and r.usage.completion_tokens >= 1
     finally:
         running.stop()
+
+
+def _crafted_run(tmp_path, tiny_model_dir):
+    """A run folder whose recipe turns trust_remote_code on for a base model that ships its own Python code."""
+    import shutil
+
+    import yaml
+
+    marker = tmp_path / "code-ran"
+    model = tmp_path / "crafted-model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "evil.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "from transformers import PreTrainedTokenizerFast\n\n\nclass EvilTokenizer(PreTrainedTokenizerFast):\n    pass\n"
+    )
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": ["evil.EvilTokenizer", "evil.EvilTokenizer"]}
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    run = make_lora_run(tmp_path / "runs" / "crafted", model)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["model"]["trust_remote_code"] = True
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return run, model, marker
+
+
+def test_a_run_folders_own_recipe_cannot_make_export_run_code(tmp_path, tiny_model_dir, capsys):
+    run, model, marker = _crafted_run(tmp_path, tiny_model_dir)
+    assert main(["export", str(run)]) == 0
+    assert not marker.exists()
+    assert "ignored" in capsys.readouterr().err
+    # The folder really does run code when the user grants it (so the check above can fail).
+    from tuneforge.models import load_tokenizer
+
+    load_tokenizer(str(model), trust_remote_code=True)
+    assert marker.exists()
+
+
+def test_a_run_folders_own_recipe_cannot_make_eval_run_code(tmp_path, tiny_model_dir):
+    run, _, marker = _crafted_run(tmp_path, tiny_model_dir)
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"messages": [{"role": "user", "content": "Say yes."},
+                                            {"role": "assistant", "content": "yes"}]}) + "\n")
+    assert main(["eval", "--run", str(run), "--test", str(test), "--shots", "0", "--no-forgetting",
+                 "--max-new-tokens", "2", "--no-report"]) == 0
+    assert not marker.exists()
+
+
+def test_a_failed_gguf_write_leaves_the_previous_file(tmp_path, tiny_model, tokenizer):
+    from tests.faults import WRITE_ERRORS, disk_full, snapshot
+    from tuneforge.export.to_gguf import write_gguf
+
+    write_gguf(tiny_model, tokenizer, tmp_path / "model-f32.gguf", "f32")
+    before = snapshot(tmp_path)
+    with disk_full(64 * 1024), pytest.raises(WRITE_ERRORS):  # the file is megabytes
+        write_gguf(tiny_model, tokenizer, tmp_path / "model-f32.gguf", "f32")
+    assert snapshot(tmp_path) == before  # not truncated, no temporary left
+
+
+def test_a_failed_int8_write_leaves_the_previous_copy(tmp_path, tiny_model, tokenizer, monkeypatch):
+    from tests.faults import snapshot
+    from tuneforge.export.quantize import save_int8
+
+    save_int8(tiny_model, tokenizer, tmp_path / "merged-int8")
+    before = snapshot(tmp_path)
+
+    def fails_midway(folder, *args, **kwargs):  # the weights are written; the tokenizer breaks off
+        (folder / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tokenizer, "save_pretrained", fails_midway)
+    with pytest.raises(OSError):
+        save_int8(tiny_model, tokenizer, tmp_path / "merged-int8")
+    assert snapshot(tmp_path) == before  # not new weights beside a broken tokenizer under the old marker
+
+
+def test_merged_files_reach_the_disk_before_the_folder_appears(exported, tmp_path, monkeypatch):
+    from tests.faults import fsynced
+    from tuneforge.export.merge import merge_to_folder, run_weights
+    from tuneforge.runs import open_run
+
+    with fsynced(monkeypatch) as names:
+        merge_to_folder(run_weights(open_run(exported)), tmp_path / "merged")
+    assert {p.name for p in (tmp_path / "merged").iterdir()} <= set(names)

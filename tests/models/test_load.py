@@ -82,3 +82,13 @@ def test_bundled_model_answers_offline():
         stream_chat(model, tok, [{"role": "user", "content": "Why is the sky blue?"}], max_new_tokens=60)
     )
     assert "scatter" in answer.lower()  # the real model explains Rayleigh scattering
+
+
+def test_converted_gguf_files_reach_the_disk_before_the_folder_appears(tmp_path, monkeypatch):
+    from tests.faults import fsynced
+
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    with fsynced(monkeypatch) as names:
+        folder = resolve_model(str(_tinycoder_gguf()))
+    written = {p.name for p in folder.iterdir()} - {".verified.json"}  # the stamp is written after the swap
+    assert written and written <= set(names)

@@ -110,3 +110,17 @@ def test_eval_writes_base_and_tuned_rows_for_compare(run_dir, tiny_model_dir, ti
     assert main(["rag", "eval", "--index-dir", "idx", "--qa", str(qa), "--retrieval-only", "--name", "retr"]) == 0
     rows = read_results(run_dir / "runs" / "retr")
     assert [r.system for r in rows] == ["retrieval"] and "mrr" in rows[0].metrics
+
+
+def test_emptying_the_index_needs_all(docs, capsys):
+    idx = ["--index-dir", "idx", "--chunk-tokens", "64", "--chunk-overlap", "16"]
+    assert main(["rag", "index", "docs", *idx]) == 0
+    capsys.readouterr()
+    for targets in (["*"], ["docs"], ["docs/*"]):
+        assert main(["rag", "delete", *targets, "--index-dir", "idx"]) == 2
+        assert "rag delete --all" in capsys.readouterr().err
+    assert main(["rag", "delete", "--index-dir", "idx"]) == 2  # nothing named
+    assert _listing(capsys).count("docs/") == 4  # all still there
+    assert main(["rag", "delete", "--all", "--index-dir", "idx"]) == 0
+    assert capsys.readouterr().out.count("deleted docs/") == 4
+    assert _listing(capsys) == ""

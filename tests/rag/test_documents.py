@@ -58,3 +58,21 @@ def test_errors_name_file_and_line(tmp_path):
         load_documents([str(tmp_path / "missing")])
     with pytest.raises(UserError, match="no such document"):
         load_documents(["pydoc-topics/not-a-topic"])
+
+
+@pytest.mark.parametrize(("line", "field"), [
+    (b'["a list"]', "(record): expected a JSON object"),
+    (b'{"text": 5}', "text: "),
+    (b'{"id": {"a": 1}, "text": "x"}', "id: "),
+    (b'{"text": "x", "title": ["a"]}', "title: "),
+    (b'{"text": "x"', "(record): invalid JSON"),
+    (b'{"text": "caf\xe9"}', "(line): not UTF-8"),
+])
+def test_malformed_document_line_is_a_one_line_error_from_the_cli(tmp_path, capsys, line, field):
+    from tuneforge.cli.main import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "a fine line"}\n' + line + b"\n")
+    assert main(["rag", "index", str(bad), "--index-dir", str(tmp_path / "idx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}:2: {field}") and err.count("\n") == 1, err

@@ -37,7 +37,7 @@ def test_answer_scoring():
 def test_qa_file_errors_name_the_line(tmp_path):
     bad = tmp_path / "qa.jsonl"
     bad.write_text(json.dumps({"question": "q", "answer": "a", "gold": "g"}) + "\n")
-    with pytest.raises(UserError, match="qa.jsonl:1: missing string field.*doc_id"):
+    with pytest.raises(UserError, match="qa.jsonl:1: doc_id: "):
         load_qa(str(bad))
 
 
@@ -63,3 +63,33 @@ def test_retrieval_ranks_against_gold_chunks(rag_config, embedder):
     missing = [qa for qa in pairs if qa.doc_ids[0] == "pydoc-topics/power"][:1]
     result = evaluate_retrieval(store, embedder, missing, k=3)
     assert result.missing_gold == [missing[0].qid] and result.ranks == [None]
+
+
+GOOD_QA = {"question": "What does pass do?", "answer": "nothing", "gold": "pass is a null operation",
+           "doc_id": "pydoc-topics/pass"}
+
+
+@pytest.mark.parametrize(("row", "field"), [
+    (["a list"], "(record): expected a JSON object"),
+    ({**GOOD_QA, "answer": 5}, "answer: "),
+    ({k: v for k, v in GOOD_QA.items() if k != "doc_id"}, "doc_id: "),
+    ({**GOOD_QA, "doc_id": ["pydoc-topics/pass"]}, "doc_id: "),
+    ({**GOOD_QA, "doc_ids": "pydoc-topics/pass"}, "doc_ids: "),
+    ({**GOOD_QA, "doc_ids": [1, 2]}, "doc_ids: "),
+])
+def test_malformed_qa_line_is_a_one_line_error_from_the_cli(run_dir, capsys, row, field):
+    from tuneforge.cli.main import main
+
+    qa = run_dir / "qa.jsonl"
+    qa.write_text(json.dumps(GOOD_QA) + "\n" + json.dumps(row) + "\n")
+    assert main(["rag", "eval", "--qa", str(qa), "--retrieval-only", "--index-dir", "idx", "--name", "e"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {qa}:2: {field}") and err.count("\n") == 1, err
+    assert not (run_dir / "runs").exists()  # checked before a run folder is made
+
+
+def test_non_utf8_qa_file_is_a_one_line_error(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_bytes(json.dumps(GOOD_QA).encode() + b'\n{"question": "caf\xe9"}\n')
+    with pytest.raises(UserError, match=r"qa.jsonl:2: \(record\): not UTF-8"):
+        load_qa(str(qa))

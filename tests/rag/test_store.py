@@ -118,3 +118,15 @@ def test_embedder_names_resolve_offline(tmp_path):
     assert resolve_embedder(str(folder)) == folder  # any local sentence-transformers folder
     with pytest.raises(UserError, match="nothing is downloaded"):
         resolve_embedder("sentence-transformers/all-mpnet-base-v2")
+
+
+def test_a_failed_index_json_write_leaves_the_previous_file(tmp_path):
+    from tests.faults import disk_full, snapshot
+    from tuneforge.rag.store import write_meta
+
+    meta = {"store": "lancedb", "embedding_model": "all-minilm-l6-v2", "dim": 384, "note": "x" * 2000}
+    write_meta(tmp_path, meta)
+    before = snapshot(tmp_path)
+    with disk_full(1024), pytest.raises(OSError):
+        write_meta(tmp_path, {**meta, "dim": 768})
+    assert snapshot(tmp_path) == before

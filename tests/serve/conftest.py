@@ -65,9 +65,8 @@ def build_started(model_dir: Path, api_key: str | None = API_KEY, **serve: objec
 
     Stop it with ``served.engine.stop()``.
     """
-    from tuneforge.config.serve import ServeConfig
-
     from tuneforge.config.recipe import ModelConfig
+    from tuneforge.config.serve import ServeConfig
     from tuneforge.serve.server import build
 
     cfg = ServeConfig(served_name="tiny", **serve)

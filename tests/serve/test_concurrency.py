@@ -101,9 +101,8 @@ def test_a_client_leaving_mid_stream_frees_its_slot(tiny_model_dir):
 
 
 def test_a_fractional_shutdown_timeout_reaches_uvicorn_unrounded(tiny_model_dir):
-    from tuneforge.config.serve import ServeConfig
-
     from tuneforge.config.recipe import ModelConfig
+    from tuneforge.config.serve import ServeConfig
     from tuneforge.serve.server import build, uvicorn_config
 
     cfg = ServeConfig(shutdown_timeout_s=0.5)

@@ -77,8 +77,8 @@ def run_strategy(args: argparse.Namespace, recipe: Recipe, command: str, strateg
     from tuneforge.runs import create_run, seed_everything
 
     seed_everything(recipe.run.seed)
-    run = create_run(recipe, command, inputs=[args.recipe] if args.recipe else [])
-    summary = strategy(recipe, run)
+    with create_run(recipe, command, inputs=[args.recipe] if args.recipe else []) as run:
+        summary = strategy(recipe, run)
     print(render(summary))
     print(f"run folder: {run.path}")
     return 0

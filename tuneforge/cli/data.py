@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -107,18 +108,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     recipe = _recipe(args)
     cfg = recipe.data
     run = None
-    if args.out:
-        out = Path(args.out)
-    else:
-        from tuneforge.runs import create_run
+    with contextlib.ExitStack() as held:
+        if args.out:
+            out = Path(args.out)
+        else:
+            from tuneforge.runs import create_run
 
-        run = create_run(recipe, "data", inputs=[resolve_input(cfg)])
-        out = run.path / "data"
-    prepared = prepare_data(cfg, out, _tokenizer(args, recipe), seed=recipe.run.seed)
-    if run is not None:
-        run.update_manifest(data=prepared.manifest)
-        run.log_metrics(split="data", **{f"examples_{k}": v for k, v in prepared.manifest["counts"].items()},
-                        problems=prepared.report["problem_count"])
+            run = held.enter_context(create_run(recipe, "data", inputs=[resolve_input(cfg)]))
+            out = run.path / "data"
+        prepared = prepare_data(cfg, out, _tokenizer(args, recipe), seed=recipe.run.seed)
+        if run is not None:
+            run.update_manifest(data=prepared.manifest)
+            run.log_metrics(split="data", **{f"examples_{k}": v for k, v in prepared.manifest["counts"].items()},
+                            problems=prepared.report["problem_count"])
     print(format_report(prepared.report))
     print(f"wrote {prepared.train}, {prepared.val.name}, {prepared.test.name}, quality.json, splits.json")
     return 0

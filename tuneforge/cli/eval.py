@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(p, "--no-forgetting", "eval.forgetting", action="store_const", const=False,
          help="Skip the general-ability probes.")
     flag(p, "--forgetting-examples", "eval.forgetting_examples", type=int, help="Questions per probe.")
+    flag(p, "--trust-remote-code", "model.trust_remote_code", action="store_const", const=True,
+         help="Let the model folder run its own Python code (never taken from a --run folder's recipe).")
     p.add_argument("--no-report", action="store_true", help="Do not write report.html.")
     p.set_defaults(func=cmd_eval)
 
@@ -101,20 +103,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tuneforge.config.loader import load_recipe
     from tuneforge.eval.report import write_report
     from tuneforge.eval.runner import evaluate_run
-    from tuneforge.runs import Run, create_run
+    from tuneforge.runs import Run, create_run, load_run_recipe
 
     run_path = Path(args.run) if args.run else None
     if run_path is not None and not (run_path / "recipe.yaml").is_file():
         raise UserError(f"{run_path}: not a run folder (no recipe.yaml)")
-    source = args.recipe or (run_path / "recipe.yaml" if run_path else None)
-    recipe = load_recipe(source, overrides_from_args(args))
+    if args.recipe or run_path is None:
+        recipe = load_recipe(args.recipe, overrides_from_args(args))
+    else:  # the run folder's own recipe: it cannot turn trust_remote_code on by itself
+        recipe = load_run_recipe(run_path, overrides_from_args(args))
     existing = Run(path=run_path, recipe=recipe) if run_path is not None else None
     test, train = _split_files(args, existing, recipe)
-    run = existing or create_run(recipe, "eval", inputs=[p for p in (test, train) if p])
-    print(f"evaluating into {run.path} (test: {test}, k-shot examples from: {train or 'none'})")
-    evaluate_run(recipe, run, test, train)
-    if not args.no_report:
-        print(f"report: {write_report(run.path)}")
+    if existing is None:
+        run = create_run(recipe, "eval", inputs=[p for p in (test, train) if p])
+    else:
+        run = existing.hold()  # results go into the run: one writer at a time
+    with run:
+        print(f"evaluating into {run.path} (test: {test}, k-shot examples from: {train or 'none'})")
+        evaluate_run(recipe, run, test, train)
+        if not args.no_report:
+            print(f"report: {write_report(run.path)}")
     return 0
 
 

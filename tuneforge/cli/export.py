@@ -31,25 +31,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(p, "--tolerance", "export.tolerance", type=float, help="Allowed relative logit difference after merging.")
     flag(p, "--int8", "export.int8", action="store_const", const=True, help="Also write an int8 copy for CPU serving.")
     flag(p, "--gguf", "export.gguf", choices=["f32", "f16", "q8_0"], help="Also write a GGUF file of this type.")
+    flag(p, "--trust-remote-code", "model.trust_remote_code", action="store_const", const=True,
+         help="Let the base model folder run its own Python code (never taken from the run folder's recipe).")
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tuneforge.config.loader import apply_overrides
-    from tuneforge.config.recipe import Recipe
-    from tuneforge.errors import UserError
     from tuneforge.export.pipeline import export_run, size_table
     from tuneforge.runs import open_run
 
-    run = open_run(args.run)
-    overrides = overrides_from_args(args)
-    if overrides:
-        data = apply_overrides(run.recipe.model_dump(mode="json"), overrides)
-        try:
-            run.recipe = Recipe.model_validate(data)
-        except Exception as exc:  # pydantic's message names the field
-            raise UserError(f"bad export option: {exc}") from None
-    report = export_run(run)
+    # The run's recipe with the command line's overrides; trust_remote_code only from the command line.
+    with open_run(args.run, overrides_from_args(args)).hold() as run:  # <run>/export: one writer at a time
+        report = export_run(run)
     check = report["merge_check"]
     print(f"merged model: {report['output_dir']}/merged")
     print(f"  logit check vs base+adapter: max |diff| {check['max_abs_diff']:.2e} "

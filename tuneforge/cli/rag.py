@@ -75,10 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Delete documents and all their chunks; they are never retrieved again, and old table "
         "versions holding them are removed from disk.",
         epilog="examples:\n  tuneforge rag delete pydoc-topics/pass\n  tuneforge rag delete docs/old.md\n"
-        "  tuneforge rag delete 'pydoc-topics/*'",
+        "  tuneforge rag delete 'pydoc-topics/*'\n  tuneforge rag delete --all               # empty the index",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d.add_argument("docs", nargs="+", help="Document ids, file paths, folders, or id prefixes ending in *.")
+    d.add_argument("docs", nargs="*", help="Document ids, file paths, folders, or id prefixes ending in *.")
+    d.add_argument("--all", "--yes", dest="all", action="store_true",
+                   help="Delete every document (needed whenever the deletion would empty the index).")
     add_recipe_args(d)
     _index_args(d)
     d.set_defaults(func=cmd_delete)
@@ -139,10 +141,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    from tuneforge.errors import UserError
     from tuneforge.rag.pipeline import delete_sources
 
+    if not args.docs and not args.all:
+        raise UserError("name the documents to delete (ids, files, folders, prefix/*), or --all for every one")
     recipe = recipe_from_args(args)
-    removed = delete_sources(recipe.rag, args.docs)
+    removed = delete_sources(recipe.rag, args.docs, everything=args.all)
     for doc_id, n in removed.items():
         print(f"deleted {doc_id} ({n} chunks)")
     return 0
@@ -162,12 +167,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from tuneforge.rag.evaluate import load_qa
     from tuneforge.rag.pipeline import evaluate_rag
     from tuneforge.runs import create_run
 
     recipe = recipe_from_args(args)
-    run = create_run(recipe, "rag-eval")
-    summary = evaluate_rag(recipe, run)
+    load_qa(recipe.rag.qa_file)  # a malformed QA file is reported before a run folder is made
+    with create_run(recipe, "rag-eval") as run:
+        summary = evaluate_rag(recipe, run)
     for system, metrics in summary.items():
         shown = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
         print(f"{system}: {shown}")

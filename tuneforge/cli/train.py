@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from tuneforge.cli.common import add_recipe_args, flag, recipe_from_args
@@ -66,29 +67,30 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"{folder}: no such run folder to resume")
     state = PartialState(cpu=resolve_device(recipe.model.device).type == "cpu")
     tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
-    # One run folder for all processes: the main process creates it and prepares the data.
+    # One run folder for all processes: the main process creates (and holds) it and prepares the data.
     box: list = [None]
-    if state.is_main_process:
-        inputs = [recipe.data.path] if recipe.data and Path(recipe.data.path).exists() else []
-        run = create_run(recipe, "train", inputs=inputs, resume=recipe.train.resume)
-        splits = prepare_splits(recipe, run, tokenizer)
-        run.add_inputs([p for p in (splits.train, splits.val, splits.test) if p])
-        box = [(str(run.path), splits)]
-    if state.num_processes > 1:
-        broadcast_object_list(box)
-    path, splits = box[0]
-    if not state.is_main_process:
-        run = Run(path=Path(path), recipe=recipe)
-    assert isinstance(splits, Splits)
-    result = train(recipe, run, splits.train, splits.val, tokenizer=tokenizer)
-    if state.is_main_process:
-        init = f"{result.initial_val_loss:.4f}" if result.initial_val_loss is not None else "-"
-        best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "-"
-        print(f"done: {result.steps} steps, {result.train_tokens:,} tokens at {result.tokens_per_s:,.0f} tokens/s; "
-              f"validation loss {init} -> best {best}")
-        print(f"output: {result.output_dir}")
-        if recipe.eval.after_train:
-            # Under torchrun the other processes' copies are gone here; a single process hands its model on.
-            tuned = result.model if state.num_processes == 1 else None
-            evaluate_trained(recipe, run, splits, tokenizer=tokenizer, tuned_model=tuned)
+    with contextlib.ExitStack() as held:
+        if state.is_main_process:
+            inputs = [recipe.data.path] if recipe.data and Path(recipe.data.path).exists() else []
+            run = held.enter_context(create_run(recipe, "train", inputs=inputs, resume=recipe.train.resume))
+            splits = prepare_splits(recipe, run, tokenizer)
+            run.add_inputs([p for p in (splits.train, splits.val, splits.test) if p])
+            box = [(str(run.path), splits)]
+        if state.num_processes > 1:
+            broadcast_object_list(box)
+        path, splits = box[0]
+        if not state.is_main_process:
+            run = Run(path=Path(path), recipe=recipe)
+        assert isinstance(splits, Splits)
+        result = train(recipe, run, splits.train, splits.val, tokenizer=tokenizer)
+        if state.is_main_process:
+            init = f"{result.initial_val_loss:.4f}" if result.initial_val_loss is not None else "-"
+            best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "-"
+            print(f"done: {result.steps} steps, {result.train_tokens:,} tokens at {result.tokens_per_s:,.0f} "
+                  f"tokens/s; validation loss {init} -> best {best}")
+            print(f"output: {result.output_dir}")
+            if recipe.eval.after_train:
+                # Under torchrun the other processes' copies are gone here; a single process hands its model on.
+                tuned = result.model if state.num_processes == 1 else None
+                evaluate_trained(recipe, run, splits, tokenizer=tokenizer, tuned_model=tuned)
     return 0

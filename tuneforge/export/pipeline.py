@@ -10,9 +10,9 @@ Layout written under ``<run>/export/`` (or ``export.output_dir``)::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from tuneforge import atomic
 from tuneforge.config.export import ExportConfig
 from tuneforge.export.merge import folder_size, merge_to_folder, run_weights
 from tuneforge.runs import Run
@@ -71,7 +71,7 @@ def export_run(run: Run, cfg: ExportConfig | None = None, progress: bool = True)
     bar.close()
     report["sizes_bytes"] = sizes
     report["output_dir"] = str(out)
-    (out / "export.json").write_text(json.dumps(report, indent=2))
+    atomic.write_json(out / "export.json", report)
     return report
 
 

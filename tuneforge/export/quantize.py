@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneforge import atomic
 from tuneforge.errors import UserError
 
 if TYPE_CHECKING:
@@ -87,7 +88,6 @@ def save_int8(model: PreTrainedModel, tokenizer, out: Path) -> dict:
     names = _block_linears(model)
     if not names:
         raise UserError("int8 export found no Linear layers under `.layers.`; this architecture is not supported")
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     for name in names:
         q, s = quantize_weight(state.pop(f"{name}.weight"))
@@ -97,13 +97,16 @@ def save_int8(model: PreTrainedModel, tokenizer, out: Path) -> dict:
     # re-created on load from the config.
     if getattr(model.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
-    save_file({k: v.clone() if v.dtype != torch.int8 else v for k, v in state.items()}, str(out / "model.safetensors"))
-    model.config.save_pretrained(out)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(out)
-    tokenizer.save_pretrained(out)
     meta = {"format": "tuneforge-int8-weight-only", "granularity": "per-output-channel", "modules": names}
-    (out / MARKER).write_text(json.dumps(meta, indent=1))
+    # Written beside and renamed into place whole: a failed export leaves the previous copy, never a
+    # half-written folder that still carries an older marker.
+    with atomic.replace_folder(out) as tmp:
+        save_file({k: v.clone() if v.dtype != torch.int8 else v for k, v in state.items()}, str(tmp / "model.safetensors"))
+        model.config.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps(meta, indent=1))
     return meta
 
 

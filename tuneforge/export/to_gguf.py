@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneforge import atomic
 from tuneforge.errors import UserError
 
 if TYPE_CHECKING:
@@ -135,46 +136,46 @@ def write_gguf(
                   "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0)}
     file_type, matrix_type = file_types[qtype]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out), "llama")
-    writer.add_name(name)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(theta)
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_vocab_size(cfg.vocab_size)
-    writer.add_file_type(file_type)
-    _tokenizer_fields(writer, tokenizer, pre or "default")
-
-    tied = bool(getattr(cfg, "tie_word_embeddings", False))
     count = 0
-    for hf_name, tensor in model.state_dict().items():
-        if tied and hf_name == "lm_head.weight":
-            continue  # llama.cpp reuses token_embd when output.weight is absent
-        target = gguf_name(hf_name)
-        if target is None:
-            raise UserError(f"GGUF export: no GGUF name for parameter {hf_name!r}")
-        data = tensor.detach().float().cpu().numpy()
-        if hf_name.endswith("q_proj.weight"):
-            data = permute_qk(data, cfg.num_attention_heads, cfg.num_attention_heads)
-        elif hf_name.endswith("k_proj.weight"):
-            data = permute_qk(data, cfg.num_attention_heads, cfg.num_key_value_heads)
-        if data.ndim == 1 or matrix_type is None:
-            writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float32))
-        elif matrix_type is np.float16:
-            writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float16))
-        else:
-            writer.add_tensor(target, gguf.quants.quantize(data, matrix_type), raw_dtype=matrix_type)
-        count += 1
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    with atomic.replace_file(out) as tmp:  # a failed write leaves the previous file, never a truncated one
+        writer = gguf.GGUFWriter(str(tmp), "llama")
+        writer.add_name(name)
+        writer.add_context_length(cfg.max_position_embeddings)
+        writer.add_embedding_length(cfg.hidden_size)
+        writer.add_block_count(cfg.num_hidden_layers)
+        writer.add_feed_forward_length(cfg.intermediate_size)
+        writer.add_head_count(cfg.num_attention_heads)
+        writer.add_head_count_kv(cfg.num_key_value_heads)
+        writer.add_rope_dimension_count(head_dim)
+        writer.add_rope_freq_base(theta)
+        writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+        writer.add_vocab_size(cfg.vocab_size)
+        writer.add_file_type(file_type)
+        _tokenizer_fields(writer, tokenizer, pre or "default")
+
+        tied = bool(getattr(cfg, "tie_word_embeddings", False))
+        for hf_name, tensor in model.state_dict().items():
+            if tied and hf_name == "lm_head.weight":
+                continue  # llama.cpp reuses token_embd when output.weight is absent
+            target = gguf_name(hf_name)
+            if target is None:
+                raise UserError(f"GGUF export: no GGUF name for parameter {hf_name!r}")
+            data = tensor.detach().float().cpu().numpy()
+            if hf_name.endswith("q_proj.weight"):
+                data = permute_qk(data, cfg.num_attention_heads, cfg.num_attention_heads)
+            elif hf_name.endswith("k_proj.weight"):
+                data = permute_qk(data, cfg.num_attention_heads, cfg.num_key_value_heads)
+            if data.ndim == 1 or matrix_type is None:
+                writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float32))
+            elif matrix_type is np.float16:
+                writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float16))
+            else:
+                writer.add_tensor(target, gguf.quants.quantize(data, matrix_type), raw_dtype=matrix_type)
+            count += 1
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
     return {"path": str(out), "type": qtype, "tensors": count, "pre_tokenizer": pre or "default"}
 
 

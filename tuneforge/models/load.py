@@ -8,11 +8,10 @@ is off unless the recipe turns it on, and weights are read from safetensors only
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneforge import atomic
 from tuneforge.errors import UserError
 from tuneforge.models.bundled import BUNDLED, bundled_gguf_path
 from tuneforge.models.cache import cache_root, file_lock, sha256_file, verify_checksums, write_checksums
@@ -49,18 +48,11 @@ def convert_gguf(gguf: Path) -> Path:
         model.hf_quantizer = None
         model.is_quantized = False
         model.config.name_or_path = gguf.stem
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-        try:
+        with atomic.replace_folder(target) as tmp:  # every file fsynced before the folder appears
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             (tmp / "SOURCE").write_text(f"{gguf}\nsha256 {digest}\n")
             write_checksums(tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -158,15 +158,40 @@ def load_file(path: Path) -> list[Document]:
     return [Document(doc_id=did, text=text, title=title, source=str(path))]
 
 
-def _jsonl_documents(path: Path, did: str) -> Iterator[Document]:
+def jsonl_objects(path: Path, what: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for every line of a JSONL file; any malformed line is a one-line
+    ``file:line: field: problem`` UserError (invalid JSON, not an object, not UTF-8)."""
     from tuneforge.data.io import iter_jsonl
 
-    for lineno, row in iter_jsonl(path):
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{lineno}: each line must be a JSON object with a 'text' field")
+    try:
+        for lineno, row in iter_jsonl(path):
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: (record): expected a JSON object ({what}), "
+                                f"got {type(row).__name__}")
+            yield lineno, row
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}:{_bad_utf8_line(path)}: (record): not UTF-8 text ({exc.reason})") from None
+
+
+def _bad_utf8_line(path: Path) -> int:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return lineno
+    return 1
+
+
+def _jsonl_documents(path: Path, did: str) -> Iterator[Document]:
+    for lineno, row in jsonl_objects(path, "with a 'text' field"):
         text = row.get("text", row.get("content"))
         if not isinstance(text, str):
             raise UserError(f"{path}:{lineno}: text: required string field is missing (or use 'content')")
+        if row.get("id") is not None and not isinstance(row["id"], str | int):
+            raise UserError(f"{path}:{lineno}: id: expected a string or an integer, got {type(row['id']).__name__}")
+        if row.get("title") is not None and not isinstance(row["title"], str):
+            raise UserError(f"{path}:{lineno}: title: expected a string, got {type(row['title']).__name__}")
         doc_id = str(row["id"]) if row.get("id") is not None else f"{did}#{lineno}"
         title = str(row.get("title") or _first_heading(text, doc_id))
         meta = {k: str(v) for k, v in row.items() if k not in {"id", "text", "content", "title"}}

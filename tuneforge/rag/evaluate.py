@@ -48,20 +48,37 @@ def load_qa(spec: str) -> tuple[list[QAPair], str]:
         path = Path(spec)
         if not path.is_file():
             raise UserError(f"rag.qa_file {spec!r}: no such file and not a bundled set ({', '.join(BUNDLED_QA)})")
-    from tuneforge.data.io import iter_jsonl
+    from tuneforge.rag.documents import jsonl_objects
 
     pairs = []
-    for lineno, row in iter_jsonl(path):
-        missing = [k for k in ("question", "answer", "gold") if not isinstance(row.get(k), str)]
-        doc_ids = row.get("doc_ids") or ([row["doc_id"]] if row.get("doc_id") else [])
-        if not doc_ids:
-            missing.append("doc_id")
-        if missing:
-            raise UserError(f"{path}:{lineno}: missing string field(s): {', '.join(missing)}")
-        pairs.append(QAPair(str(row.get("id", lineno)), row["question"], row["answer"], list(doc_ids), row["gold"]))
+    for lineno, row in jsonl_objects(path, "with question, answer, gold and doc_id"):
+        for key in ("question", "answer", "gold"):
+            if not isinstance(row.get(key), str):
+                raise UserError(f"{path}:{lineno}: {key}: {_expected('a string', row.get(key))}")
+        pairs.append(QAPair(str(row.get("id", lineno)), row["question"], row["answer"],
+                            _doc_ids(row, f"{path}:{lineno}"), row["gold"]))
     if not pairs:
         raise UserError(f"{path}: no QA pairs")
     return pairs, str(path)
+
+
+def _expected(kind: str, value: object) -> str:
+    return f"required field is missing (expected {kind})" if value is None else \
+        f"expected {kind}, got {type(value).__name__}"
+
+
+def _doc_ids(row: dict, where: str) -> list[str]:
+    """The gold document ids of a QA row: ``doc_ids`` (a list of strings) or ``doc_id`` (a string)."""
+    if "doc_ids" in row:
+        ids = row["doc_ids"]
+        if not (isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids)):
+            raise UserError(f"{where}: doc_ids: expected a non-empty list of document id strings, got {ids!r:.60}")
+        return list(ids)
+    doc_id = row.get("doc_id")
+    if not isinstance(doc_id, str) or not doc_id:
+        problem = "must not be empty" if doc_id == "" else _expected("a document id string (or doc_ids: a list)", doc_id)
+        raise UserError(f"{where}: doc_id: {problem}")
+    return [doc_id]
 
 
 def span_pattern(text: str) -> re.Pattern[str]:

@@ -9,18 +9,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneforge import atomic, locks
 from tuneforge.errors import UserError
 from tuneforge.rag.documents import BUNDLED_SETS, file_id, load_documents
 from tuneforge.rag.embed import Embedder
 from tuneforge.rag.index import IndexReport, index_documents
-from tuneforge.rag.store import VectorStore, open_store
+from tuneforge.rag.store import VectorStore, open_store, read_meta
 
 if TYPE_CHECKING:
     from tuneforge.config.rag import RagConfig
@@ -48,14 +50,27 @@ def open_index(cfg: RagConfig, embedder: Embedder | None = None, create: bool = 
     return open_store(cfg, embedder.name, embedder.dim, create=create), embedder
 
 
+@contextlib.contextmanager
+def writing(cfg: RagConfig) -> Iterator[None]:
+    """Be the one process writing ``cfg.index_dir``; wait up to ``cfg.write_wait_s`` for another writer.
+
+    Two writers would corrupt the index: compaction (``optimize(..., delete_unverified=True)``) deletes
+    data files that the other writer has written but not yet committed. Readers need no lock.
+    """
+    with locks.hold(cfg.index_dir, "the RAG index", wait_s=cfg.write_wait_s):
+        yield
+
+
 def index_sources(cfg: RagConfig, sources: list[str], embedder: Embedder | None = None,
                   progress: bool = True) -> IndexReport:
     """Ingest ``sources`` (files, folders, bundled set names); changed documents replace their chunks."""
     docs = load_documents(sources)
-    store, embedder = open_index(cfg, embedder, create=True)
-    prefixes = prune_prefixes(sources) if cfg.prune else None
-    return index_documents(store, embedder, docs, cfg.chunk_tokens, cfg.chunk_overlap, progress=progress,
-                           prune_prefixes=prefixes)
+    embedder = embedder or load_embedder(cfg)  # the slow part, before waiting for another writer
+    with writing(cfg):
+        store, embedder = open_index(cfg, embedder, create=True)
+        prefixes = prune_prefixes(sources) if cfg.prune else None
+        return index_documents(store, embedder, docs, cfg.chunk_tokens, cfg.chunk_overlap, progress=progress,
+                               prune_prefixes=prefixes)
 
 
 def prune_prefixes(sources: list[str]) -> list[str]:
@@ -97,13 +112,23 @@ def resolve_doc_ids(known: list[str], targets: list[str]) -> list[str]:
     return found
 
 
-def delete_sources(cfg: RagConfig, targets: list[str]) -> dict[str, int]:
-    """Delete documents (and every chunk of them) durably; return chunks removed per document."""
-    store = open_store(cfg)
-    docs = store.documents()
-    ids = resolve_doc_ids(sorted(docs), targets)
-    store.delete_documents(ids)
-    store.optimize()  # also drops old table versions, so the deleted text is gone from disk too
+def delete_sources(cfg: RagConfig, targets: list[str], everything: bool = False) -> dict[str, int]:
+    """Delete documents (and every chunk of them) durably; return chunks removed per document.
+
+    Emptying the index takes ``everything=True`` (``rag delete --all``): a stray ``'*'`` or a folder
+    holding every indexed file must not wipe the index by accident.
+    """
+    if read_meta(cfg.index_dir) is None:
+        open_store(cfg)  # raises the "no RAG index here" error (and creates nothing)
+    with writing(cfg):
+        store = open_store(cfg)
+        docs = store.documents()
+        ids = resolve_doc_ids(sorted(docs), targets) if targets or not everything else sorted(docs)
+        if len(ids) == len(docs) and ids and not everything:
+            raise UserError(f"{', '.join(targets)}: names every document in the index ({len(docs)}); "
+                            "to delete them all, run `tuneforge rag delete --all`")
+        store.delete_documents(ids)
+        store.optimize()  # also drops old table versions, so the deleted text is gone from disk too
     return {d: docs[d].chunks for d in ids}
 
 
@@ -233,7 +258,6 @@ def evaluate_rag(recipe: Recipe, run: Run) -> dict[str, dict[str, float]]:
         summary[row.system] = {k: v.value for k, v in row.metrics.items()}
         run.log_metrics(split="rag", system=row.system, **summary[row.system])
     write_results(run.path, rows)
-    with open(run.file("eval", "rag_predictions.jsonl"), "w", encoding="utf-8") as f:
-        for p in predictions:
-            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    atomic.write_text(run.file("eval", "rag_predictions.jsonl"),
+                      "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
     return summary

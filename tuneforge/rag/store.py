@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge import atomic
 from tuneforge.errors import UserError
 
 if TYPE_CHECKING:
@@ -250,11 +251,7 @@ def read_meta(folder: str | Path) -> dict[str, Any] | None:
 
 
 def write_meta(folder: str | Path, meta: dict[str, Any]) -> None:
-    path = Path(folder) / META_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    tmp.replace(path)
+    atomic.write_json(Path(folder) / META_FILE, meta, sort_keys=True)
 
 
 def open_store(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tuneforge import atomic
 from tuneforge.errors import UserError
 from tuneforge.strategies.common import (
     forgetting_summary,
@@ -88,7 +89,7 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
         "initial_val_loss": result.initial_val_loss}, "tasks": per_task,
         "forgetting": forgetting_summary(base_rows + tuned_rows, recipe, "multitask")}
     write_json(run.path / "strategy.json", summary)
-    (run.path / "report.md").write_text(multitask_markdown(summary), encoding="utf-8")
+    atomic.write_text(run.path / "report.md", multitask_markdown(summary))
     return summary
 
 

@@ -107,17 +107,22 @@ def _data_summary(recipe: Recipe, splits: Splits) -> str:
 def run_quickstart(recipe: Recipe) -> QuickstartResult:
     """Run every stage of the lifecycle on ``recipe`` (see tuneforge/recipes/quickstart.yaml): the
     supervised fine-tuning strategy's steps, one at a time, each timed and summarised."""
-    from tuneforge.eval.report import write_report
-    from tuneforge.models import load_tokenizer
-    from tuneforge.strategies.sft import evaluate_trained, prepare_splits
-    from tuneforge.train import train
-
     if recipe.data is None:
         from tuneforge.errors import UserError
 
         raise UserError("the quickstart recipe needs a data: section")
     seed_everything(recipe.run.seed)
-    run = create_run(recipe, "quickstart")
+    with create_run(recipe, "quickstart") as run:  # the run folder is released when the stages end
+        return _run_stages(recipe, run)
+
+
+def _run_stages(recipe: Recipe, run: Run) -> QuickstartResult:
+    """The stages, timed and summarised one by one, inside the held run folder."""
+    from tuneforge.eval.report import write_report
+    from tuneforge.models import load_tokenizer
+    from tuneforge.strategies.sft import evaluate_trained, prepare_splits
+    from tuneforge.train import train
+
     result = QuickstartResult(run=run)
     print(f"tuneforge quickstart: run folder {run.path}")
     tokenizer = load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge import atomic
 from tuneforge.config.loader import derive_recipe, flatten
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
@@ -178,13 +179,14 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
         del scored
     write_results(run.path, all_rows)
     final = run.path / MODEL
-    current.weights.save_pretrained(str(final), safe_serialization=True)
-    tokenizer.save_pretrained(str(final))
+    with atomic.replace_folder(final) as tmp:
+        current.weights.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
     order = [p.name for p in plans]
     summary = {"kind": "stages", "stages": stage_results, "final_model": str(final),
                "table": forgetting_table(scores, order, [f"after {p.folder}" for p in plans])}
     write_json(run.path / "strategy.json", summary)
-    (run.path / "report.md").write_text(stages_markdown(summary), encoding="utf-8")
+    atomic.write_text(run.path / "report.md", stages_markdown(summary))
     return summary
 
 

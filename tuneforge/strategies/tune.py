@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from tuneforge import atomic
 from tuneforge.config.loader import derive_recipe, dump_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.config.strategies import ParamSpace, TuneConfig
@@ -214,7 +215,7 @@ def run_search(
             f"# Best of study {cfg.study_name!r} ({len(complete)} complete trials): trial {best.number}, "
             f"best validation loss {best.value:.4f}\n# Train it: tuneforge train {out}\n"
         )
-        out.write_text(header + dump_recipe(best_recipe(recipe, best.params)), encoding="utf-8")
+        atomic.write_text(out, header + dump_recipe(best_recipe(recipe, best.params)))
         result.best_recipe = out
     log.info("tune: %d trials in the study (%d new)", len(study.trials), len(study.trials) - before)
     result.report = write_report(study, run, result)

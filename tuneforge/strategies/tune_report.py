@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge import atomic
 from tuneforge.secrets import redact_text
 from tuneforge.strategies.common import write_json
 
@@ -193,7 +194,7 @@ def write_report(study: optuna.Study, run: Run, result: TuneResult) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     figures = plots(study)
     for stem, svg in figures.items():
-        (folder / f"{stem}.svg").write_text(svg, encoding="utf-8")
+        atomic.write_text(folder / f"{stem}.svg", svg)
     rows = trial_rows(study)
     write_json(folder / "trials.json", {"study": result.study_name, "storage": _safe_url(result.storage),
                                         "best_value": result.best_value, "best_params": result.best_params,
@@ -215,5 +216,4 @@ td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}.plots svg{{margin:
 {best}<div class="plots">{"".join(figures.values())}</div>
 <h2>Trials</h2><table><tr>{head}</tr>{body}</table></body></html>"""
     path = folder / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic.write_text(path, page)

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from tuneforge import atomic
+
 MARKER = "COMPLETE"
 PREFIX = "checkpoint-"
 # Testing aid for crash-safety checks (bench/chaos_resume.py): the process SIGKILLs itself when it reaches
@@ -36,19 +38,6 @@ def crash_point(name: str) -> None:
 
 def checkpoint_name(step: int) -> str:
     return f"{PREFIX}{step:06d}"
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -128,18 +117,13 @@ def finalize(root: Path, step: int, keep: int, protect: set[str] | None = None) 
     """fsync every file, rename the temporary folder into place, write the marker last, prune old ones."""
     tmp = tmp_folder(root, step)
     final = root / checkpoint_name(step)
-    for f in tmp.iterdir():
-        _fsync_file(f)
-    _fsync_dir(tmp)
+    atomic.fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    _fsync_dir(root)
+    atomic.fsync_dir(root)
     crash_point(final.name + ":renamed")  # in place, but no marker yet
-    marker = final / MARKER
-    marker.write_text(json.dumps({"step": step}))
-    _fsync_file(marker)
-    _fsync_dir(final)
+    atomic.write_json(final / MARKER, {"step": step})
     crash_point(final.name + ":marked")  # complete, older ones not pruned yet
     prune(root, keep, protect or set())
     return final
@@ -181,13 +165,6 @@ def load_local(folder: Path, rank: int, model: torch.nn.Module, optimizer: Any, 
 
 def save_best(model: torch.nn.Module, root: Path, step: int, val_loss: float) -> None:
     """The best weights so far, written atomically (temporary file, fsync, rename)."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / "best.safetensors.tmp"
-    save_weights(model, tmp)
-    _fsync_file(tmp)
-    tmp.replace(root / "best.safetensors")
-    meta = root / "best.json.tmp"
-    meta.write_text(json.dumps({"step": step, "val_loss": val_loss}))
-    _fsync_file(meta)
-    meta.replace(root / "best.json")
-    _fsync_dir(root)
+    with atomic.replace_file(root / "best.safetensors") as tmp:
+        save_weights(model, tmp)
+    atomic.write_json(root / "best.json", {"step": step, "val_loss": val_loss})
