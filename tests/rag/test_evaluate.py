@@ -91,5 +91,5 @@ def test_malformed_qa_line_is_a_one_line_error_from_the_cli(run_dir, capsys, row
 def test_non_utf8_qa_file_is_a_one_line_error(tmp_path):
     qa = tmp_path / "qa.jsonl"
     qa.write_bytes(json.dumps(GOOD_QA).encode() + b'\n{"question": "caf\xe9"}\n')
-    with pytest.raises(UserError, match=r"qa.jsonl:2: \(record\): not UTF-8"):
+    with pytest.raises(UserError, match=r"qa.jsonl:2: \(line\): not UTF-8"):
         load_qa(str(qa))

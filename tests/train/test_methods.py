@@ -8,7 +8,7 @@ import torch
 from tuneforge.config.train import TrainConfig
 from tuneforge.errors import UserError
 from tuneforge.train.data import TokenizedExample
-from tuneforge.train.methods import PROMPT_LEARNING, apply_method, count_parameters
+from tuneforge.train.methods import apply_method, count_parameters
 from tuneforge.train.packing import collate
 from tuneforge.train.schedule import lr_factor, make_optimizer
 from tuneforge.train.steps import loss_sum
@@ -56,7 +56,7 @@ def test_method_trains_only_its_weights(tiny_model, tokenizer, train):
     trained_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     opt = make_optimizer(model, cfg)
     model.train()
-    loss = loss_sum(model, _batch(tokenizer), prompt_learning=cfg.method in PROMPT_LEARNING)
+    loss = loss_sum(model, _batch(tokenizer), prompt_learning=cfg.prompt_learning)
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
     opt.step()

@@ -9,13 +9,14 @@ place so an interrupted conversion is never mistaken for a finished one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from tuneforge import locks
 from tuneforge.errors import UserError
 
 CACHE_ENV = "TUNEFORGE_CACHE"
@@ -86,11 +87,7 @@ def verify_checksums(folder: Path) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock so that parallel processes convert a model only once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """An exclusive lock so that parallel processes convert a model (or unpack a dataset) only once: the
+    second one waits, saying for whom, until the first is done."""
+    with locks.hold(path.parent, f"the cache entry {path.stem}", wait_s=math.inf, name=path.name):
+        yield

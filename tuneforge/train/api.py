@@ -12,12 +12,14 @@ import torch
 
 from tuneforge import atomic
 from tuneforge.config.recipe import Recipe
+from tuneforge.config.train import TrainConfig
 from tuneforge.errors import UserError
-from tuneforge.runs import Run
+from tuneforge.runs import ADAPTER, CHECKPOINTS, MODEL, TRAIN_RESULT, Run
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train.data import tokenize_file
 from tuneforge.train.logger import MetricsLogger
 from tuneforge.train.loop import (
+    Loop,
     LoopData,
     LoopState,
     OnEval,
@@ -26,17 +28,9 @@ from tuneforge.train.loop import (
     restore_checkpoint,
     run_loop,
     set_seed,
-    total_steps,
 )
 from tuneforge.train.memory import GB, check_fits, estimate_memory, memory_budget
-from tuneforge.train.methods import (
-    PROMPT_LEARNING,
-    apply_method,
-    count_parameters,
-    is_peft,
-    load_base_model,
-    uses_packing,
-)
+from tuneforge.train.methods import apply_method, count_parameters, load_base_model
 from tuneforge.train.packing import make_rows, task_names
 from tuneforge.train.result import TrainResult
 from tuneforge.train.schedule import make_optimizer, make_scheduler
@@ -83,14 +77,47 @@ def train(
     checkpoint in ``run`` (from step 0 when there is none yet); when the run's training had already
     finished (killed during the evaluation after it), it returns the recorded result, with ``model``
     None, without training again.
+
+    Read top to bottom, as torchtune's recipes are: set up the runtime, the model, the data; check the
+    memory; build the loop; start (or resume) it; run it; write the outputs.
     """
     cfg = recipe.train
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    accelerator = _setup_runtime(recipe)
+    say = print if accelerator.is_main_process else _quiet
+    model, tokenizer, counts = _setup_model(recipe, model, tokenizer, say)
+    data = _setup_data(cfg, tokenizer, train_file, val_file)
+    n_steps = cfg.total_steps(len(data.train_rows), accelerator.num_processes)
+    _describe_data(cfg, data, n_steps, say)
+    out = run.path / (ADAPTER if cfg.is_peft else MODEL)
+    if cfg.resume and (done := finished_result(run.path, out, n_steps)) is not None:
+        # Killed after training (during the evaluation that follows): the steps after the last checkpoint
+        # must not run twice. The weights are in `out`; the caller evaluates them.
+        say(f"training already finished at step {done.steps} ({run.path / TRAIN_RESULT}): nothing to resume")
+        return done
+    _check_memory(model, cfg, data, accelerator, say)
+    loop = _setup_loop(recipe, run, model, data, accelerator, n_steps, on_eval, on_step, say)
+    state, resumed_from = _start(loop, say)
+    try:
+        state = run_loop(loop, state)
+    finally:
+        loop.logger.close()
+    return _finish(loop, state, tokenizer, counts, out, resumed_from, say)
+
+
+def _quiet(*args, **kwargs) -> None:
+    """What the other processes print: nothing (the main process speaks for the run)."""
+
+
+def _setup_runtime(recipe: Recipe):
+    if recipe.train.num_threads:
+        torch.set_num_threads(recipe.train.num_threads)
     accelerator = make_accelerator(recipe)
-    main = accelerator.is_main_process
-    say = print if main else (lambda *a, **k: None)
     set_seed(recipe.run.seed)
+    return accelerator
+
+
+def _setup_model(recipe: Recipe, model, tokenizer, say):
+    """The tokenizer and the base model (loaded unless given), wrapped for the method; its parameter counts."""
     if tokenizer is None:
         from tuneforge.models import load_tokenizer
 
@@ -98,38 +125,38 @@ def train(
     if model is None:
         model = load_base_model(recipe)
     model = prepare_model(model, recipe, tokenizer)
-    if cfg.gradient_checkpointing:
+    if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     counts = count_parameters(model)
-    say(f"method {cfg.method}: {counts.describe()}")
+    say(f"method {recipe.train.method}: {counts.describe()}")
+    return model, tokenizer, counts
 
-    packing = uses_packing(cfg)
-    prompt_learning = cfg.method in PROMPT_LEARNING
+
+def _setup_data(cfg: TrainConfig, tokenizer, train_file: Path, val_file: Path | None) -> LoopData:
+    """Tokenized examples and the rows (packed unless the method forbids it) the loop batches."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_ex = tokenize_file(tokenizer, train_file, cfg.max_length, cfg.train_on)
     val_ex = tokenize_file(tokenizer, val_file, cfg.max_length, cfg.train_on) if val_file else None
-    data = LoopData(
-        train=train_ex, train_rows=make_rows(train_ex, cfg.max_length, packing),
-        val=val_ex, val_rows=make_rows(val_ex, cfg.max_length, packing) if val_ex else None, pad_id=pad_id,
+    return LoopData(
+        train=train_ex, train_rows=make_rows(train_ex, cfg.max_length, cfg.packs),
+        val=val_ex, val_rows=make_rows(val_ex, cfg.max_length, cfg.packs) if val_ex else None, pad_id=pad_id,
         tasks=tasks if len(tasks := task_names(train_ex)) > 1 else [],  # per-task loss only when tasks mix
     )
-    world = accelerator.num_processes
-    n_steps = total_steps(cfg, len(data.train_rows), world)
-    n_tok = sum(len(e) for e in train_ex)
-    say(f"data: {len(train_ex)} training examples ({n_tok:,} tokens) in {len(data.train_rows)} "
-        f"{'packed ' if packing else ''}rows of <= {cfg.max_length} tokens; {n_steps} optimizer steps"
-        + (f"; {len(val_ex)} validation examples" if val_ex else ""))
-    out = run.path / ("adapter" if is_peft(cfg.method) else "model")
-    if cfg.resume and (done := finished_result(run.path, out, n_steps)) is not None:
-        # Killed after training (during the evaluation that follows): the steps after the last checkpoint
-        # must not run twice. The weights are in `out`; the caller evaluates them.
-        say(f"training already finished at step {done.steps} ({run.path / 'train_result.json'}): nothing to resume")
-        return done
 
+
+def _describe_data(cfg: TrainConfig, data: LoopData, n_steps: int, say) -> None:
+    n_tok = sum(len(e) for e in data.train)
+    say(f"data: {len(data.train)} training examples ({n_tok:,} tokens) in {len(data.train_rows)} "
+        f"{'packed ' if cfg.packs else ''}rows of <= {cfg.max_length} tokens; {n_steps} optimizer steps"
+        + (f"; {len(data.val)} validation examples" if data.val else ""))
+
+
+def _check_memory(model, cfg: TrainConfig, data: LoopData, accelerator, say) -> None:
+    """Estimate the peak; stop with advice when it cannot fit, warn when it fits only in theory."""
     widest = max(data.row_lengths)
     # Only positions with a target reach the LM head (the union over a batch's rows, see steps.py).
-    most_targets = max(sum(train_ex[i].n_target for i in row) for row in data.train_rows)
-    logit_tokens = cfg.batch_size * (widest if prompt_learning else min(widest, cfg.batch_size * most_targets))
+    most_targets = max(sum(data.train[i].n_target for i in row) for row in data.train_rows)
+    logit_tokens = cfg.batch_size * (widest if cfg.prompt_learning else min(widest, cfg.batch_size * most_targets))
     est = estimate_memory(model, cfg.batch_size * widest, cfg.gradient_checkpointing, seq_len=widest,
                           act_bytes=2 if accelerator.mixed_precision in ("bf16", "fp16") else 4,
                           logit_tokens=logit_tokens)
@@ -142,6 +169,10 @@ def train(
                     est.total / GB, free_now / GB)
     check_fits(est, avail, cfg.method, cfg.batch_size, cfg.gradient_checkpointing, where)
 
+
+def _setup_loop(recipe: Recipe, run: Run, model, data: LoopData, accelerator, n_steps: int,
+                on_eval: OnEval | None, on_step: OnStep | None, say) -> Loop:
+    cfg = recipe.train
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, n_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -151,37 +182,38 @@ def train(
         say(f"note: {accelerator.distributed_type.value} run: periodic checkpoints and resume are off")
         if cfg.resume:
             raise UserError(f"train.resume is not supported under {accelerator.distributed_type.value} yet")
+    logger = MetricsLogger(run, enabled=accelerator.is_main_process)
+    return Loop(model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, data=data, cfg=cfg,
+                run=run, n_steps=n_steps, seed=recipe.run.seed, logger=logger, on_eval=on_eval, on_step=on_step,
+                sharded=sharded)
 
-    state = LoopState()
-    resumed_from = None
+
+def _start(loop: Loop, say) -> tuple[LoopState, int | None]:
+    """A fresh state (with the step-0 validation loss), or the newest checkpoint's when resuming."""
+    cfg, run = loop.cfg, loop.run
+    state, resumed_from = LoopState(), None
     if cfg.resume:
-        restored = restore_checkpoint(accelerator, model, optimizer, scheduler, run.path / "checkpoints")
+        restored = restore_checkpoint(loop)
         if restored is not None:
             state, resumed_from = restored
-            say(f"resumed from step {resumed_from} ({run.path / 'checkpoints'})")
+            say(f"resumed from step {resumed_from} ({run.path / CHECKPOINTS})")
         else:  # killed before its first checkpoint: nothing is lost by starting over, in the same folder
-            say(f"no complete checkpoint in {run.path / 'checkpoints'} yet: starting from step 0")
-        if main:
+            say(f"no complete checkpoint in {run.path / CHECKPOINTS} yet: starting from step 0")
+        if loop.main:
             forget_metrics_after(run, resumed_from)
-    if resumed_from is None and data.val is not None and cfg.eval_at_start:
-        state.initial_val_loss = evaluate(model, accelerator, data, cfg.batch_size, prompt_learning)
+    if resumed_from is None and loop.data.val is not None and cfg.eval_at_start:
+        state.initial_val_loss = evaluate(loop.model, loop.accelerator, loop.data, cfg.batch_size, cfg.prompt_learning)
         say(f"step 0: validation loss {state.initial_val_loss:.4f}")
-
-    logger = MetricsLogger(run, enabled=main)
     if state.initial_val_loss is not None and not resumed_from:
-        logger.log(0, "val", loss=state.initial_val_loss)
-    try:
-        state = run_loop(
-            model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, data=data, cfg=cfg,
-            run=run, n_steps=n_steps, seed=recipe.run.seed, prompt_learning=prompt_learning, logger=logger,
-            state=state, on_eval=on_eval, on_step=on_step, checkpoints=not sharded,
-        )
-    finally:
-        logger.close()
+        loop.logger.log(0, "val", loss=state.initial_val_loss)
+    return state, resumed_from
 
-    unwrapped = accelerator.unwrap_model(model)
-    final_val = state.last_val_loss
-    best_file = run.path / "checkpoints" / "best.safetensors"
+
+def _finish(loop: Loop, state: LoopState, tokenizer, counts, out: Path, resumed_from: int | None, say) -> TrainResult:
+    """Export the best (or last) weights to ``out``, then record the result: its file means "finished"."""
+    cfg, run, accelerator = loop.cfg, loop.run, loop.accelerator
+    unwrapped = accelerator.unwrap_model(loop.model)
+    best_file = run.path / CHECKPOINTS / "best.safetensors"
     exported_step = state.step
     if cfg.load_best_at_end and state.best_step is not None and state.best_step != state.step and best_file.is_file():
         ckpt.load_weights(unwrapped, best_file)
@@ -189,18 +221,18 @@ def train(
         say(f"exporting the best weights (step {state.best_step}, validation loss {state.best_val_loss:.4f})")
     accelerator.wait_for_everyone()
     # Sharded engines gather the full weights on every process; plain runs read them directly.
-    full_state = accelerator.get_state_dict(model) if sharded else None
-    if main:
+    full_state = accelerator.get_state_dict(loop.model) if loop.sharded else None
+    if loop.main:
         save_output(unwrapped, tokenizer, out, full_state)
     result = TrainResult(
         output_dir=out, method=cfg.method, initial_val_loss=state.initial_val_loss, best_val_loss=state.best_val_loss,
-        final_val_loss=final_val, steps=state.step, train_tokens=state.train_tokens,
+        final_val_loss=state.last_val_loss, steps=state.step, train_tokens=state.train_tokens,
         tokens_per_s=state.train_tokens / max(state.train_seconds, 1e-9), trainable_params=counts.trainable,
         total_params=counts.total, best_step=state.best_step, stopped_early=state.stopped_early,
         resumed_from=resumed_from, train_seconds=state.train_seconds, model=unwrapped,
     )
-    if main:  # written after the output folder, atomically: its presence means training finished
-        atomic.write_text(run.path / "train_result.json", result.to_json())
+    if loop.main:  # written after the output folder, atomically: its presence means training finished
+        atomic.write_text(run.path / TRAIN_RESULT, result.to_json())
         run.update_manifest(train={"output": str(out), "exported_step": exported_step, "steps": state.step})
     accelerator.wait_for_everyone()
     return result
@@ -215,7 +247,7 @@ def prepare_model(model, recipe: Recipe, tokenizer):
         return apply_method(model, cfg, tokenizer)
     from tuneforge.models import attach_adapter
 
-    if is_peft(cfg.method):
+    if cfg.is_peft:
         return attach_adapter(model, adapter, is_trainable=True)
     return apply_method(attach_adapter(model, adapter).merge_and_unload(), cfg, tokenizer)
 

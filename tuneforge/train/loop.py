@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from tuneforge.runs import Run, seed_everything
+from tuneforge.config.train import TrainConfig
+from tuneforge.runs import CHECKPOINTS, Run, seed_everything
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train.data import TokenizedExample
 from tuneforge.train.packing import collate, plan_epoch
@@ -74,23 +73,38 @@ class LoopData:
         return self._plans[key]
 
 
-def steps_per_epoch(n_rows: int, global_batch: int, grad_accum: int) -> int:
-    return math.ceil(math.ceil(n_rows / global_batch) / grad_accum)
+@dataclass
+class Loop:
+    """What the loop trains with, fixed for the whole run (what changes step by step is ``LoopState``)."""
 
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    accelerator: Any
+    data: LoopData
+    cfg: TrainConfig
+    run: Run
+    n_steps: int
+    seed: int
+    logger: Any
+    on_eval: OnEval | None = None
+    on_step: OnStep | None = None
+    sharded: bool = False  # FSDP/DeepSpeed: our checkpoint format holds whole tensors, so no checkpoints
 
-def total_steps(cfg, n_rows: int, world: int) -> int:
-    if cfg.max_steps:
-        return cfg.max_steps
-    spe = steps_per_epoch(n_rows, cfg.batch_size * world, cfg.grad_accum)
-    return max(1, math.ceil(cfg.epochs * spe))
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def checkpoints(self) -> bool:
+        return not self.sharded
 
 
 def micro_batches_for_step(step: int, data: LoopData, cfg, world: int, seed: int) -> list[list[int]]:
     """The global micro-batches (row lists) of optimizer step ``step``: a pure function of the step."""
-    global_batch = cfg.batch_size * world
-    spe = steps_per_epoch(len(data.train_rows), global_batch, cfg.grad_accum)
+    spe = cfg.steps_per_epoch(len(data.train_rows), world)
     epoch, k = divmod(step, spe)
-    plan = data.plan(global_batch, seed, epoch, cfg.group_by_length)
+    plan = data.plan(cfg.batch_size * world, seed, epoch, cfg.group_by_length)
     return plan[k * cfg.grad_accum : (k + 1) * cfg.grad_accum]
 
 
@@ -119,24 +133,22 @@ def _dummy_batch(pad_id: int):
     return collate([TokenizedExample([pad_id], [-100])], [[0]], pad_id)
 
 
-def run_loop(
-    *, model, optimizer, scheduler, accelerator, data: LoopData, cfg, run: Run, n_steps: int, seed: int,
-    prompt_learning: bool, logger, state: LoopState, on_eval: OnEval | None = None, on_step: OnStep | None = None,
-    checkpoints: bool = True,
-) -> LoopState:
+def run_loop(loop: Loop, state: LoopState) -> LoopState:
+    """Optimizer steps from ``state.step`` to ``loop.n_steps`` (or an early stop): log, validate,
+    checkpoint as the recipe says."""
+    cfg, data, accelerator, model = loop.cfg, loop.data, loop.accelerator, loop.model
     world, rank = accelerator.num_processes, accelerator.process_index
-    ckpt_root = run.path / "checkpoints"
-    main = accelerator.is_main_process
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n_steps, initial=state.step, disable=not main, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=loop.n_steps, initial=state.step, disable=not loop.main, desc="train", unit="step",
+               dynamic_ncols=True)
     step_delay = float(os.environ.get("TUNEFORGE_DEBUG_STEP_SLEEP", "0") or 0)
     model.train()
     # Multi-task data: (loss sum, target tokens) per task since the last log, over all processes.
     task_sums = torch.zeros(len(data.tasks), 2, dtype=torch.float64, device=accelerator.device)
-    while state.step < n_steps and not state.stopped_early:
+    while state.step < loop.n_steps and not state.stopped_early:
         t0 = time.perf_counter()
-        micro = micro_batches_for_step(state.step, data, cfg, world, seed)
+        micro = micro_batches_for_step(state.step, data, cfg, world, loop.seed)
         batches = []
         for rows in micro:
             mine = rows[rank * cfg.batch_size : (rank + 1) * cfg.batch_size]
@@ -151,18 +163,18 @@ def run_loop(
             sync = i == len(batches) - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
                 if b.task_ids is not None:
-                    loss, parts = loss_sum_by_task(model, b, len(data.tasks), prompt_learning)
+                    loss, parts = loss_sum_by_task(model, b, len(data.tasks), cfg.prompt_learning)
                     task_sums += parts.to(task_sums.device)
                 else:
-                    loss = loss_sum(model, b, prompt_learning)
+                    loss = loss_sum(model, b, cfg.prompt_learning)
                 # DDP averages gradients over processes: scale by world so the result is the global token mean.
                 accelerator.backward(loss * (world / max(n_target, 1.0)))
             step_loss += loss.detach().double()
         if cfg.max_grad_norm > 0:
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loop.optimizer.step()
+        loop.scheduler.step()
+        loop.optimizer.zero_grad(set_to_none=True)
         step_loss = float(accelerator.reduce(step_loss, "sum")) / max(n_target, 1.0)
         state.step += 1
         state.train_tokens += n_tokens
@@ -170,18 +182,19 @@ def run_loop(
         tok_s = state.train_tokens / max(state.train_seconds, 1e-9)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
-        if state.step % cfg.log_every == 0 or state.step == 1 or state.step == n_steps:
+        last = state.step == loop.n_steps
+        if state.step % cfg.log_every == 0 or state.step == 1 or last:
             extra = {"grad_norm": float(grad_norm)} if cfg.max_grad_norm > 0 else {}
-            logger.log(state.step, "train", loss=step_loss, lr=scheduler.get_last_lr()[0],
-                       tokens=state.train_tokens, tokens_per_s=tok_s, **extra)
+            loop.logger.log(state.step, "train", loss=step_loss, lr=loop.scheduler.get_last_lr()[0],
+                            tokens=state.train_tokens, tokens_per_s=tok_s, **extra)
             if data.tasks:
-                _log_task_losses(accelerator, run, state.step, data.tasks, task_sums)
-        if data.val is not None and (state.step % cfg.eval_every == 0 or state.step == n_steps):
-            _validate(model, accelerator, data, cfg, prompt_learning, logger, state, run, on_eval, bar, checkpoints)
-        if checkpoints and state.step % cfg.save_every == 0 and state.step < n_steps and not state.stopped_early:
-            save_checkpoint(accelerator, model, optimizer, scheduler, state, ckpt_root, cfg.keep_checkpoints)
-        if on_step is not None:
-            on_step(state.step, step_loss)
+                _log_task_losses(accelerator, loop.run, state.step, data.tasks, task_sums)
+        if data.val is not None and (state.step % cfg.eval_every == 0 or last):
+            _validate(loop, state, bar)
+        if loop.checkpoints and state.step % cfg.save_every == 0 and not last and not state.stopped_early:
+            save_checkpoint(loop, state)
+        if loop.on_step is not None:
+            loop.on_step(state.step, step_loss)
         if step_delay:
             time.sleep(step_delay)
     bar.close()
@@ -199,48 +212,51 @@ def _log_task_losses(accelerator, run: Run, step: int, tasks: list[str], sums: t
     sums.zero_()
 
 
-def _validate(model, accelerator, data, cfg, prompt_learning, logger, state: LoopState, run: Run, on_eval, bar,
-              checkpoints: bool = True) -> None:
-    val_loss = evaluate(model, accelerator, data, cfg.batch_size, prompt_learning)
+def _validate(loop: Loop, state: LoopState, bar) -> None:
+    accelerator = loop.accelerator
+    val_loss = evaluate(loop.model, accelerator, loop.data, loop.cfg.batch_size, loop.cfg.prompt_learning)
     state.last_val_loss, state.last_val_step = val_loss, state.step
-    logger.log(state.step, "val", loss=val_loss)
+    loop.logger.log(state.step, "val", loss=val_loss)
     state.history.append({"step": state.step, "val_loss": val_loss})
-    bar.write(f"step {state.step}: validation loss {val_loss:.4f}") if accelerator.is_main_process else None
+    bar.write(f"step {state.step}: validation loss {val_loss:.4f}") if loop.main else None
     if state.best_val_loss is None or val_loss < state.best_val_loss:
         state.best_val_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
-        if accelerator.is_main_process and checkpoints:
-            ckpt.save_best(accelerator.unwrap_model(model), run.path / "checkpoints", state.step, val_loss)
+        if loop.main and loop.checkpoints:
+            ckpt.save_best(accelerator.unwrap_model(loop.model), loop.run.path / CHECKPOINTS, state.step, val_loss)
     else:
         state.bad_evals += 1
-        if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
+        if loop.cfg.early_stopping_patience and state.bad_evals >= loop.cfg.early_stopping_patience:
             state.stopped_early = True
             log.info("early stopping at step %d: %d validations without improvement", state.step, state.bad_evals)
-    if on_eval is not None and on_eval(state.step, val_loss):
+    if loop.on_eval is not None and loop.on_eval(state.step, val_loss):
         state.stopped_early = True
 
 
-def save_checkpoint(accelerator, model, optimizer, scheduler, state: LoopState, root: Path, keep: int) -> None:
+def save_checkpoint(loop: Loop, state: LoopState) -> None:
     from dataclasses import asdict
 
+    accelerator, root = loop.accelerator, loop.run.path / CHECKPOINTS
     tmp = ckpt.tmp_folder(root, state.step)
-    if accelerator.is_main_process:
+    if loop.main:
         root.mkdir(parents=True, exist_ok=True)
         tmp.mkdir(exist_ok=True)
     accelerator.wait_for_everyone()
-    main_model = accelerator.unwrap_model(model) if accelerator.is_main_process else None
-    ckpt.write_local(tmp, accelerator.process_index, main_model, optimizer, scheduler, asdict(state))
+    main_model = accelerator.unwrap_model(loop.model) if loop.main else None
+    ckpt.write_local(tmp, accelerator.process_index, main_model, loop.optimizer, loop.scheduler, asdict(state))
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        ckpt.finalize(root, state.step, keep)
+    if loop.main:
+        ckpt.finalize(root, state.step, loop.cfg.keep_checkpoints)
     accelerator.wait_for_everyone()
 
 
-def restore_checkpoint(accelerator, model, optimizer, scheduler, root: Path) -> tuple[LoopState, int] | None:
+def restore_checkpoint(loop: Loop) -> tuple[LoopState, int] | None:
     """Load the newest complete checkpoint; None when there is none yet (killed before the first one)."""
-    latest = ckpt.latest_checkpoint(root)
+    latest = ckpt.latest_checkpoint(loop.run.path / CHECKPOINTS)
     if latest is None:
         return None
-    saved = ckpt.load_local(latest, accelerator.process_index, accelerator.unwrap_model(model), optimizer, scheduler)
+    accelerator = loop.accelerator
+    saved = ckpt.load_local(latest, accelerator.process_index, accelerator.unwrap_model(loop.model), loop.optimizer,
+                            loop.scheduler)
     state = LoopState(**saved)
     return state, state.step
 

@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PEFT_METHODS = ("lora", "qlora", "ia3", "prompt_tuning", "prefix_tuning")
-PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning")
 
 
 @dataclass
@@ -105,7 +103,7 @@ def apply_method(model: PreTrainedModel, cfg: TrainConfig, tokenizer: PreTrained
 
     method = cfg.method
     if isinstance(model, PeftModel):
-        if is_peft(method):
+        if cfg.is_peft:
             # A model that already carries an adapter keeps training that adapter (sequential stages).
             if not any(p.requires_grad for p in model.parameters()):
                 raise UserError("the adapter given to train is frozen: load it with is_trainable=True")
@@ -181,12 +179,3 @@ def _freeze(model: PreTrainedModel, cfg: TrainConfig) -> PreTrainedModel:
     if fc.top_blocks and (n_layers is None or fc.top_blocks > n_layers):
         raise UserError(f"train.freeze.top_blocks={fc.top_blocks} but the model has {n_layers} blocks")
     return model
-
-
-def is_peft(method: str) -> bool:
-    return method in PEFT_METHODS
-
-
-def uses_packing(cfg: TrainConfig) -> bool:
-    """Prompt/prefix tuning need every example to see the virtual tokens: one example per row."""
-    return cfg.packing and cfg.method not in PROMPT_LEARNING
