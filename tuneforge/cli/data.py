@@ -112,10 +112,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if args.out:
             out = Path(args.out)
         else:
-            from tuneforge.runs import create_run
+            from tuneforge.runs import DATA, create_run
 
             run = held.enter_context(create_run(recipe, "data", inputs=[resolve_input(cfg)]))
-            out = run.path / "data"
+            out = run.path / DATA
         prepared = prepare_data(cfg, out, _tokenizer(args, recipe), seed=recipe.run.seed)
         if run is not None:
             run.update_manifest(data=prepared.manifest)

@@ -103,10 +103,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tuneforge.config.loader import load_recipe
     from tuneforge.eval.report import write_report
     from tuneforge.eval.runner import evaluate_run
-    from tuneforge.runs import Run, create_run, load_run_recipe
+    from tuneforge.runs import RECIPE, Run, create_run, load_run_recipe
 
     run_path = Path(args.run) if args.run else None
-    if run_path is not None and not (run_path / "recipe.yaml").is_file():
+    if run_path is not None and not (run_path / RECIPE).is_file():
         raise UserError(f"{run_path}: not a run folder (no recipe.yaml)")
     if args.recipe or run_path is None:
         recipe = load_recipe(args.recipe, overrides_from_args(args))

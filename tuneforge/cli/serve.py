@@ -54,14 +54,15 @@ def resolve_adapters(args: argparse.Namespace, overrides_model: str | None) -> t
     base: str | None = None
     for folder in args.runs:
         run = open_run(folder)
-        if not (run.path / "adapter" / "adapter_config.json").is_file():
-            hint = f"; serve the full model with --model {run.path / 'model'}" if (run.path / "model").is_dir() else ""
+        weights = run.tuned_weights()
+        if weights is None or weights.adapter is None:
+            hint = f"; serve the full model with --model {weights.path}" if weights is not None else ""
             raise UserError(f"{run.path}: no adapter/ folder to serve{hint}")
         if base is not None and run.recipe.model.name != base:
             raise UserError(f"{run.path}: base model {run.recipe.model.name!r} differs from {base!r}; "
                             "one server shares one base model")
         base = run.recipe.model.name
-        adapters[run.name] = str(run.path / "adapter")
+        adapters[run.name] = str(weights.adapter)
     for item in args.adapter_dir:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
@@ -73,6 +74,7 @@ def resolve_adapters(args: argparse.Namespace, overrides_model: str | None) -> t
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from tuneforge.runs import ADAPTER
     from tuneforge.serve.security import resolve_api_key
     from tuneforge.serve.server import build, serve_forever
 
@@ -82,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if recipe.model.adapter:  # --adapter PATH: served under its run's name (the folder above adapter/)
         folder = Path(recipe.model.adapter).resolve()
-        adapters.setdefault(folder.parent.name if folder.name == "adapter" else folder.name, str(folder))
+        adapters.setdefault(folder.parent.name if folder.name == ADAPTER else folder.name, str(folder))
     cfg = recipe.serve.model_copy(update={"adapters": {**recipe.serve.adapters, **adapters}})
     api_key = resolve_api_key(cfg.api_key_env, args.api_key_file, args.no_auth, cfg.host)
     served = build(recipe.model, cfg, api_key)

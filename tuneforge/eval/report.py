@@ -20,6 +20,7 @@ from tuneforge.eval import svg
 from tuneforge.eval.compare import METRIC_ORDER, collect_predictions, fmt_metric, is_probe, primary_metric
 from tuneforge.eval.results import ResultRow, read_results
 from tuneforge.eval.verdict import Verdict, decide
+from tuneforge.runs import DATA, METRICS, RECIPE, tuned_weights_in
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
@@ -34,7 +35,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 
 
 def _training_curves(run_path: Path) -> str:
-    f = run_path / "metrics.jsonl"
+    f = run_path / METRICS
     if not f.is_file():
         return ""
     series: dict[str, list[tuple[float, float]]] = {}
@@ -70,7 +71,7 @@ def _find_histogram(node: Any) -> tuple[list[float], list[int]] | None:
 
 
 def _length_histogram(run_path: Path, preds: dict[str, list[dict[str, Any]]]) -> str:
-    quality = run_path / "data" / "quality.json"
+    quality = run_path / DATA / "quality.json"
     if quality.is_file():
         try:
             found = _find_histogram(json.loads(quality.read_text(encoding="utf-8")))
@@ -179,8 +180,8 @@ def write_report(run_path: str | Path) -> Path:
     if not run_path.is_dir():
         raise UserError(f"{run_path}: run folder not found")
     recipe: dict[str, Any] = {}
-    if (run_path / "recipe.yaml").is_file():
-        recipe = yaml.safe_load((run_path / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    if (run_path / RECIPE).is_file():
+        recipe = yaml.safe_load((run_path / RECIPE).read_text(encoding="utf-8")) or {}
     ev = recipe.get("eval") or {}
     rows = read_results(run_path)
     preds = collect_predictions(run_path)
@@ -192,7 +193,7 @@ def write_report(run_path: str | Path) -> Path:
     css_class = {"yes": "yes", "no": "no", "yes, but": "warn"}.get(verdict.answer, "")
     model = (recipe.get("model") or {}).get("name", "?")
     train = recipe.get("train") or {}
-    has_tuned = (run_path / "adapter").is_dir() or (run_path / "model").is_dir()
+    has_tuned = tuned_weights_in(run_path) is not None
     method = train.get("method") if isinstance(train, dict) and has_tuned else None
     html = [
         "<!doctype html><html><head><meta charset='utf-8'>",

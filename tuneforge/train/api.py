@@ -14,7 +14,7 @@ from tuneforge import atomic
 from tuneforge.config.recipe import Recipe
 from tuneforge.config.train import TrainConfig
 from tuneforge.errors import UserError
-from tuneforge.runs import ADAPTER, CHECKPOINTS, MODEL, TRAIN_RESULT, Run
+from tuneforge.runs import ADAPTER, CHECKPOINTS, METRICS, MODEL, TRAIN_RESULT, Run
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train.data import tokenize_file
 from tuneforge.train.logger import MetricsLogger
@@ -267,7 +267,7 @@ def save_output(model, tokenizer, out: Path, state_dict: dict | None = None) -> 
 def forget_metrics_after(run: Run, step: int | None) -> None:
     """Drop the training/validation rows of metrics.jsonl that a resumed run logs again (those after
     ``step``; all of them when it starts over), and a last line cut short by the kill."""
-    path = run.path / "metrics.jsonl"
+    path = run.path / METRICS
     if not path.is_file():
         return
     kept = []
@@ -299,4 +299,4 @@ def finished_result(run_path: Path, out: Path, n_steps: int) -> TrainResult | No
 
 
 def read_result(run_path: Path) -> dict:
-    return json.loads((run_path / "train_result.json").read_text())
+    return json.loads((run_path / TRAIN_RESULT).read_text())
