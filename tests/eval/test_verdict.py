@@ -55,7 +55,7 @@ def test_gain_with_a_significant_drop_is_yes_but(tmp_path):
     _probes(tmp_path, [1.0] * 30 + [0.0] * 10, [0.0] * 30 + [0.0] * 10)
     v = decide(tmp_path, _rows(tmp_path), samples=500)
     assert v.answer == "yes, but" and "forgot" in v.headline
-    assert any("significant drop on boolq" in line for line in v.lines)
+    assert any("flagged on boolq" in line for line in v.lines)
 
 
 def test_difference_within_noise_is_not_shown_and_mentions_cheaper_prompts(tmp_path):
