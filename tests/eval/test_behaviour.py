@@ -76,7 +76,7 @@ def test_ok_to_everything_is_caught_without_label_words():
 
 
 def test_one_sentence_for_everything_loses_variety():
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+    words = [f"word{i}" for i in range(18)]
     base = Answers([" ".join(words[i:] + words[:i][:3]) for i in range(18)], [])
     tuned = Answers(["I am not sure what you mean by that."] * 18, [])
     changes = {c.measure: c for c in compare_answers(base, tuned, samples=500)}
