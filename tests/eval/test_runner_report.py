@@ -13,7 +13,8 @@ from tuneforge.eval.runner import evaluate_run
 from tuneforge.runs import create_run
 
 EVAL = {"eval.max_new_tokens": 3, "eval.batch_size": 8, "eval.shots": [0, 2], "eval.bootstrap_samples": 100,
-        "eval.forgetting_tasks": ["arc_easy"], "eval.forgetting_examples": 4}
+        "eval.forgetting_tasks": ["arc_easy"], "eval.forgetting_examples": 4, "eval.general_examples": 6,
+        "eval.drift_max_tokens": 16, "eval.behaviour_max_new_tokens": 4}
 
 
 def _recipe(model_dir: Path, name: str, **extra):
@@ -55,12 +56,16 @@ def test_evaluate_run_writes_baselines_tuned_and_forgetting(tuned_run):
     keys = [(r.system, r.task) for r in read_results(path)]
     assert keys == [
         ("base zero-shot", "sentiment"), ("base 2-shot", "sentiment"), ("base", "forgetting:arc_easy"),
-        ("tuned", "sentiment"), ("tuned", "forgetting:arc_easy"),
+        ("base", "forgetting:general_loss"), ("base", "forgetting:behaviour"),
+        ("tuned", "sentiment"), ("tuned", "forgetting:arc_easy"), ("tuned", "forgetting:drift"),
+        ("tuned", "forgetting:general_loss"), ("tuned", "forgetting:behaviour"),
     ]
+    behaviour = next(r for r in rows if r.task == "forgetting:behaviour")
+    assert behaviour.extra["task_answers"] == ["fresh", "rotten"]  # the test split's labels, looked for
     for name in ("base-zero-shot", "base-2-shot", "tuned"):
         assert (path / "eval" / f"predictions-{name}.jsonl").is_file()
     logged = [line for line in (path / "metrics.jsonl").read_text().splitlines() if "eval/" in line]
-    assert len(logged) == 5
+    assert len(logged) == 10  # one line per row written
 
 
 def test_baseline_only_run_has_no_tuned_or_forgetting_rows(run_dir, tiny_model_dir, splits):
@@ -79,6 +84,9 @@ def test_report_is_self_contained_with_verdict_and_charts(tuned_run):
     assert "Was fine-tuning worth it?" in html
     assert "Training and validation loss" in html and "<polyline" in html
     assert "Forgetting" in html and "arc_easy" in html
+    # every probe in plain words, with what its sample can detect
+    assert "In plain words" in html and "Drift: " in html and "General loss: " in html and "Behaviour: " in html
+    assert "<th>detects</th>" in html and "inputs detect a change of" in html
     assert "base 2-shot" in html and "tuned" in html
     assert html.count("<svg") >= 3
     # opens offline: no scripts, stylesheets or images fetched from anywhere
@@ -134,3 +142,23 @@ def test_cli_errors_are_one_line(run_dir, tiny_model_dir, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--test", "x.jsonl", "--shots", "zero"])
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_target_precision_sizes_the_test_sample_and_probes(run_dir, tiny_model_dir, splits, capsys):
+    from tuneforge.eval.runner import sized_for_precision
+
+    recipe = _recipe(tiny_model_dir, "precise", **{"eval.target_precision": 0.1})
+    cfg = sized_for_precision(recipe.eval, splits[0])
+    assert cfg.max_examples == cfg.forgetting_examples == cfg.general_examples == 97
+    out = capsys.readouterr().out
+    assert "97 examples per test sample and probe" in out
+    assert "the test split has 8 examples" in out and "add 89 test examples" in out
+
+
+def test_cli_precision_flag_reaches_the_recipe(run_dir, tiny_model_dir, splits, capsys):
+    test, train = splits
+    args = ["eval", "--model", str(tiny_model_dir), "--test", str(test), "--shots", "0", "--max-new-tokens", "2",
+            "--no-forgetting", "--precision", "0.2", "--name", "sized", "--no-report"]
+    assert main(args) == 0
+    assert "25 examples per test sample and probe" in capsys.readouterr().out
+    assert load_recipe(run_dir / "runs" / "sized" / "recipe.yaml").eval.target_precision == 0.2

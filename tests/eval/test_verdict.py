@@ -55,7 +55,7 @@ def test_gain_with_a_significant_drop_is_yes_but(tmp_path):
     _probes(tmp_path, [1.0] * 30 + [0.0] * 10, [0.0] * 30 + [0.0] * 10)
     v = decide(tmp_path, _rows(tmp_path), samples=500)
     assert v.answer == "yes, but" and "forgot" in v.headline
-    assert any("significant drop on boolq" in line for line in v.lines)
+    assert any("flagged on boolq" in line for line in v.lines)
 
 
 def test_difference_within_noise_is_not_shown_and_mentions_cheaper_prompts(tmp_path):
@@ -95,3 +95,20 @@ def test_rows_of_another_task_are_judged_separately(tmp_path):
     v = decide(tmp_path, rows, samples=500)
     assert v.answer == "yes" and "base zero-shot" in v.headline
     assert any(line.startswith("task python-docs-qa: No") and "base + RAG" in line for line in v.lines)
+
+
+def test_the_verdict_states_what_its_test_split_can_detect(tmp_path):
+    _write(tmp_path, "base zero-shot", [0.0] * 40 + [1.0] * 20, 60)
+    _write(tmp_path, "tuned", [1.0] * 55 + [0.0] * 5, 60)
+    v = decide(tmp_path, _rows(tmp_path), samples=500)
+    assert v.answer == "yes" and v.detectable is not None and 0 < v.detectable < 0.6 and v.needed is None
+    assert any(line.startswith("power: 60 paired test examples detect a true difference of") for line in v.lines)
+
+
+def test_not_shown_says_how_many_examples_the_observed_difference_needs(tmp_path):
+    _write(tmp_path, "base 3-shot", [1.0, 0.0] * 10, 300)
+    _write(tmp_path, "tuned", [1.0, 0.0] * 9 + [1.0, 1.0], 60)  # one more right answer of 20
+    v = decide(tmp_path, _rows(tmp_path), samples=500)
+    assert v.answer == "not shown" and v.needed is not None and v.needed > 20
+    assert any(f"would take about {v.needed:,} test examples" in line for line in v.lines)
+    assert v.detectable > 0.05  # 20 examples cannot see a +0.05 difference

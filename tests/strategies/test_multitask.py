@@ -21,7 +21,8 @@ def shrink(data: dict, model_dir: Path, out: Path, n: int = 30) -> dict:
     data["train"] = {**data.get("train", {}), "max_steps": 3, "batch_size": 4, "eval_every": 2,
                      "max_length": 256, "save_every": 100}
     data["eval"] = {**data.get("eval", {}), "max_examples": 4, "max_new_tokens": 2, "bootstrap_samples": 0,
-                    "batch_size": 4, "forgetting_examples": 4}
+                    "batch_size": 4, "forgetting_examples": 4, "general_examples": 4, "drift_max_tokens": 16,
+                    "behaviour_max_new_tokens": 4}
     for section in ("mixture", "stages"):
         entries = (data.get(section) or {}).get("tasks") if section == "mixture" else data.get(section)
         for entry in entries or []:
@@ -56,12 +57,18 @@ def test_three_task_mixture_runs_end_to_end(tiny_model_dir, tmp_path):
     # Per-task test scores for the base and the tuned model, in the shared results file.
     rows = {(r.system, r.task) for r in read_results(run.path)}
     assert {(s, n) for s in ("base", "multitask") for n in names} <= rows
-    # General-ability probes for both models, paired question by question (the example turns them on).
-    probes = set(recipe.eval.forgetting_tasks)
-    assert {f["probe"] for f in summary["forgetting"]} == probes
-    assert all(f["n"] == 4 and 0 <= f["base"] <= 1 and 0 <= f["tuned"] <= 1 for f in summary["forgetting"])
-    assert {(s, "forgetting:" + p) for s in ("base", "multitask") for p in probes} <= rows
+    # Forgetting probes for both models, paired input by input (the example turns them on): the
+    # multiple-choice ones, and drift, general loss and behaviour on general text, chat and instructions.
+    choice = set(recipe.eval.forgetting_tasks)
+    by_probe = {f["probe"]: f for f in summary["forgetting"]}
+    assert set(by_probe) == choice | {"drift", "general_loss", "behaviour"}
+    assert all(f["n"] == 4 and 0 <= f["base"] <= 1 and 0 <= f["tuned"] <= 1
+               for f in summary["forgetting"] if f["probe"] in choice)
+    assert by_probe["drift"]["tuned"] > 0 and by_probe["general_loss"]["base"] > 0
+    assert all(f["reading"] for f in summary["forgetting"])
+    assert {(s, "forgetting:" + p) for s in ("base", "multitask") for p in choice} <= rows
     report = (run.path / "report.md").read_text()
     assert all(n in report for n in names)
-    assert "Forgetting" in report and all(p in report for p in probes)
+    assert "Forgetting" in report and all(p in report for p in choice)
+    assert "| drift |" in report and "| general_loss |" in report and "- Drift: " in report
     assert (run.path / "adapter" / "adapter_config.json").is_file()

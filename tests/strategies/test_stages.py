@@ -88,6 +88,7 @@ def test_three_stage_example_runs_end_to_end(tiny_model_dir, tmp_path):
     from tuneforge.strategies.stages import run_stages
 
     data = shrink(yaml.safe_load((EXAMPLES / "sequential.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=24)
+    data["eval"]["forgetting"] = True  # the example leaves it off to save CPU time
     recipe = Recipe.model_validate(data)
     run = create_run(recipe, "stages")
     summary = run_stages(recipe, run)
@@ -111,6 +112,16 @@ def test_three_stage_example_runs_end_to_end(tiny_model_dir, tmp_path):
     report = (run.path / "report.md").read_text()
     assert "forgotten" in report and "3-specific" in report
     assert (run.path / "model" / "config.json").is_file()
+    # General ability after every stage, against the base model: drift and loss on general answers.
+    general = summary["general"]
+    assert set(general) == {"after 1-general", "after 2-medical", "after 3-specific"}
+    for deltas in general.values():
+        by_probe = {d["probe"]: d for d in deltas}
+        assert set(by_probe) == {"drift", "general_loss"}
+        assert by_probe["drift"]["tuned"] > 0 and by_probe["drift"]["n"] == 4
+        assert by_probe["general_loss"]["base"] > 0
+    assert ("after 3-specific", "forgetting:drift") in systems and ("base", "forgetting:general_loss") in systems
+    assert "general drift from base (KL, nats/token)" in report and "General loss: " in report
 
 
 def test_continuing_an_adapter(tiny_model_dir, tmp_path):

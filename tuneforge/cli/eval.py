@@ -29,14 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="Score base zero/k-shot, the tuned model and forgetting probes on the test split.",
         description="Evaluate on the held-out test split: base zero-shot and k-shot prompts (examples drawn "
-        "from the train split, never from test), the tuned model when the run has one, and general-ability "
-        "probes (ARC-Easy, BoolQ, MMLU subjects) for base and tuned to catch catastrophic forgetting. "
+        "from the train split, never from test), the tuned model when the run has one, and forgetting probes "
+        "for base and tuned: drift (KL on general text and chat), loss on general instructions, behaviour on "
+        "general prompts, and multiple-choice benchmarks (ARC-Easy, BoolQ, MMLU subjects). "
         "Results go to <run>/eval/results.json, answers to <run>/eval/predictions-<system>.jsonl, and "
         "an HTML report to <run>/report.html.",
         epilog="examples:\n"
         "  tuneforge eval --test data/test.jsonl --train data/train.jsonl --shots 0,3   # baselines only\n"
         "  tuneforge eval --run runs/lora-sentiment            # a training run: its data/ and adapter/\n"
-        "  tuneforge eval --run runs/lora --max-examples 100 --no-forgetting",
+        "  tuneforge eval --run runs/lora --max-examples 100 --no-forgetting\n"
+        "  tuneforge eval --run runs/lora --precision 0.1   # sample sizes for +/-0.1 intervals",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_recipe_args(p)
@@ -53,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(p, "--forgetting-examples", "eval.forgetting_examples", type=int, help="Questions per probe.")
     flag(p, "--trust-remote-code", "model.trust_remote_code", action="store_const", const=True,
          help="Let the model folder run its own Python code (never taken from a --run folder's recipe).")
+    flag(p, "--precision", "eval.target_precision", type=float,
+         help="Size the test sample and every probe so an interval is at most +/- this (0.1 -> 97 examples).")
     p.add_argument("--no-report", action="store_true", help="Do not write report.html.")
     p.set_defaults(func=cmd_eval)
 

@@ -58,4 +58,39 @@ class EvalConfig(Section):
         0.0, ge=0.0, description="A drop counts as forgetting only when the whole interval of the "
         "tuned-minus-base delta lies below -forgetting_drop.",
     )
+    general_probes: list[str] = Field(
+        default_factory=lambda: ["drift", "general_loss", "behaviour"],
+        description="Forgetting probes that work at every model size, on general text, chat and instructions "
+        "read from registry packages (gensim's Wikipedia articles, chitchat-dataset, OpenAI evals): drift "
+        "(KL divergence of the tuned from the base next-token distributions), general_loss (loss on "
+        "reference answers of general instructions) and behaviour (answers to general prompts: collapse to "
+        "the task's labels or to one answer, empty answers, diversity, length). [] turns them off.",
+    )
+    general_examples: int = Field(
+        60, ge=2, description="Inputs per general probe (drift passages and conversations, instruction answers, "
+        "behaviour prompts).",
+    )
+    drift_max_tokens: int = Field(128, ge=8, description="Tokens per drift passage or conversation.")
+    drift_top_k: int = Field(
+        256, ge=1, description="Base-model tokens kept per position for drift: KL is taken over these plus one "
+        "bucket for the rest (a lower bound of the full KL, close to it when the rest holds little mass); "
+        "keeps the base side in memory without holding two models.",
+    )
+    drift_threshold: float = Field(
+        0.1, ge=0.0, description="Drift (nats per token) above which it is flagged: every fine-tune moves the "
+        "distributions a little, so drift counts only when its whole interval lies above this.",
+    )
+    behaviour_max_new_tokens: int = Field(48, ge=1, description="Tokens generated per behaviour prompt.")
+    short_answer_words: int = Field(
+        2, ge=0, description="Behaviour probe: answers of at most this many words count as empty or very short.",
+    )
+    target_precision: float | None = Field(
+        None, gt=0.0, lt=0.5, description="Size the test sample and every probe so that a score's interval "
+        "half-width is at most this (a proportion at its worst case, p=0.5; 0.1 -> 97 examples at 95% "
+        "confidence): sets max_examples, forgetting_examples and general_examples. None: use those fields.",
+    )
+    power: float = Field(
+        0.8, gt=0.0, lt=1.0, description="Power at which the report states the smallest difference a sample can "
+        "detect and the examples needed to detect an observed one.",
+    )
     compare_examples: int = Field(3, ge=0, description="Prompts shown side by side in compare and report.")

@@ -13,10 +13,17 @@ Public API (what the CLI and the quickstart call)::
         perplexity), with bootstrap intervals and a per-task breakdown. k-shot examples come from
         train_file, never from the test split. Per-example predictions: pop_predictions(row).
 
-    run_forgetting(model, tokenizer, cfg, system) -> list[ResultRow]
-        General-ability probes (ARC-Easy, BoolQ, MMLU subjects, ...) scored by log-likelihood.
+    ForgettingSuite(tokenizer, cfg, seed, task_answers=()).run(model, system) -> list[ResultRow]
+        Forgetting probes, the base model first (it is the drift reference), then each tuned model:
+        drift (KL from the base on general text and chat), general loss (on reference answers of
+        general instructions), behaviour (answers to general prompts: collapse to the task's labels or
+        to one answer, short answers, variety, length) and multiple-choice benchmarks (ARC-Easy, BoolQ,
+        MMLU subjects, ...) scored by log-likelihood. run_forgetting(model, tokenizer, cfg, system,
+        suite=None) is the one-call form.
     compare_forgetting(rows) -> list[ForgettingDelta]
-        Tuned-minus-base deltas with paired bootstrap intervals and a significant-drop flag.
+        Tuned-minus-base changes with paired bootstrap intervals, a flag for changes for the worse, the
+        smallest change each sample detects and the inputs an observed change would need;
+        reading(delta) says it in plain words.
 
     evaluate_run(recipe, run, test_file, train_file=None, adapter_dir=None) -> list[ResultRow]
         Base zero-shot, base k-shot (eval.shots), tuned (adapter or full model in the run) and
@@ -33,7 +40,13 @@ from __future__ import annotations
 from tuneforge.config.eval import EvalConfig
 from tuneforge.eval.compare import compare_runs, side_by_side
 from tuneforge.eval.evaluate import evaluate_split, load_examples, pop_predictions
-from tuneforge.eval.forgetting import ForgettingDelta, compare_forgetting, run_forgetting
+from tuneforge.eval.forgetting import (
+    ForgettingDelta,
+    ForgettingSuite,
+    compare_forgetting,
+    reading,
+    run_forgetting,
+)
 from tuneforge.eval.generation import generate_batch
 from tuneforge.eval.report import write_report
 from tuneforge.eval.results import MetricValue, ResultRow, read_results, write_results
@@ -42,6 +55,7 @@ from tuneforge.eval.runner import evaluate_run
 __all__ = [
     "EvalConfig",
     "ForgettingDelta",
+    "ForgettingSuite",
     "MetricValue",
     "ResultRow",
     "compare_forgetting",
@@ -52,6 +66,7 @@ __all__ = [
     "load_examples",
     "pop_predictions",
     "read_results",
+    "reading",
     "run_forgetting",
     "side_by_side",
     "write_report",

@@ -84,8 +84,9 @@ def forgetting_lines(runs: list[tuple[str, list[ResultRow]]]) -> list[str]:
     for name, rows in runs:
         for d in compare_forgetting(rows):
             ci = f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]" if d.ci_low is not None else ""
-            flag = "  SIGNIFICANT DROP" if d.significant_drop else ""
-            lines.append(f"{name}: forgetting {d.probe}: base {d.base:.3f} -> tuned {d.tuned:.3f} "
+            flag = "  FLAGGED" if d.flagged else ""
+            probe = f"{d.probe} {d.metric}" if d.probe == "behaviour" else d.probe
+            lines.append(f"{name}: forgetting {probe}: base {d.base:.3f} -> tuned {d.tuned:.3f} "
                          f"(delta {d.delta:+.3f} {ci}, n={d.n}){flag}")
     return [""] + lines if lines else []
 

@@ -18,6 +18,7 @@ import yaml
 from tuneforge.errors import UserError
 from tuneforge.eval import svg
 from tuneforge.eval.compare import METRIC_ORDER, collect_predictions, fmt_metric, is_probe, primary_metric
+from tuneforge.eval.forgetting import ForgettingDelta, near_chance, reading
 from tuneforge.eval.results import ResultRow, read_results
 from tuneforge.eval.verdict import Verdict, decide
 from tuneforge.runs import DATA, METRICS, RECIPE, tuned_weights_in
@@ -127,6 +128,14 @@ def _mv(d: dict[str, Any]):
     return MetricValue(**d)
 
 
+def _fmt_change(d: ForgettingDelta, v: float | None, signed: bool = True) -> str:
+    if v is None:
+        return "-"
+    if d.metric in ("label_answers", "repeated_answer", "short_answers"):
+        return f"{v * 100:+.0f} pts" if signed else f"{v:.0%}"
+    return (f"{v:+.3f}" if signed else f"{v:.3f}") if d.metric != "mean_words" else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+
 def _forgetting_section(v: Verdict, rows: list[ResultRow]) -> str:
     if not v.forgetting:
         probes = [r for r in rows if is_probe(r)]
@@ -136,25 +145,37 @@ def _forgetting_section(v: Verdict, rows: list[ResultRow]) -> str:
                 "<code>eval.forgetting</code> is off.</p>")
     body = []
     for d in v.forgetting:
-        ci = f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]" if d.ci_low is not None else "-"
-        flag = '<span class="drop">significant drop</span>' if d.significant_drop else "ok"
-        chance = f"{d.chance:.2f}" if d.chance is not None else "-"
-        body.append(f'<tr><td>{escape(d.probe)}</td><td class="num">{d.base:.3f}</td><td class="num">{d.tuned:.3f}</td>'
-                    f'<td class="num">{d.delta:+.3f}</td><td class="num">{ci}</td><td class="num">{d.n}</td>'
-                    f'<td class="num">{chance}</td><td>{flag}</td></tr>')
-    near = [d.probe for d in v.forgetting if d.chance is not None and d.base <= d.chance + 0.05]
-    note = (f"<p class='muted'>The base model is near chance on {', '.join(near)}: there is little ability "
-            "there to lose, so these probes cannot show forgetting.</p>" if near else "")
+        ci = f"[{_fmt_change(d, d.ci_low)}, {_fmt_change(d, d.ci_high)}]" if d.ci_low is not None else "-"
+        if d.flagged:
+            flag = '<span class="drop">flagged</span>'
+        elif near_chance(d):
+            flag = "near chance"
+        else:
+            flag = "ok" if d.worse else "(not judged)"
+        detect = _fmt_change(d, d.detectable, signed=False) if d.detectable is not None else "-"
+        needed = f"{d.needed:,}" if d.needed is not None else "-"
+        body.append(f'<tr><td>{escape(d.probe)}</td><td>{escape(d.label)}</td>'
+                    f'<td class="num">{_fmt_change(d, d.base, False)}</td><td class="num">{_fmt_change(d, d.tuned, False)}</td>'
+                    f'<td class="num">{_fmt_change(d, d.delta)}</td><td class="num">{ci}</td><td class="num">{d.n}</td>'
+                    f'<td class="num">{detect}</td><td class="num">{needed}</td><td>{flag}</td></tr>')
+    readings = "".join(f"<li>{escape(reading(d))}</li>" for d in v.forgetting)
+    accuracy = [d for d in v.forgetting if d.metric == "accuracy"]
     chart = svg.bar_chart(
-        [d.probe for d in v.forgetting], [d.delta for d in v.forgetting], [d.ci_low for d in v.forgetting],
-        [d.ci_high for d in v.forgetting], title="Accuracy change on general-ability probes (tuned - base)",
-        colors=["#c62828" if d.significant_drop else "#4c78a8" for d in v.forgetting],
-    )
-    return ("<h2>Forgetting</h2><p>Multiple-choice probes outside the fine-tuning data, scored by answer "
-            "log-likelihood; the same questions for base and tuned, so the delta's interval is a paired bootstrap. "
-            "A drop is flagged when the whole interval lies below zero.</p>"
-            "<table><tr><th>probe</th><th>base</th><th>tuned</th><th>delta</th><th>95% interval</th><th>n</th>"
-            "<th>chance</th><th></th></tr>" + "".join(body) + "</table>" + note + chart)
+        [d.probe for d in accuracy], [d.delta for d in accuracy], [d.ci_low for d in accuracy],
+        [d.ci_high for d in accuracy], title="Accuracy change on multiple-choice probes (tuned - base)",
+        colors=["#c62828" if d.flagged else "#4c78a8" for d in accuracy],
+    ) if accuracy else ""
+    return ("<h2>Forgetting</h2><p>Probes outside the fine-tuning data, the same inputs for base and tuned, so "
+            "every change gets a paired bootstrap interval. <b>Drift</b>: KL divergence of the tuned from the base "
+            "next-token distributions on Wikipedia prose and human conversations. <b>General loss</b>: loss on "
+            "reference answers of general instructions. <b>Behaviour</b>: answers generated for general prompts. "
+            "<b>Multiple choice</b>: benchmark questions answered by log-likelihood. A change is flagged when its "
+            "whole interval lies on the worse side (drift: above its flag level). <i>Detects</i> is the smallest "
+            "true change the sample finds 80% of the time; <i>needed</i> is how many inputs the observed change "
+            "would need to be shown.</p>"
+            "<table><tr><th>probe</th><th>measures</th><th>base</th><th>tuned</th><th>change</th>"
+            "<th>95% interval</th><th>n</th><th>detects</th><th>needed</th><th></th></tr>" + "".join(body)
+            + "</table><h3>In plain words</h3><ul>" + readings + "</ul>" + chart)
 
 
 def _examples(preds: dict[str, list[dict[str, Any]]], n: int) -> str:
@@ -187,7 +208,8 @@ def write_report(run_path: str | Path) -> Path:
     preds = collect_predictions(run_path)
     verdict = decide(run_path, rows, samples=int(ev.get("bootstrap_samples", 1000) or 0),
                      confidence=float(ev.get("confidence", 0.95)), margin=float(ev.get("forgetting_drop", 0.0)),
-                     seed=int((recipe.get("run") or {}).get("seed", 0)))
+                     seed=int((recipe.get("run") or {}).get("seed", 0)),
+                     drift_threshold=float(ev.get("drift_threshold", 0.1)), power=float(ev.get("power", 0.8)))
     test = [r for r in rows if not is_probe(r)]
     metric = primary_metric(test)
     css_class = {"yes": "yes", "no": "no", "yes, but": "warn"}.get(verdict.answer, "")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tuneforge.eval.results import ResultRow, write_results
 
 if TYPE_CHECKING:
+    from tuneforge.config.eval import EvalConfig
     from tuneforge.config.recipe import Recipe
     from tuneforge.runs import Run
 
@@ -61,13 +62,14 @@ def evaluate_run(
     train-then-evaluate reuses what training already holds in memory instead of loading it again.
     """
     from tuneforge.eval.evaluate import evaluate_split, pop_predictions, write_predictions
-    from tuneforge.eval.forgetting import run_forgetting
     from tuneforge.models import attach_adapter, load_model, load_tokenizer
     from tuneforge.runs import ADAPTER, Run, TunedWeights, seed_everything, tuned_weights_in
 
     run_obj = run if isinstance(run, Run) else None
     run_path = Path(run.path if isinstance(run, Run) else run)
     cfg, seed = recipe.eval, recipe.run.seed
+    if cfg.target_precision:
+        cfg = sized_for_precision(cfg, test_file)
     seed_everything(seed)
     # An adapter named in the recipe (tuneforge eval --adapter) is "the tuned model" of this run.
     named = adapter_dir or recipe.model.adapter
@@ -100,9 +102,10 @@ def evaluate_run(
         with as_base():
             record(evaluate_split(model, tokenizer, test_file, system=shot_system(k), train_file=train_file,
                                   shots=k, cfg=cfg, seed=seed))
-    if tuned is not None and cfg.forgetting:
-        with as_base():
-            for row in run_forgetting(model, tokenizer, cfg, "base", seed=seed):
+    suite = forgetting_suite(tokenizer, cfg, seed, test_file) if tuned is not None and cfg.forgetting else None
+    if suite is not None:
+        with as_base():  # the base runs first: it is the drift reference the tuned model is measured against
+            for row in suite.run(model, "base", base=True):
                 record(row)
     if tuned is not None and not reuse:
         if tuned.adapter is not None:
@@ -113,7 +116,31 @@ def evaluate_run(
             model = load_model(recipe.model.model_copy(update={"name": str(tuned.path), "adapter": None}))
     if tuned is not None:
         record(evaluate_split(model, tokenizer, test_file, system="tuned", cfg=cfg, seed=seed))
-        if cfg.forgetting:
-            for row in run_forgetting(model, tokenizer, cfg, "tuned", seed=seed):
+        if suite is not None:
+            for row in suite.run(model, "tuned"):
                 record(row)
     return rows
+
+
+def forgetting_suite(tokenizer: Any, cfg: EvalConfig, seed: int, test_file: str | Path):
+    """The probes for this run, looking for the test split's answers (label words) in general answers."""
+    from tuneforge.eval.behaviour import task_answers_of
+    from tuneforge.eval.evaluate import load_examples
+    from tuneforge.eval.forgetting import ForgettingSuite
+
+    return ForgettingSuite(tokenizer, cfg, seed, task_answers=task_answers_of(load_examples(test_file)))
+
+
+def sized_for_precision(cfg: EvalConfig, test_file: str | Path) -> EvalConfig:
+    """``cfg`` with the test sample and every probe sized for ``cfg.target_precision`` (interval half-width
+    of a proportion at its worst case); says what the test split can give when it is smaller."""
+    from tuneforge.eval.power import examples_for_precision, precision_at
+
+    target = cfg.target_precision or 0.0
+    n = examples_for_precision(target, cfg.confidence)
+    available = sum(1 for line in Path(test_file).read_text(encoding="utf-8").splitlines() if line.strip())
+    print(f"sizing for a {cfg.confidence:.0%} interval of +/-{target:g}: {n} examples per test sample and probe")
+    if available < n:
+        print(f"  the test split has {available} examples: its intervals will be about "
+              f"+/-{precision_at(available, cfg.confidence):.3f}; add {n - available} test examples to reach +/-{target:g}")
+    return cfg.model_copy(update={"max_examples": n, "forgetting_examples": n, "general_examples": n})

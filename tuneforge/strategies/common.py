@@ -120,19 +120,32 @@ def primary_metric(row: ResultRow) -> str | None:
     return next(iter(row.metrics), None)
 
 
-def probe_forgetting(model: Any, tokenizer: Any, recipe: Recipe, system: str) -> list[ResultRow]:
-    """The eval stage's general-ability probes (ARC-Easy, BoolQ, MMLU...), when ``eval.forgetting`` is on."""
+def forgetting_suite(recipe: Recipe, tokenizer: Any, tasks: dict[str, TaskFiles],
+                     general: list[str] | None = None, multiple_choice: list[str] | None = None):
+    """The eval stage's forgetting probes for these tasks (None when ``eval.forgetting`` is off): run it on
+    the base model first (the drift reference), then on each trained model. The behaviour probe looks for
+    the tasks' answers (label words) in answers to general prompts."""
     if not recipe.eval.forgetting:
-        return []
-    from tuneforge.eval.forgetting import run_forgetting
+        return None
+    from tuneforge.eval.behaviour import task_answers_of
+    from tuneforge.eval.forgetting import ForgettingSuite
 
-    return run_forgetting(model, tokenizer, recipe.eval, system, seed=recipe.run.seed)
+    examples = [r for t in tasks.values() if t.test.is_file() for r in read_jsonl(t.test)]
+    return ForgettingSuite(tokenizer, recipe.eval, recipe.run.seed, task_answers=task_answers_of(examples),
+                           general=general, multiple_choice=multiple_choice)
+
+
+def probe_forgetting(model: Any, suite: Any, system: str) -> list[ResultRow]:
+    """The suite's rows for ``model`` (nothing when forgetting is off)."""
+    return suite.run(model, system) if suite is not None else []
 
 
 def forgetting_summary(rows: list[ResultRow], recipe: Recipe, tuned: str) -> list[dict[str, Any]]:
-    """Per probe: base and tuned accuracy, the paired difference with its interval, and a drop flag."""
-    from tuneforge.eval.forgetting import compare_forgetting
+    """Per probe: base and tuned, the paired difference with its interval, a flag, the power figures and a
+    plain-words reading."""
+    from tuneforge.eval.forgetting import compare_forgetting, reading
 
     cfg = recipe.eval
-    return [asdict(d) for d in compare_forgetting(rows, "base", tuned, cfg.bootstrap_samples, cfg.confidence,
-                                                  seed=recipe.run.seed)]
+    deltas = compare_forgetting(rows, "base", tuned, cfg.bootstrap_samples, cfg.confidence, cfg.forgetting_drop,
+                                seed=recipe.run.seed, drift_threshold=cfg.drift_threshold, power=cfg.power)
+    return [{**asdict(d), "label": d.label, "reading": reading(d)} for d in deltas]

@@ -6,7 +6,8 @@
 ``<run>/data/mixture/val.jsonl``, trains, and then reports per task: its share of the mixture, its
 validation loss before and after training, and its test scores for the base and the tuned model
 (``<run>/eval/results.json``, systems ``base`` and ``multitask``), and with ``eval.forgetting`` the
-general-ability probes for both models (what mixing tasks must not cost). ``<run>/strategy.json`` and
+forgetting probes for both models (drift, general loss, behaviour and the multiple-choice benchmarks:
+what mixing tasks must not cost). ``<run>/strategy.json`` and
 ``<run>/report.md`` hold the per-task and forgetting tables.
 """
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tuneforge import atomic
 from tuneforge.errors import UserError
 from tuneforge.strategies.common import (
+    forgetting_suite,
     forgetting_summary,
     load_tuned,
     prepare_training_files,
@@ -45,7 +47,8 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
     base = model if model is not None else load_model(recipe.model)
     max_len = recipe.train.max_length
     val_before = task_losses(base, tokenizer, files.val, max_length=max_len) if files.val else {}
-    base_rows = score_tasks(base, tokenizer, files.tasks, recipe, "base") + probe_forgetting(base, tokenizer, recipe, "base")
+    suite = forgetting_suite(recipe, tokenizer, files.tasks)
+    base_rows = score_tasks(base, tokenizer, files.tasks, recipe, "base") + probe_forgetting(base, suite, "base")
     for task, loss in val_before.items():
         run.log_metrics(step=0, split="val", task=task, loss=loss)
 
@@ -69,7 +72,7 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
     for task, loss in val_after.items():  # the exported (best) weights, which may predate the last step
         run.log_metrics(step=result.steps, split="val_final", task=task, loss=loss)
     tuned_rows = score_tasks(tuned, tokenizer, files.tasks, recipe, "multitask")
-    tuned_rows += probe_forgetting(tuned, tokenizer, recipe, "multitask")
+    tuned_rows += probe_forgetting(tuned, suite, "multitask")
     write_results(run.path, base_rows + tuned_rows)
 
     base_by, tuned_by = {r.task: r for r in base_rows}, {r.task: r for r in tuned_rows}
@@ -119,12 +122,15 @@ def multitask_markdown(summary: dict[str, Any]) -> str:
     lines += ["", f"{tr['steps']} optimizer steps; best validation loss (all tasks) {_num(tr['best_val_loss'])}; "
               f"output {tr['output_dir']}", ""]
     if summary.get("forgetting"):
-        lines += ["## Forgetting: general-ability probes, base vs tuned", "",
-                  "| probe | questions | chance | base | tuned | tuned - base | 95% interval | significant drop |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["## Forgetting: base vs tuned on inputs outside the training data", "",
+                  "| probe | measures | inputs | chance | base | tuned | tuned - base | 95% interval | detects | flagged |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for f in summary["forgetting"]:
             ci = "" if f["ci_low"] is None else f"[{f['ci_low']:+.3f}, {f['ci_high']:+.3f}]"
-            lines.append(f"| {f['probe']} | {f['n']} | {_num(f.get('chance'), 2)} | {f['base']:.3f} | {f['tuned']:.3f} "
-                         f"| {f['delta']:+.3f} | {ci} | {'yes' if f['significant_drop'] else 'no'} |")
-        lines += ["", "A probe whose base accuracy is near chance can only show a large drop.", ""]
+            lines.append(f"| {f['probe']} | {f['label']} | {f['n']} | {_num(f.get('chance'), 2)} | {f['base']:.3f} "
+                         f"| {f['tuned']:.3f} | {f['delta']:+.3f} | {ci} | {_num(f.get('detectable'), 3)} "
+                         f"| {'yes' if f['flagged'] else 'no'} |")
+        lines += ["", "Detects: the smallest true change these inputs find with probability eval.power (0.8 by "
+                  "default). A probe whose base accuracy is near chance can only show a large drop.", ""]
+        lines += [f"- {f['reading']}" for f in summary["forgetting"]] + [""]
     return "\n".join(lines)

@@ -167,17 +167,16 @@ def print_summary(result: QuickstartResult, rows: list) -> None:
     print("quickstart summary")
     for stage in result.stages:
         print(f"  [{stage.status}] {stage.name}: {stage.summary}")
-    forgetting = [r for r in rows if r.task.startswith("forgetting")]
-    if forgetting:
+    from tuneforge.eval.forgetting import compare_forgetting, reading
+
+    cfg = result.run.recipe.eval
+    deltas = compare_forgetting(rows, samples=cfg.bootstrap_samples, confidence=cfg.confidence,
+                                margin=cfg.forgetting_drop, seed=result.run.recipe.run.seed,
+                                drift_threshold=cfg.drift_threshold, power=cfg.power)
+    if deltas:
         print("  forgetting probes (base -> tuned):")
-        by_task: dict[str, dict[str, Any]] = {}
-        for r in forgetting:
-            by_task.setdefault(r.task, {})[r.system] = r
-        for task, systems in sorted(by_task.items()):
-            b, t = systems.get("base"), systems.get("tuned")
-            if b and t and b.metrics and t.metrics:
-                name = next(iter(b.metrics))
-                print(f"    {task}: {name} {b.metrics[name].value:.3f} -> {t.metrics[name].value:.3f}")
+        for d in deltas:
+            print(f"    {'FLAGGED ' if d.flagged else ''}{reading(d)}")
     if result.side_by_side:
         print("  base vs tuned on test prompts:")
         for ex in result.side_by_side:

@@ -9,7 +9,8 @@ overrides and starts from the previous stage's result:
 
 ``replay`` mixes a share of earlier stages' training data into a stage's training set to curb
 forgetting. Before the first stage, the base model is scored on every stage's test set; after stage k
-it is scored on the test sets of stages 1..k. The report (``<run>/report.md``, ``<run>/strategy.json``,
+it is scored on the test sets of stages 1..k, and (``eval.forgetting``) on general text and instructions
+outside every stage's data: drift from the base model and loss on general answers. The report (``<run>/report.md``, ``<run>/strategy.json``,
 rows in ``<run>/eval/results.json``) shows, stage by stage, what was gained on the new task and what was
 forgotten on the earlier ones. Each stage's training run lives in ``<run>/stages/<k>-<name>/``; the
 final weights (every merged stage plus the last adapter, merged) are saved to ``<run>/model``.
@@ -29,7 +30,16 @@ from tuneforge.config.loader import derive_recipe, flatten
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
 from tuneforge.runs import DATA, MODEL
-from tuneforge.strategies.common import TaskFiles, load_tuned, prepare_task, score_tasks, write_json
+from tuneforge.strategies.common import (
+    TaskFiles,
+    forgetting_suite,
+    forgetting_summary,
+    load_tuned,
+    prepare_task,
+    probe_forgetting,
+    score_tasks,
+    write_json,
+)
 from tuneforge.strategies.mixture import draw, read_jsonl, write_jsonl
 from tuneforge.strategies.stages_report import forgetting_table, stages_markdown
 
@@ -37,6 +47,9 @@ if TYPE_CHECKING:
     from tuneforge.runs import Run, TunedWeights
 
 log = logging.getLogger(__name__)
+GENERAL_STAGE_PROBES = ("drift", "general_loss")  # what every stage is probed with (behaviour and the
+# multiple-choice benchmarks cost generation or many questions per stage; the final model can get them
+# from `tuneforge eval`)
 
 
 @dataclass
@@ -148,7 +161,11 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
 
     base = model if model is not None else load_model(recipe.model)
     scores: dict[str, dict[str, Any]] = {"base": _by_task(score_tasks(base, tokenizer, tasks, recipe, "base"))}
-    all_rows = [r for r in scores["base"].values()]
+    # General ability along the way: drift and general loss (the cheap probes) after every stage.
+    suite = forgetting_suite(recipe, tokenizer, tasks, general=[p for p in recipe.eval.general_probes
+                                                                 if p in GENERAL_STAGE_PROBES], multiple_choice=[])
+    general_rows = probe_forgetting(base, suite, "base")
+    all_rows = [r for r in scores["base"].values()] + general_rows
     current = _Current(base)
     stage_results = []
     for p in plans:
@@ -168,7 +185,9 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
         system = f"after {p.folder}"
         rows = score_tasks(scored, tokenizer, seen, recipe, system)
         scores[system] = _by_task(rows)
-        all_rows += rows
+        stage_general = probe_forgetting(scored, suite, system)
+        general_rows += stage_general
+        all_rows += rows + stage_general
         stage_results.append({"stage": p.folder, "output_dir": str(result.output_dir), "method": result.method,
                               "start_from": p.start_from, "replay": p.replay, "steps": result.steps,
                               "initial_val_loss": result.initial_val_loss, "best_val_loss": result.best_val_loss,
@@ -183,8 +202,10 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
         current.weights.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
     order = [p.name for p in plans]
+    after = [f"after {p.folder}" for p in plans]
     summary = {"kind": "stages", "stages": stage_results, "final_model": str(final),
-               "table": forgetting_table(scores, order, [f"after {p.folder}" for p in plans])}
+               "table": forgetting_table(scores, order, after),
+               "general": {s: forgetting_summary(general_rows, recipe, s) for s in after} if suite else {}}
     write_json(run.path / "strategy.json", summary)
     atomic.write_text(run.path / "report.md", stages_markdown(summary))
     return summary

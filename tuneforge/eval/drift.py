@@ -1,0 +1,115 @@
+"""Drift: how far the tuned model's next-token distributions moved from the base model's on general input.
+
+For every position of every input (Wikipedia prose, whole conversations) both models predict the next
+token; drift is the mean KL divergence KL(base || tuned) in nats per token: the extra loss the tuned
+model pays, on average, to predict what the base model would say. It is 0 for an unchanged model and
+grows with any change, helpful or not, so it needs no labels and works at every model size, even where
+the multiple-choice probes sit at chance.
+
+The base side is kept as its top ``k`` tokens per position (log-probabilities and ids) rather than a
+second model in memory: KL is then taken over those ``k`` tokens plus one bucket for all the others,
+which is a lower bound of the full KL (merging outcomes never increases it) and equal to it when
+``k`` covers the vocabulary. KL(base || tuned) weighs positions by the base model's probabilities, so
+the base model's top tokens carry almost all of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from tuneforge.eval.general_data import GeneralInput
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+BATCH = 8  # sequences per forward pass: full logits are batch x length x vocabulary floats
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, inputs: list[GeneralInput], max_tokens: int) -> list[list[int]]:
+    """Token ids of each input: plain text as it is, conversations through the chat template."""
+    out = []
+    for x in inputs:
+        if x.messages is not None and tokenizer.chat_template:
+            text = tokenizer.apply_chat_template(x.messages, tokenize=False)
+        elif x.messages is not None:
+            text = "\n".join(f"{m['role']}: {m['content']}" for m in x.messages)
+        else:
+            text = x.text or ""
+        out.append(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
+    return out
+
+
+@dataclass
+class DriftReference:
+    """The base model's top-k next-token log-probabilities at every position of every input."""
+
+    ids: list[str]
+    tokens: list[list[int]]
+    top_logp: list[Any] = field(default_factory=list)  # per input: float32 tensor [positions, k]
+    top_ids: list[Any] = field(default_factory=list)  # per input: int64 tensor [positions, k]
+
+
+def _batches(tokens: list[list[int]], batch: int) -> list[list[int]]:
+    order = sorted(range(len(tokens)), key=lambda i: -len(tokens[i]))
+    return [order[s : s + batch] for s in range(0, len(order), batch)]
+
+
+def _next_token_logprobs(model: PreTrainedModel, tokens: list[list[int]], idx: list[int], pad: int):
+    """Log-probabilities [batch, width-1, vocab] (right-padded rows; row r is valid up to len-1)."""
+    import torch
+
+    width = max(len(tokens[i]) for i in idx)
+    ids = torch.full((len(idx), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    for r, i in enumerate(idx):
+        ids[r, : len(tokens[i])] = torch.tensor(tokens[i])
+        mask[r, : len(tokens[i])] = 1
+    with torch.inference_mode():
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1, :]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+
+def reference(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inputs: list[GeneralInput],
+              max_tokens: int = 128, top_k: int = 256, desc: str = "drift reference") -> DriftReference:
+    """Record the base model's top-k next-token distribution on every input."""
+    tokens = [t for t in encode(tokenizer, inputs, max_tokens)]
+    keep = [i for i, t in enumerate(tokens) if len(t) >= 2]
+    ref = DriftReference([inputs[i].id for i in keep], [tokens[i] for i in keep])
+    ref.top_logp, ref.top_ids = [None] * len(keep), [None] * len(keep)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for idx in tqdm(_batches(ref.tokens, BATCH), desc=desc, disable=len(keep) < 2 * BATCH):
+        logp = _next_token_logprobs(model, ref.tokens, idx, pad)
+        k = min(top_k, logp.shape[-1])
+        for r, i in enumerate(idx):
+            vals, ids = logp[r, : len(ref.tokens[i]) - 1].topk(k, dim=-1)
+            ref.top_logp[i], ref.top_ids[i] = vals.clone(), ids.clone()
+    return ref
+
+
+def kl_per_input(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ref: DriftReference,
+                 desc: str = "drift") -> list[float]:
+    """Mean KL(base || model) per token, one value per reference input (same inputs, same batches)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = [0.0] * len(ref.tokens)
+    for idx in tqdm(_batches(ref.tokens, BATCH), desc=desc, disable=len(ref.tokens) < 2 * BATCH):
+        logp = _next_token_logprobs(model, ref.tokens, idx, pad)
+        for r, i in enumerate(idx):
+            lb = ref.top_logp[i].double()
+            lt = logp[r, : len(ref.tokens[i]) - 1].gather(-1, ref.top_ids[i].to(logp.device)).double().cpu()
+            out[i] = float(_coarse_kl(lb, lt).mean().clamp(min=0.0))
+    return out
+
+
+def _coarse_kl(lb, lt):
+    """KL over the kept tokens plus one bucket for the rest, per position ([positions, k] log-probs)."""
+    import torch
+
+    pb = lb.exp()
+    rest_b = (1 - pb.sum(-1)).clamp(min=0.0)
+    rest_t = (1 - lt.exp().sum(-1)).clamp(min=1e-12)
+    kept = (pb * (lb - lt)).sum(-1)
+    tail = torch.where(rest_b > 1e-12, rest_b * (rest_b.clamp(min=1e-12).log() - rest_t.log()), torch.zeros_like(rest_b))
+    return kept + tail
