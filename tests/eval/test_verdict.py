@@ -112,3 +112,11 @@ def test_not_shown_says_how_many_examples_the_observed_difference_needs(tmp_path
     assert v.answer == "not shown" and v.needed is not None and v.needed > 20
     assert any(f"would take about {v.needed:,} test examples" in line for line in v.lines)
     assert v.detectable > 0.05  # 20 examples cannot see a +0.05 difference
+
+
+def test_intervals_off_gives_a_verdict_not_a_crash(tmp_path):
+    # eval.bootstrap_samples: 0 is documented as "intervals off"; the report must still say something.
+    _write(tmp_path, "base zero-shot", [0.0] * 40 + [1.0] * 20, 60)
+    _write(tmp_path, "tuned", [1.0] * 55 + [0.0] * 5, 60)
+    v = decide(tmp_path, _rows(tmp_path), samples=0)
+    assert "no interval" in "\n".join(v.lines)

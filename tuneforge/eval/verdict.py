@@ -86,8 +86,12 @@ def _decide_task(run_path: str | Path, test: list[ResultRow], forgetting: list[F
         pairs = [(sb[str(r["id"])], r["scores"][metric]) for r in pt if str(r["id"]) in sb]
         if len(pairs) > 1:
             d, lo, hi = paired_delta([p[0] for p in pairs], [p[1] for p in pairs], samples, confidence, seed)
-            lines.append(f"difference (tuned - {best.system}): {d:+.3f}, {confidence:.0%} paired bootstrap "
-                         f"interval [{lo:+.3f}, {hi:+.3f}] over {len(pairs)} test examples")
+            if lo is None or hi is None:  # eval.bootstrap_samples: 0 turns intervals off
+                lines.append(f"difference (tuned - {best.system}): {d:+.3f} over {len(pairs)} test examples "
+                             "(no interval: eval.bootstrap_samples is 0)")
+            else:
+                lines.append(f"difference (tuned - {best.system}): {d:+.3f}, {confidence:.0%} paired bootstrap "
+                             f"interval [{lo:+.3f}, {hi:+.3f}] over {len(pairs)} test examples")
             diffs = [p[1] - p[0] for p in pairs]
     if lo is None and None not in (t.ci_low, t.ci_high, b.ci_low, b.ci_high):
         lo, hi = t.ci_low - b.ci_high, t.ci_high - b.ci_low  # conservative: intervals must not overlap
