@@ -72,13 +72,14 @@ class Answers:
             return float(self.short[idx].mean())
         if name == "mean_words":
             return float(self.words[idx].mean())
-        if name == "repeated_answer":
-            counts = Counter(self.norm[i] for i in idx)
-            return counts.most_common(1)[0][1] / len(idx)
+        if name == "repeated_answer":  # answers equal to the most common answer of all prompts
+            return float(self.repeated[idx].mean())
         if name == "distinct_2":
-            grams = [g for i in idx for g in self.bigrams[i]]
-            seen = {g for i in set(idx.tolist()) for g in self.bigrams[i]}
-            return len(seen) / len(grams) if grams else 0.0
+            # over the distinct prompts drawn: a resample's duplicated prompts would otherwise count as
+            # lost variety and bias the interval
+            unique = sorted(set(idx.tolist()))
+            grams = [g for i in unique for g in self.bigrams[i]]
+            return len(set(grams)) / len(grams) if grams else 0.0
         raise ValueError(f"unknown behaviour measure {name!r}")
 
     def per_answer(self, name: str) -> np.ndarray | None:
