@@ -99,3 +99,14 @@ def test_measures_on_hand_built_answers():
     assert a.measure("mean_words") == pytest.approx((3 + 3 + 0 + 1 + 4) / 5)
     # bigrams: (hello there), (there friend) twice each, (w x), (x y), (y z): 5 distinct of 7
     assert a.measure("distinct_2") == pytest.approx(5 / 7)
+
+
+def test_intervals_of_corpus_measures_hold_their_estimate_after_a_collapse():
+    # Resampling prompts with replacement duplicates the base's answers; counted as repeats or as lost
+    # variety, that biased both intervals until they excluded the observed change itself.
+    base = Answers([f"answer number {i} is about subject {i * 7} today" for i in range(30)], [])
+    tuned = Answers(["negative"] * 30, [])
+    changes = {c.measure: c for c in compare_answers(base, tuned, samples=1000)}
+    for name in ("repeated_answer", "distinct_2"):
+        c = changes[name]
+        assert c.ci_low <= c.delta <= c.ci_high, (name, c)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -72,13 +73,13 @@ class Answers:
             return float(self.short[idx].mean())
         if name == "mean_words":
             return float(self.words[idx].mean())
-        if name == "repeated_answer":
-            counts = Counter(self.norm[i] for i in idx)
-            return counts.most_common(1)[0][1] / len(idx)
+        if name == "repeated_answer":  # answers equal to the most common answer of all prompts
+            return float(self.repeated[idx].mean())
         if name == "distinct_2":
-            grams = [g for i in idx for g in self.bigrams[i]]
-            seen = {g for i in set(idx.tolist()) for g in self.bigrams[i]}
-            return len(seen) / len(grams) if grams else 0.0
+            # over the distinct prompts drawn: a resample's duplicated prompts would count as lost variety
+            unique = sorted(set(idx.tolist()))
+            grams = [g for i in unique for g in self.bigrams[i]]
+            return len(set(grams)) / len(grams) if grams else 0.0
         raise ValueError(f"unknown behaviour measure {name!r}")
 
     def per_answer(self, name: str) -> np.ndarray | None:
@@ -116,7 +117,14 @@ def compare_answers(base: Answers, tuned: Answers, samples: int = 1000, confiden
         if resamples is not None:
             deltas = _resampled(lambda idx, m=name: tuned.measure(m, idx) - base.measure(m, idx), resamples)
             a = (1 - confidence) / 2
-            lo, hi, se = float(np.quantile(deltas, a)), float(np.quantile(deltas, 1 - a)), float(deltas.std(ddof=1))
+            se = float(deltas.std(ddof=1))
+            if base.per_answer(name) is not None:
+                lo, hi = float(np.quantile(deltas, a)), float(np.quantile(deltas, 1 - a))
+            else:
+                # distinct-n depends on how many answers it counts: resamples see fewer distinct prompts
+                # than the full set, so their percentiles are off-centre; use the normal bootstrap interval
+                z = NormalDist().inv_cdf(1 - a)
+                lo, hi = (t - b) - z * se, (t - b) + z * se
         flagged = (worse == "higher" and lo is not None and lo > 0) or (worse == "lower" and hi is not None and hi < 0)
         out.append(BehaviourChange(name, b, t, t - b, lo, hi, se, n, worse, bool(flagged)))
     return out
