@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.serve import free_port, wait_ready
+
 BUNDLED = "smollm2-135m-instruct"
 ADAPTERS = ("lora-a", "lora-b")
 BASE_ID = "base"
@@ -77,12 +79,6 @@ def build_models(folder: Path, model: str | None) -> tuple[str, dict[str, Path]]
     return base_name, adapters
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(base_name: str, adapters: dict[str, Path], port: int, key: str, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "tuneforge.cli.main", "serve", "--model", base_name, "--host", "127.0.0.1",
            "--port", str(port), "--served-name", BASE_ID]
@@ -91,21 +87,6 @@ def start_server(base_name: str, adapters: dict[str, Path], port: int, key: str,
     env = {**os.environ, "TUNEFORGE_API_KEY": key, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with log.open("wb") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_ready(base: str, proc: subprocess.Popen, timeout_s: float = 600) -> None:
-    import httpx
-
-    for _ in range(int(timeout_s)):  # bounded: one try a second
-        if proc.poll() is not None:
-            raise RuntimeError(f"tuneforge serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError("tuneforge serve did not become ready")
 
 
 # ----------------------------------------------------------------------------------------- clients
