@@ -14,6 +14,9 @@ def make_lora_run(run: Path, model_dir: Path, seed: int = 1, scale: float = 0.5)
     from tuneforge.config import dump_recipe, load_recipe
 
     base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    # LoRA A is drawn from the global RNG: seed it, or the adapter (and what it answers) would depend on
+    # which tests ran before this one.
+    torch.manual_seed(seed)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
