@@ -110,3 +110,29 @@ def test_intervals_of_corpus_measures_hold_their_estimate_after_a_collapse():
     for name in ("repeated_answer", "distinct_2"):
         c = changes[name]
         assert c.ci_low <= c.delta <= c.ci_high, (name, c)
+
+
+def test_a_slightly_terser_model_is_reported_but_not_flagged_within_the_margin():
+    # What LoRA on a sentiment task does to a healthy model: a few more two-word answers in a hundred.
+    # The change is real (interval above 0) but no collapse; the margin keeps it from being flagged.
+    long = "Here is a longer answer with several words in it"
+    base = Answers([long] * 190 + ["No."] * 10, [])
+    tuned = Answers([long] * 180 + ["No."] * 20, [])  # +5 points, every base short answer stays short
+    strict = {c.measure: c for c in compare_answers(base, tuned, samples=1000, margin=0.0)}
+    assert strict["short_answers"].ci_low > 0 and strict["short_answers"].flagged
+    within = {c.measure: c for c in compare_answers(base, tuned, samples=1000, margin=0.05)}
+    assert within["short_answers"].ci_low > 0 and not within["short_answers"].flagged
+    # a collapse is flagged at the same margin
+    collapsed = Answers(["No."] * 120 + [long] * 80, [])
+    assert {c.measure: c for c in compare_answers(base, collapsed, margin=0.05)}["short_answers"].flagged
+
+
+def test_reading_says_a_change_within_the_margin_is_a_change():
+    from tuneforge.eval.forgetting import ForgettingDelta
+
+    d = ForgettingDelta("behaviour", 0.07, 0.13, 0.06, 0.02, 0.13, 60, False, metric="short_answers",
+                        worse="higher", threshold=0.05)
+    assert "a change for the worse, but its interval does not lie beyond the 5 points flag margin" in reading(d)
+    none = ForgettingDelta("behaviour", 0.07, 0.08, 0.01, -0.03, 0.05, 60, False, metric="short_answers",
+                           worse="higher", threshold=0.05)
+    assert "no change for the worse shown" in reading(none)

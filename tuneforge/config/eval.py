@@ -81,6 +81,11 @@ class EvalConfig(Section):
         "distributions a little, so drift counts only when its whole interval lies above this.",
     )
     behaviour_max_new_tokens: int = Field(48, ge=1, description="Tokens generated per behaviour prompt.")
+    behaviour_margin: float = Field(
+        0.05, ge=0.0, le=1.0, description="Behaviour probe: a change for the worse counts only when its whole "
+        "interval lies beyond this (0.05: five answers in a hundred). Any fine-tune changes how a model answers a "
+        "little; a model that collapses to its labels or to one answer moves these shares by tens of points.",
+    )
     short_answer_words: int = Field(
         2, ge=0, description="Behaviour probe: answers of at most this many words count as empty or very short.",
     )

@@ -12,7 +12,10 @@ answers everything with "ok". These measures catch that from the answers alone:
 - ``mean_words``: mean answer length in words (reported against the base, not judged on its own).
 
 Base and tuned answer the same prompts, so every change gets a paired bootstrap interval (prompts
-resampled together); a change for the worse is flagged when its whole interval is on the worse side of 0.
+resampled together); a change for the worse is flagged when its whole interval lies beyond ``margin``
+on the worse side (eval.behaviour_margin, 0.05 by default). Every fine-tune changes how a model answers a
+little (a classification task makes it terser: a few more two-word answers in a hundred); a model that
+collapses moves these shares by tens of points. The margin plays the part drift_threshold plays for drift.
 """
 
 from __future__ import annotations
@@ -103,8 +106,9 @@ class BehaviourChange:
 
 
 def compare_answers(base: Answers, tuned: Answers, samples: int = 1000, confidence: float = 0.95,
-                    seed: int = 0) -> list[BehaviourChange]:
-    """Tuned-minus-base change of every measure, with a paired bootstrap over prompts."""
+                    seed: int = 0, margin: float = 0.0) -> list[BehaviourChange]:
+    """Tuned-minus-base change of every measure, with a paired bootstrap over prompts; flagged when the
+    whole interval lies more than ``margin`` on the worse side of 0."""
     n = len(base.answers)
     if n != len(tuned.answers):
         raise ValueError(f"behaviour answers differ in count: {n} vs {len(tuned.answers)}")
@@ -125,7 +129,8 @@ def compare_answers(base: Answers, tuned: Answers, samples: int = 1000, confiden
                 # than the full set, so their percentiles are off-centre; use the normal bootstrap interval
                 z = NormalDist().inv_cdf(1 - a)
                 lo, hi = (t - b) - z * se, (t - b) + z * se
-        flagged = (worse == "higher" and lo is not None and lo > 0) or (worse == "lower" and hi is not None and hi < 0)
+        flagged = ((worse == "higher" and lo is not None and lo > margin)
+                   or (worse == "lower" and hi is not None and hi < -margin))
         out.append(BehaviourChange(name, b, t, t - b, lo, hi, se, n, worse, bool(flagged)))
     return out
 

@@ -338,7 +338,7 @@ class ForgettingDelta:
     worse: str | None = "lower"  # which direction of change is worse; None: reported, not judged
     detectable: float | None = None  # smallest true change this many inputs detect (at eval.power)
     needed: int | None = None  # inputs needed to show the observed change (when not flagged)
-    threshold: float | None = None  # drift: the level above which it is flagged
+    threshold: float | None = None  # drift, behaviour: how far beyond 0 the whole interval must lie to flag
 
     @property
     def label(self) -> str:
@@ -348,11 +348,12 @@ class ForgettingDelta:
 def compare_forgetting(
     rows: list[ResultRow], base: str = "base", tuned: str = "tuned", samples: int = 1000,
     confidence: float = 0.95, margin: float = 0.0, seed: int = 0, *, drift_threshold: float = 0.1,
-    power: float = 0.8,
+    power: float = 0.8, behaviour_margin: float = 0.05,
 ) -> list[ForgettingDelta]:
     """Tuned-minus-base change on every probe, paired over the same inputs, with a flag and power figures.
 
-    ``margin`` (eval.forgetting_drop) applies to accuracy drops; drift is flagged above ``drift_threshold``.
+    ``margin`` (eval.forgetting_drop) applies to accuracy drops; drift is flagged above ``drift_threshold``;
+    behaviour shares beyond ``behaviour_margin`` (eval.behaviour_margin).
     """
     by_key: dict[tuple[str, str], ResultRow] = {(r.system, r.task): r for r in rows}
     out: list[ForgettingDelta] = []
@@ -366,7 +367,7 @@ def compare_forgetting(
         elif b is None:
             continue
         elif t.extra.get("probe") == "behaviour":
-            out += _behaviour_deltas(b, t, samples, confidence, seed, power)
+            out += _behaviour_deltas(b, t, samples, confidence, seed, power, behaviour_margin)
         else:
             d = _paired_delta(probe, b, t, samples, confidence, margin, seed, power)
             if d is not None:
@@ -408,7 +409,7 @@ def _paired_delta(probe: str, b: ResultRow, t: ResultRow, samples: int, confiden
 
 
 def _behaviour_deltas(b: ResultRow, t: ResultRow, samples: int, confidence: float, seed: int,
-                      power: float) -> list[ForgettingDelta]:
+                      power: float, margin: float) -> list[ForgettingDelta]:
     from tuneforge.eval.behaviour import Answers, compare_answers
 
     if b.extra.get("ids") != t.extra.get("ids"):
@@ -417,7 +418,7 @@ def _behaviour_deltas(b: ResultRow, t: ResultRow, samples: int, confidence: floa
     labels = list(t.extra.get("task_answers") or b.extra.get("task_answers") or [])
     ab, at = Answers(list(b.extra["answers"]), labels, words), Answers(list(t.extra["answers"]), labels, words)
     out = []
-    for c in compare_answers(ab, at, samples, confidence, seed):
+    for c in compare_answers(ab, at, samples, confidence, seed, margin):
         per_b, per_t = ab.per_answer(c.measure), at.per_answer(c.measure)
         if per_b is not None and per_t is not None:
             diffs = (per_t - per_b).tolist()
@@ -428,6 +429,7 @@ def _behaviour_deltas(b: ResultRow, t: ResultRow, samples: int, confidence: floa
             probe="behaviour", base=c.base, tuned=c.tuned, delta=c.delta, ci_low=c.ci_low, ci_high=c.ci_high,
             n=c.n, flagged=c.flagged, metric=c.measure, worse=c.worse, detectable=mdd,
             needed=None if c.flagged or c.worse is None else needed,
+            threshold=None if c.worse is None else margin,
         ))
     return out
 
@@ -486,6 +488,16 @@ def _power_note(d: ForgettingDelta) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def _within_margin(d: ForgettingDelta) -> str:
+    """Why an unflagged behaviour change is not flagged: none shown, or one shown but within the margin."""
+    shown = ((d.worse == "higher" and d.ci_low is not None and d.ci_low > 0)
+             or (d.worse == "lower" and d.ci_high is not None and d.ci_high < 0))
+    if not shown:
+        return "; no change for the worse shown"
+    margin = _signed(d.threshold or 0.0, d.metric).lstrip("+")
+    return f"; a change for the worse, but its interval does not lie beyond the {margin} flag margin"
+
+
 def reading(d: ForgettingDelta) -> str:
     """One plain-words sentence per probe: what changed, how sure, and what the sample can see."""
     name, m = d.probe, d.metric
@@ -522,8 +534,9 @@ def reading(d: ForgettingDelta) -> str:
                 "distinct_2": "its answers have become repetitive",
             }.get(m, "")
             return f"Behaviour: {what}: {change}: {consequence}."
-        judged = "" if d.worse is None else "; no change for the worse shown"
-        return f"Behaviour: {what}: {change}{judged}." + ("" if d.worse is None else _power_note(d))
+        if d.worse is None:
+            return f"Behaviour: {what}: {change}."
+        return f"Behaviour: {what}: {change}{_within_margin(d)}." + _power_note(d)
     head = f"{name}: accuracy {d.base:.3f} -> {d.tuned:.3f} ({d.delta:+.3f}{_interval(d)})"
     if d.flagged:
         return f"{head}: a significant drop in general ability."

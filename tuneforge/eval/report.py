@@ -209,7 +209,8 @@ def write_report(run_path: str | Path) -> Path:
     verdict = decide(run_path, rows, samples=int(ev.get("bootstrap_samples", 1000) or 0),
                      confidence=float(ev.get("confidence", 0.95)), margin=float(ev.get("forgetting_drop", 0.0)),
                      seed=int((recipe.get("run") or {}).get("seed", 0)),
-                     drift_threshold=float(ev.get("drift_threshold", 0.1)), power=float(ev.get("power", 0.8)))
+                     drift_threshold=float(ev.get("drift_threshold", 0.1)), power=float(ev.get("power", 0.8)),
+                     behaviour_margin=float(ev.get("behaviour_margin", 0.05)))
     test = [r for r in rows if not is_probe(r)]
     metric = primary_metric(test)
     css_class = {"yes": "yes", "no": "no", "yes, but": "warn"}.get(verdict.answer, "")

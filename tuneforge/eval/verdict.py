@@ -42,11 +42,13 @@ def _task_order(test: list[ResultRow]) -> list[str]:
 
 
 def decide(run_path: str | Path, rows: list[ResultRow], samples: int = 1000, confidence: float = 0.95,
-           margin: float = 0.0, seed: int = 0, *, drift_threshold: float = 0.1, power: float = 0.8) -> Verdict:
+           margin: float = 0.0, seed: int = 0, *, drift_threshold: float = 0.1, power: float = 0.8,
+           behaviour_margin: float = 0.05) -> Verdict:
     """The verdict on the run's main task (the test split), with other tasks' comparisons appended."""
     test = [r for r in rows if not is_probe(r)]
     forgetting = compare_forgetting(rows, samples=samples, confidence=confidence, margin=margin, seed=seed,
-                                    drift_threshold=drift_threshold, power=power)
+                                    drift_threshold=drift_threshold, power=power,
+                                    behaviour_margin=behaviour_margin)
     if not test:
         return Verdict("no results", "No test-split results yet: run `tuneforge eval` first.", forgetting=forgetting)
     verdicts = [_decide_task(run_path, [r for r in test if r.task == t], forgetting, samples, confidence, seed, power)

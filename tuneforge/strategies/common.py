@@ -147,5 +147,6 @@ def forgetting_summary(rows: list[ResultRow], recipe: Recipe, tuned: str) -> lis
 
     cfg = recipe.eval
     deltas = compare_forgetting(rows, "base", tuned, cfg.bootstrap_samples, cfg.confidence, cfg.forgetting_drop,
-                                seed=recipe.run.seed, drift_threshold=cfg.drift_threshold, power=cfg.power)
+                                seed=recipe.run.seed, drift_threshold=cfg.drift_threshold, power=cfg.power,
+                                behaviour_margin=cfg.behaviour_margin)
     return [{**asdict(d), "label": d.label, "reading": reading(d)} for d in deltas]

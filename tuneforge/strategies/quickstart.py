@@ -172,7 +172,8 @@ def print_summary(result: QuickstartResult, rows: list) -> None:
     cfg = result.run.recipe.eval
     deltas = compare_forgetting(rows, samples=cfg.bootstrap_samples, confidence=cfg.confidence,
                                 margin=cfg.forgetting_drop, seed=result.run.recipe.run.seed,
-                                drift_threshold=cfg.drift_threshold, power=cfg.power)
+                                drift_threshold=cfg.drift_threshold, power=cfg.power,
+                                behaviour_margin=cfg.behaviour_margin)
     if deltas:
         print("  forgetting probes (base -> tuned):")
         for d in deltas:
