@@ -7,7 +7,8 @@ import torch
 
 from tuneforge.config.eval import EvalConfig
 from tuneforge.eval.behaviour import Answers, compare_answers, is_task_answer, task_answers_of
-from tuneforge.eval.forgetting import ForgettingSuite, compare_forgetting, reading
+from tuneforge.eval.forgetting import ForgettingSuite, compare_forgetting
+from tuneforge.eval.forgetting_reading import reading
 
 needs_data = pytest.mark.skipif(
     any(importlib.util.find_spec(p) is None for p in ("chitchat_dataset", "evals")),

@@ -8,7 +8,8 @@ import torch
 
 from tuneforge.config.eval import EvalConfig
 from tuneforge.eval import drift
-from tuneforge.eval.forgetting import ForgettingSuite, compare_forgetting, reading
+from tuneforge.eval.forgetting import ForgettingSuite, compare_forgetting
+from tuneforge.eval.forgetting_reading import reading
 from tuneforge.eval.general_data import GeneralInput
 
 pytestmark = pytest.mark.skipif(

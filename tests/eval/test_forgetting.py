@@ -6,7 +6,9 @@ import pytest
 
 from tuneforge.config.eval import EvalConfig
 from tuneforge.errors import UserError
-from tuneforge.eval.forgetting import ForgettingSuite, compare_forgetting, load_probe, reading, run_forgetting
+from tuneforge.eval.forgetting import ForgettingSuite, compare_forgetting, run_forgetting
+from tuneforge.eval.forgetting_reading import reading
+from tuneforge.eval.probes import load_probe
 from tuneforge.eval.results import MetricValue, ResultRow
 
 # the package's own import needs extras we do not install; only its data files are read

@@ -6,7 +6,7 @@ import pytest
 
 from tuneforge.config.eval import EvalConfig
 from tuneforge.eval.evaluate import evaluate_split, pop_predictions
-from tuneforge.eval.forgetting import answer_questions, load_probe
+from tuneforge.eval.probes import answer_questions, load_probe
 
 pytestmark = pytest.mark.slow
 

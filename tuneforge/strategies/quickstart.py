@@ -167,7 +167,8 @@ def print_summary(result: QuickstartResult, rows: list) -> None:
     print("quickstart summary")
     for stage in result.stages:
         print(f"  [{stage.status}] {stage.name}: {stage.summary}")
-    from tuneforge.eval.forgetting import compare_forgetting, reading
+    from tuneforge.eval.forgetting import compare_forgetting
+    from tuneforge.eval.forgetting_reading import reading
 
     cfg = result.run.recipe.eval
     deltas = compare_forgetting(rows, samples=cfg.bootstrap_samples, confidence=cfg.confidence,
