@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +25,14 @@ from tqdm import tqdm
 
 from tuneforge.atomic import replace_folder
 from tuneforge.config.data import DataConfig
+from tuneforge.data.checks import CheckState, check_examples, check_leaks, near_duplicates
 from tuneforge.data.example import ChatExample
 from tuneforge.data.formats import detect_format, to_messages
 from tuneforge.data.io import MANIFEST, read_examples, require_complete, write_examples, write_json
 from tuneforge.data.pii import NAMES as PII_NAMES
-from tuneforge.data.pii import clip, find_pii, redact, redact_strings
-from tuneforge.data.problems import Problem, RowError
-from tuneforge.data.quality import (
-    histogram,
-    is_low_information,
-    label_balance,
-    near_duplicate_pairs,
-    token_lengths,
-)
+from tuneforge.data.pii import find_pii, redact, redact_strings
+from tuneforge.data.problems import RowError
+from tuneforge.data.quality import label_balance
 from tuneforge.data.readers import read_rows
 from tuneforge.data.sources import BUNDLED, bundled_dataset_path, bundled_template_args
 from tuneforge.data.split import SPLITS, assign, group_keys, sample
@@ -56,22 +51,6 @@ class PreparedData:
     test: Path
     report: dict[str, Any]
     manifest: dict[str, Any]
-
-
-@dataclass
-class _State:
-    """What the checks found so far."""
-
-    rows: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    dropped: Counter[str] = field(default_factory=Counter)
-    changed: Counter[str] = field(default_factory=Counter)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def problem(self, kind: str, file: str, line: int | None, fld: str, message: str, drop: str | None = None) -> None:
-        self.problems.append(Problem(kind, file, line, fld, message))
-        if drop:
-            self.dropped[drop] += 1
 
 
 def resolve_input(cfg: DataConfig) -> Path:
@@ -141,7 +120,7 @@ def _check_out_dir(out_dir: Path, input_folder: Path | None = None) -> Path:
     return target
 
 
-def _convert(cfg: DataConfig, path: Path, st: _State) -> tuple[list[ChatExample], str]:
+def _convert(cfg: DataConfig, path: Path, st: CheckState) -> tuple[list[ChatExample], str]:
     """Read and convert every row; returns examples and the format used."""
     template = get_template(cfg.template) if cfg.template else None
     targs = template.args({**bundled_template_args(cfg.path, cfg.template), **cfg.template_args}) if template else {}
@@ -191,124 +170,7 @@ def _convert(cfg: DataConfig, path: Path, st: _State) -> tuple[list[ChatExample]
     return examples, fmt
 
 
-def check_examples(examples: list[ChatExample], cfg: DataConfig, tokenizer: Any, st: _State, drop: bool = True,
-                   limit: int | None = None) -> list[ChatExample]:
-    """Every check; with ``drop`` remove what the config says to remove (each counted). With ``limit``,
-    examples are taken in order until ``limit`` pass: PII and token lengths are checked on those only."""
-    kept = _check_rows(examples, cfg, st, drop)
-    final: list[ChatExample] = []
-    lengths: list[int] = []
-    tok_name = "estimated"
-    pii: Counter[str] = Counter()
-    over = examined = 0
-    for start in range(0, len(kept), 512):
-        if limit is not None and len(final) >= limit:
-            break
-        chunk = kept[start : start + 512]
-        examined += len(chunk)
-        _check_pii(chunk, cfg, st, drop, pii)
-        chunk_lengths, tok_name = token_lengths(chunk, tokenizer)
-        lengths += chunk_lengths
-        for ex, n in zip(chunk, chunk_lengths, strict=True):
-            if n > cfg.max_length:
-                over += 1
-                st.problem("too_long", ex.file, ex.line, "(example)", f"{n} tokens, over data.max_length {cfg.max_length}",
-                           drop="longer than max_length" if drop else None)
-                if drop:
-                    continue
-            final.append(ex)
-    if limit is not None:
-        unused = (len(kept) - examined) + max(0, len(final) - limit)  # never looked at, or past the limit
-        final = final[:limit]
-        if unused:
-            st.dropped["over max_examples (seeded sample)"] += unused
-    st.extra.update(
-        token_lengths={"tokenizer": tok_name, "max_length": cfg.max_length, "over_max_length": over,
-                       "examined": examined, **histogram(lengths)},
-        pii={"counts": dict(sorted(pii.items())), "redacted": bool(cfg.redact_pii and drop)},
-    )
-    return final
-
-
-def _check_pii(examples: list[ChatExample], cfg: DataConfig, st: _State, drop: bool, counts: Counter[str]) -> None:
-    redacting = cfg.redact_pii and drop
-    for ex in examples:
-        for i, m in enumerate(ex.messages):
-            kinds = [k for k, _, _ in find_pii(m["content"])]
-            if not kinds:
-                continue
-            counts.update(kinds)
-            if redacting:
-                m["content"], _ = redact(m["content"])
-                for k in sorted(set(kinds)):
-                    st.changed[f"PII redacted ({k})"] += 1
-            else:
-                names = ", ".join(PII_NAMES[k] for k in sorted(set(kinds)))
-                st.problem("pii", ex.file, ex.line, f"messages[{i}].content", f"contains {names} (redact with --redact-pii)")
-        if redacting:  # task and label are written too (meta, label balance): redact them on their own
-            ex.task = redact(ex.task)[0]
-            if isinstance(ex.label, str):
-                ex.label = redact(ex.label)[0]
-            if ex.label_set:
-                ex.label_set = [redact(x)[0] if isinstance(x, str) else x for x in ex.label_set]
-
-
-def _check_rows(examples: list[ChatExample], cfg: DataConfig, st: _State, drop: bool) -> list[ChatExample]:
-    """Empty and low-information answers, exact duplicates and conflicting answers."""
-    kept: list[ChatExample] = []
-    seen: dict[str, ChatExample] = {}
-    by_input: dict[str, ChatExample] = {}
-    low_info = exact = conflicting = 0
-    for ex in examples:
-        f, ln = ex.file, ex.line
-        if not ex.answer.strip():
-            st.problem("empty_response", f, ln, "messages[-1].content", "the answer is empty or whitespace",
-                       drop="empty answer" if drop else None)
-            if drop:
-                continue
-        if any(m["role"] == "user" and not m["content"].strip() for m in ex.messages):
-            st.problem("empty_prompt", f, ln, "messages", "a user message is empty", drop="empty prompt" if drop else None)
-            if drop:
-                continue
-        if ex.label_set is None and is_low_information(ex.answer):
-            low_info += 1
-            dropping = drop and cfg.drop_low_information
-            st.problem("low_information", f, ln, "messages[-1].content",
-                       f"low-information answer {clip(ex.answer.strip(), 30)!r}",
-                       drop="low-information answer" if dropping else None)
-            if dropping:
-                continue
-        first = seen.get(ex.id)
-        if first is not None:
-            exact += 1
-            dropping = drop and cfg.dedupe
-            st.problem("duplicate", f, ln, "(example)", f"exact duplicate of {first.where}",
-                       drop="exact duplicate" if dropping else None)
-            if dropping:
-                continue
-        seen.setdefault(ex.id, ex)
-        other = by_input.setdefault(ex.input_key, ex)
-        if other is not ex and other.answer != ex.answer:
-            conflicting += 1
-            st.problem("conflicting", f, ln, "messages[-1].content",
-                       f"same input as {other.where} but a different answer ({clip(ex.answer, 20)!r} vs "
-                       f"{clip(other.answer, 20)!r})")
-        kept.append(ex)
-    st.extra.update(low_information=low_info, exact=exact, conflicting=conflicting)
-    return kept
-
-
-def _near(examples: list[ChatExample], st: _State) -> list[tuple[int, int, float]]:
-    pairs = near_duplicate_pairs([e.text() for e in examples])
-    for i, j, jac in pairs:
-        a, b = examples[i], examples[j]
-        if a.id != b.id:
-            st.problem("near_duplicate", b.file, b.line, "(example)", f"near-duplicate of {a.where} (Jaccard {jac})")
-    st.extra["near_pairs"] = [p for p in pairs if examples[p[0]].id != examples[p[1]].id]
-    return pairs
-
-
-def _report(cfg: DataConfig, fmt: str, st: _State, kept: list[ChatExample], seed: int) -> dict[str, Any]:
+def _report(cfg: DataConfig, fmt: str, st: CheckState, kept: list[ChatExample], seed: int) -> dict[str, Any]:
     st.problems.sort(key=lambda p: (p.file, p.line or 0, p.kind))  # stable: same order on every run
     kinds = Counter(p.kind for p in st.problems)
     near = st.extra.get("near_pairs", [])
@@ -327,7 +189,7 @@ def _report(cfg: DataConfig, fmt: str, st: _State, kept: list[ChatExample], seed
     return redact_strings(report) if cfg.redact_pii else report
 
 
-def _fail_if_strict(cfg: DataConfig, st: _State, report_path: Path | None) -> None:
+def _fail_if_strict(cfg: DataConfig, st: CheckState, report_path: Path | None) -> None:
     if not cfg.strict or not st.problems:
         return
     st.problems.sort(key=lambda p: (p.file, p.line or 0, p.kind))
@@ -342,29 +204,20 @@ def _fail_if_strict(cfg: DataConfig, st: _State, report_path: Path | None) -> No
 def validate_data(cfg: DataConfig, tokenizer: Any = None, seed: int = 42) -> dict[str, Any]:
     """The quality report for ``cfg.path`` without writing anything (what prepare would drop, and why)."""
     path = resolve_input(cfg)
-    st = _State()
+    st = CheckState()
     if is_prepared_folder(path):
         require_complete(path)
         examples, fmt = _read_prepared(path, st), "prepared"
         kept = check_examples(examples, cfg, tokenizer, st, drop=False)
-        _check_leaks(examples, st)
+        check_leaks(examples, st)
     else:
         examples, fmt = _convert(cfg, path, st)
         kept = check_examples(examples, cfg, tokenizer, st)
-    _near(kept, st)
+    near_duplicates(kept, st)
     return _report(cfg, fmt, st, kept, seed)
 
 
-def _check_leaks(examples: list[ChatExample], st: _State) -> None:
-    """In a prepared folder, the same example in two splits is a leak (test data seen in training)."""
-    split_of: dict[str, ChatExample] = {}
-    for ex in examples:
-        other = split_of.setdefault(ex.id, ex)
-        if other.extra_meta["split"] != ex.extra_meta["split"]:
-            st.problem("leak", ex.file, ex.line, "(example)", f"the same example is in {other.where}")
-
-
-def _read_prepared(folder: Path, st: _State) -> list[ChatExample]:
+def _read_prepared(folder: Path, st: CheckState) -> list[ChatExample]:
     out = []
     for s in SPLITS:
         for n, rec in enumerate(read_examples(folder / f"{s}.jsonl"), start=1):
@@ -380,7 +233,7 @@ def prepare_data(cfg: DataConfig, out_dir: Path, tokenizer: Any = None, seed: in
     ``splits.json`` into ``out_dir``, which is replaced as a whole once everything is written."""
     out_dir = Path(out_dir)
     path = resolve_input(cfg)
-    st = _State()
+    st = CheckState()
     if is_prepared_folder(path):
         return _reuse(cfg, path, out_dir, tokenizer, seed, st)
     if cfg.stratify_by not in (None, "label"):
@@ -396,7 +249,7 @@ def prepare_data(cfg: DataConfig, out_dir: Path, tokenizer: Any = None, seed: in
         reasons = ", ".join(f"{n} {r}" for r, n in st.dropped.most_common()) or "no rows"
         first = f"; first problem: {st.problems[0].render()}" if st.problems else ""
         raise UserError(f"{path}: no usable examples ({st.rows} rows read; dropped: {reasons}){first}")
-    pairs = _near(kept, st)
+    pairs = near_duplicates(kept, st)
     keys = group_keys(kept, pairs)
     chosen, chosen_keys = sample(kept, keys, None, seed)
     splits = assign(chosen, chosen_keys, cfg.val_fraction, cfg.test_fraction, seed, cfg.stratify_by == "label")
@@ -427,19 +280,19 @@ def _write_reports(cfg: DataConfig, folder: Path, report: dict[str, Any], manife
     return manifest
 
 
-def _fail_with_report(cfg: DataConfig, st: _State, target: Path, report: dict[str, Any]) -> None:
+def _fail_with_report(cfg: DataConfig, st: CheckState, target: Path, report: dict[str, Any]) -> None:
     """--strict found problems: the output folder becomes just quality.json (no splits to reuse), then fail."""
     with replace_folder(target) as tmp:
         write_json(tmp / "quality.json", report)
     _fail_if_strict(cfg, st, target / "quality.json")
 
 
-def _reuse(cfg: DataConfig, folder: Path, out_dir: Path, tokenizer: Any, seed: int, st: _State) -> PreparedData:
+def _reuse(cfg: DataConfig, folder: Path, out_dir: Path, tokenizer: Any, seed: int, st: CheckState) -> PreparedData:
     """Validate an already prepared folder and copy its splits (a prepared folder can be reused as input)."""
     made = check_reusable(folder, cfg)
     examples = _read_prepared(folder, st)
     check_examples(examples, cfg, tokenizer, st, drop=False)
-    _check_leaks(examples, st)
+    check_leaks(examples, st)
     report = _report(cfg, "prepared", st, examples, seed)
     _fail_if_strict(cfg, st, None)
     target = _check_out_dir(out_dir)
