@@ -17,6 +17,44 @@ from pathlib import Path
 from typing import Any
 
 
+def _temp_prefix(target: Path) -> str:
+    """Temporary names carry the writer's pid, so a later writer can tell a dead writer's leftovers
+    (a process killed with SIGKILL runs no cleanup) from a live writer's work in progress."""
+    return f".{target.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale(target: str | Path) -> list[Path]:
+    """Remove temporary files and folders beside ``target`` left by writers that are no longer alive."""
+    target = Path(target)
+    head, removed = f".{target.name}.", []
+    try:
+        siblings = list(target.parent.iterdir())
+    except FileNotFoundError:
+        return removed
+    for p in siblings:
+        # exactly ".<name>.<pid>.<random>.tmp" (mkstemp's random part has no dots), so a target whose
+        # own name continues with ".<digits>" is never mistaken for this one
+        parts = p.name[len(head):].split(".") if p.name.startswith(head) else []
+        if len(parts) != 3 or parts[2] != "tmp" or not parts[0].isdigit() or _pid_alive(int(parts[0])):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def fsync_file(path: str | Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -49,7 +87,8 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    sweep_stale(target)  # a killed writer's half-written file
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -81,7 +120,8 @@ def replace_file(path: str | Path) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    sweep_stale(target)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -106,7 +146,8 @@ def replace_folder(path: str | Path) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    sweep_stale(target)  # a killed writer's half-built folder
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         fsync_tree(tmp)
