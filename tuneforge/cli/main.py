@@ -7,10 +7,11 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
 from tuneforge import __version__
 from tuneforge.errors import UserError
-from tuneforge.secrets import RedactingFormatter
+from tuneforge.secrets import RedactingFormatter, redact_text
 
 # Each module has register(subparsers). Order here is the order in --help.
 COMMAND_MODULES = (
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and friends: not an error
         sys.stderr.close()
         return 0
+    except Exception:  # noqa: BLE001 - a bug or a library's own error: the traceback helps a bug report,
+        # but it may quote a recipe value or a connection URL with its password (a database driver does)
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 def _quiet_libraries() -> None:
