@@ -201,6 +201,7 @@ def _start(loop: Loop, say) -> tuple[LoopState, int | None]:
             say(f"no complete checkpoint in {run.path / CHECKPOINTS} yet: starting from step 0")
         if loop.main:
             forget_metrics_after(run, resumed_from)
+            loop.logger.resumed_at(resumed_from)
     if resumed_from is None and loop.data.val is not None and cfg.eval_at_start:
         state.initial_val_loss = evaluate(loop.model, loop.accelerator, loop.data, cfg.batch_size, cfg.prompt_learning)
         say(f"step 0: validation loss {state.initial_val_loss:.4f}")

@@ -19,7 +19,7 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(log_dir=str(run.path / "tensorboard"))
+                self.writer = SummaryWriter(log_dir=str(self.run.path / "tensorboard"))
             except ImportError:  # tensorboard is a core dependency, but do not fail a run over curves
                 log.warning("tensorboard is not installed: no event files")
 
@@ -31,6 +31,18 @@ class MetricsLogger:
             for key, value in values.items():
                 if isinstance(value, int | float):
                     self.writer.add_scalar(f"{split}/{key}", value, step)
+
+    def resumed_at(self, step: int | None) -> None:
+        """A resumed run logs again every step after its checkpoint (``step``; None: it starts over).
+        Reopen the event file with TensorBoard's purge step, so the curves drop the points the killed
+        process logged after that checkpoint instead of drawing them twice."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer.close()
+        self.writer = SummaryWriter(log_dir=str(self.run.path / "tensorboard"),
+                                    purge_step=0 if step is None else step + 1)
 
     def close(self) -> None:
         if self.writer is not None:
