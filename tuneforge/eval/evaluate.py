@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge import atomic
 from tuneforge.config.eval import EvalConfig
 from tuneforge.data.chat import prompt_messages
 from tuneforge.errors import UserError
@@ -225,12 +226,7 @@ def pop_predictions(row: ResultRow) -> list[dict[str, Any]]:
 
 
 def write_predictions(path: str | Path, records: list[dict[str, Any]]) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return p
+    return atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:

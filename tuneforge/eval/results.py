@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge import atomic
+
 
 @dataclass
 class MetricValue:
@@ -47,10 +49,7 @@ def write_results(run_path: str | Path, rows: list[ResultRow], merge: bool = Tru
     keys = {(r.system, r.task) for r in rows}
     kept = [r for r in existing if (r.system, r.task) not in keys]
     payload = {"rows": [asdict(r) for r in kept + rows]}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
-    tmp.replace(path)
-    return path
+    return atomic.write_text(path, json.dumps(payload, indent=2, sort_keys=False))
 
 
 def read_results(path: str | Path) -> list[ResultRow]:
