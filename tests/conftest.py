@@ -66,3 +66,14 @@ def run_dir(tmp_path, monkeypatch) -> Path:
     """Run tests from a temporary folder so run folders land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL server with pgvector for this test session (see tests/postgres.py)."""
+    from tests.postgres import start_postgres
+
+    # a short folder name: the server's Unix socket path must stay under ~100 characters
+    pg = start_postgres(tmp_path_factory.mktemp("pg"))
+    yield pg
+    pg.stop()
