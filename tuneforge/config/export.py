@@ -26,6 +26,11 @@ class ExportConfig(Section):
     int8: bool = Field(
         False, description="Also write an int8 weight-only copy for CPU serving (tuneforge serve loads it)."
     )
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="Who serves the export: transformers (a merged Hugging Face folder, plus int8 "
+        "and GGUF copies on request) or vllm (a LoRA adapter vLLM accepts kept as an adapter, anything else "
+        "merged; with serve.sh), under <output_dir>/vllm.",
+    )
     gguf: Literal["f32", "f16", "q8_0"] | None = Field(
         None, description="Also write a GGUF file of this type for llama.cpp-family runtimes (Llama-family models)."
     )
