@@ -137,8 +137,8 @@ def test_real_gemma_converts_loads_and_continues_text_deterministically():
     model = load_model(GEMMA, device="cpu")
     assert model.config.model_type == "gemma3_text" and model.config.vocab_size == 262144
     assert model.config.layer_types.count("full_attention") == 3  # 5 sliding-window layers per global one
-    ids = tok("The capital of France is", return_tensors="pt")
+    ids = tok("The Eiffel Tower is located in the city of", return_tensors="pt")
     outs = [model.generate(**ids, max_new_tokens=8, do_sample=False)[0] for _ in range(2)]
-    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0], outs[1])  # greedy decoding: the same tokens every time
     continuation = tok.decode(outs[0][ids["input_ids"].shape[1] :], skip_special_tokens=True)
-    assert "Paris" in continuation or "capital" in continuation, continuation
+    assert continuation.startswith(" Paris"), continuation  # real weights, dequantised correctly
