@@ -142,3 +142,12 @@ def test_real_gemma_converts_loads_and_continues_text_deterministically():
     assert torch.equal(outs[0], outs[1])  # greedy decoding: the same tokens every time
     continuation = tok.decode(outs[0][ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert continuation.startswith(" Paris"), continuation  # real weights, dequantised correctly
+
+    # Training packs examples into one row with restarting position ids; Gemma's full and sliding-window
+    # masks must keep them apart, as they do for the Llama-family default model.
+    a, b = tok("The Eiffel Tower is in Paris.")["input_ids"], tok("Water boils at 100 degrees.")["input_ids"]
+    with torch.no_grad():
+        alone = model(input_ids=torch.tensor([b]), use_cache=False).logits[0]
+        packed = model(input_ids=torch.tensor([a + b]), use_cache=False,
+                       position_ids=torch.tensor([list(range(len(a))) + list(range(len(b)))])).logits[0, len(a) :]
+    assert torch.allclose(alone, packed, atol=1e-3)
