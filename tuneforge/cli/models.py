@@ -1,4 +1,5 @@
-"""`tuneforge generate` and `tuneforge chat`: talk to any loadable model, optionally with an adapter."""
+"""`tuneforge models` (the bundled models), `tuneforge generate` and `tuneforge chat` (talk to any
+loadable model, optionally with an adapter)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from tuneforge.cli.common import add_recipe_args, recipe_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser(
+        "models",
+        help="List the bundled models (usable offline by name with --model).",
+        description="List the models that ship in registry packages, and whether each is converted yet.",
+    )
+    m.set_defaults(func=cmd_models)
+
     p = sub.add_parser(
         "generate",
         help="Answer one prompt (streams to the terminal).",
@@ -31,6 +39,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_recipe_args(c)
     _gen_args(c)
     c.set_defaults(func=cmd_chat)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tuneforge.config.recipe import BUNDLED_DEFAULT
+    from tuneforge.models import BUNDLED, bundled_cache_folder
+
+    for name, model in BUNDLED.items():
+        folder = bundled_cache_folder(name)
+        if folder is None:
+            state = "not converted yet (converted once on first use)"
+        else:
+            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e9
+            state = f"converted: {folder} ({size:.1f} GB)"
+        default = " (default)" if name == BUNDLED_DEFAULT else ""
+        print(f"{name}{default}\n  {model.description}\n  package: {model.install_hint}\n  {state}")
+    return 0
 
 
 def _gen_args(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,8 @@ class ModelConfig(Section):
 
     name: str = Field(
         BUNDLED_DEFAULT,
-        description="A bundled model name (smollm2-135m-instruct), a local Hugging Face folder "
+        description="A bundled model name (smollm2-135m-instruct; gemma3-270m, a base model; "
+        "`tuneforge models` lists them), a local Hugging Face folder "
         "(config.json + safetensors) or a local .gguf file.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -3,6 +3,7 @@
 from tuneforge.models.bundled import BUNDLED, bundled_gguf_path
 from tuneforge.models.load import (
     attach_adapter,
+    bundled_cache_folder,
     load_model,
     load_tokenizer,
     resolve_device,
@@ -13,6 +14,7 @@ from tuneforge.models.load import (
 __all__ = [
     "BUNDLED",
     "attach_adapter",
+    "bundled_cache_folder",
     "bundled_gguf_path",
     "load_model",
     "load_tokenizer",

