@@ -1,0 +1,165 @@
+"""The `tuneforge ui` web app: server-rendered pages (Jinja2) plus one small script for live curves.
+
+Everything ships in the package (templates/, static/): no CDN, works offline. The pages read run
+folders through :mod:`tuneforge.ui.catalog` and start/stop runs through :mod:`tuneforge.ui.launch`;
+both use the same Python API as the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from tuneforge.errors import UserError
+from tuneforge.eval.compare import fmt_metric
+from tuneforge.eval.results import read_results
+from tuneforge.runs import RECIPE, TRAIN_RESULT
+from tuneforge.ui import auth, catalog, launch
+
+HERE = Path(__file__).resolve().parent
+PUBLIC = ("/login", "/static/")
+
+
+def _examples() -> dict[str, str]:
+    """Example recipes shipped in the package (tuneforge/recipes/*.yaml), by file name."""
+    folder = HERE.parent / "recipes"
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.yaml"))}
+
+
+def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
+    runs = Path(runs_dir).resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        token = auth.csrf_token(request)
+        html = env.get_template(template).render(csrf=token, auth=api_key is not None, **context)
+        response = HTMLResponse(html, status_code=status_code)
+        if request.cookies.get(auth.CSRF_COOKIE) != token:
+            response.set_cookie(auth.CSRF_COOKIE, token, samesite="strict")
+        return response
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        path = request.url.path
+        if not any(path == p or (p.endswith("/") and path.startswith(p)) for p in PUBLIC):
+            if not auth.logged_in(request, api_key):
+                if path.startswith("/api/"):
+                    return JSONResponse({"error": "log in first"}, status_code=401)
+                return RedirectResponse("/login", status_code=303)
+            if request.method == "POST":
+                submitted = request.headers.get("x-csrf-token")
+                if submitted is None and "form" in request.headers.get("content-type", ""):
+                    submitted = (await request.form()).get("csrf")
+                if not auth.csrf_ok(request, str(submitted) if submitted else None):
+                    return Response("cross-site request refused (missing or wrong CSRF token)", status_code=403)
+        launch.reap()
+        return await call_next(request)
+
+    @app.get("/login")
+    def login_form(request: Request):
+        return page(request, "login.html", error=None)
+
+    @app.post("/login")
+    def login(request: Request, key: str = Form("")):
+        if api_key is None:
+            return RedirectResponse("/", status_code=303)
+        if not auth.same_origin(request) or not auth.key_ok(key, api_key):
+            return page(request, "login.html", status_code=401, error="wrong API key")
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(auth.SESSION_COOKIE, auth.session_token(api_key), httponly=True, samesite="strict")
+        return response
+
+    @app.post("/logout")
+    def logout():
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(auth.SESSION_COOKIE)
+        return response
+
+    @app.get("/")
+    def runs_page(request: Request, status: str = "", sort: str = "started"):
+        rows = catalog.list_runs(runs)
+        if status in catalog.STATUSES:
+            rows = [r for r in rows if r.status == status]
+        if sort in ("name", "kind", "status", "model", "method", "duration", "metric", "verdict"):
+            rows = sorted(rows, key=lambda r: getattr(r, sort))
+        return page(request, "runs.html", rows=rows, runs_dir=str(runs), status=status, sort=sort,
+                    statuses=catalog.STATUSES)
+
+    @app.get("/runs/{name}")
+    def run_page(request: Request, name: str):
+        folder = _folder(name)
+        summary = catalog.summarize(runs, folder) if folder.is_dir() else None
+        results = read_results(folder) if folder.is_dir() else []
+        table = [{"system": r.system, "task": r.task, "metrics": {k: fmt_metric(v) for k, v in r.metrics.items()}}
+                 for r in results]
+        verdict = catalog.verdict_of(folder) if results else None
+        recipe = (folder / RECIPE).read_text(encoding="utf-8") if (folder / RECIPE).is_file() else ""
+        status = summary.status if summary else catalog.status_of(folder, catalog.ui_record(runs, name))
+        return page(request, "run.html", name=name, summary=summary, status=status, table=table,
+                    verdict=verdict, recipe=recipe, log=catalog.log_tail(runs, folder))
+
+    @app.get("/api/runs/{name}/progress")
+    def progress(name: str, after: int = 0):
+        folder = _folder(name)
+        rows = catalog.read_metrics(folder)
+        curves = [{"step": r["step"], "split": r.get("split", "train"), "loss": r["loss"]}
+                  for r in rows[after:] if "loss" in r and "step" in r and not str(r.get("split", "")).startswith("eval")]
+        train = [r for r in rows if r.get("split") == "train" and "step" in r]
+        last = train[-1] if train else {}
+        total = (catalog.recipe_of(folder).get("train") or {}).get("max_steps")
+        status = catalog.status_of(folder, catalog.ui_record(runs, name))
+        eta = None
+        if status == "running" and total and len(train) >= 2:
+            per_step = (train[-1]["time"] - train[0]["time"]) / max(1, train[-1]["step"] - train[0]["step"])
+            eta = round(per_step * (int(total) - int(last["step"])))
+        return {"next": len(rows), "points": curves, "status": status, "step": last.get("step"), "total": total,
+                "loss": last.get("loss"), "tokens_per_s": last.get("tokens_per_s"), "eta_s": eta,
+                "finished": (folder / TRAIN_RESULT).is_file(), "log": catalog.log_tail(runs, folder, 15)}
+
+    @app.get("/api/runs")
+    def runs_json():
+        return [asdict(r) for r in catalog.list_runs(runs)]
+
+    @app.get("/launch")
+    def launch_form(request: Request, example: str = ""):
+        examples = _examples()
+        text = examples.get(example, "")
+        return page(request, "launch.html", text=text, problems=[], examples=list(examples))
+
+    @app.post("/launch")
+    def launch_run(request: Request, recipe: str = Form("")):
+        name, problems = launch.launch(runs, recipe)
+        if name is None:
+            return page(request, "launch.html", status_code=422, text=recipe, problems=problems,
+                        examples=list(_examples()))
+        return RedirectResponse(f"/runs/{name}", status_code=303)
+
+    @app.post("/runs/{name}/stop")
+    def stop_run(name: str):
+        _folder(name)
+        launch.stop(runs, name)
+        return RedirectResponse(f"/runs/{name}", status_code=303)
+
+    @app.post("/runs/{name}/resume")
+    def resume_run(name: str):
+        _folder(name)
+        launch.resume(runs, name)
+        return RedirectResponse(f"/runs/{name}", status_code=303)
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError):
+        return page(request, "error.html", status_code=404 if "no such run" in str(exc) else 400, message=str(exc))
+
+    def _folder(name: str) -> Path:
+        return catalog.run_path(runs, name)
+
+    return app
