@@ -23,6 +23,10 @@ from tuneforge.runs import RECIPE, TRAIN_RESULT
 from tuneforge.ui import auth, catalog, launch
 
 HERE = Path(__file__).resolve().parent
+
+
+class CrossSite(Exception):
+    """A POST without the matching CSRF token or from another origin."""
 PUBLIC = ("/login", "/static/")
 
 
@@ -50,17 +54,11 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
     @app.middleware("http")
     async def guard(request: Request, call_next):
         path = request.url.path
-        if not any(path == p or (p.endswith("/") and path.startswith(p)) for p in PUBLIC):
-            if not auth.logged_in(request, api_key):
-                if path.startswith("/api/"):
-                    return JSONResponse({"error": "log in first"}, status_code=401)
-                return RedirectResponse("/login", status_code=303)
-            if request.method == "POST":
-                submitted = request.headers.get("x-csrf-token")
-                if submitted is None and "form" in request.headers.get("content-type", ""):
-                    submitted = (await request.form()).get("csrf")
-                if not auth.csrf_ok(request, str(submitted) if submitted else None):
-                    return Response("cross-site request refused (missing or wrong CSRF token)", status_code=403)
+        public = any(path == p or (p.endswith("/") and path.startswith(p)) for p in PUBLIC)
+        if not public and not auth.logged_in(request, api_key):
+            if path.startswith("/api/"):
+                return JSONResponse({"error": "log in first"}, status_code=401)
+            return RedirectResponse("/login", status_code=303)
         launch.reap()
         return await call_next(request)
 
@@ -79,7 +77,8 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
         return response
 
     @app.post("/logout")
-    def logout():
+    def logout(request: Request, csrf: str = Form("")):
+        _csrf(request, csrf)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(auth.SESSION_COOKIE)
         return response
@@ -136,7 +135,11 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
         return page(request, "launch.html", text=text, problems=[], examples=list(examples))
 
     @app.post("/launch")
-    def launch_run(request: Request, recipe: str = Form("")):
+    def launch_run(request: Request, recipe: str = Form(""), csrf: str = Form("")):
+        _csrf(request, csrf)
+        if not recipe.strip():
+            return page(request, "launch.html", status_code=422, text=recipe, examples=list(_examples()),
+                        problems=["the recipe is empty: paste one or pick an example"])
         name, problems = launch.launch(runs, recipe)
         if name is None:
             return page(request, "launch.html", status_code=422, text=recipe, problems=problems,
@@ -144,13 +147,15 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
         return RedirectResponse(f"/runs/{name}", status_code=303)
 
     @app.post("/runs/{name}/stop")
-    def stop_run(name: str):
+    def stop_run(request: Request, name: str, csrf: str = Form("")):
+        _csrf(request, csrf)
         _folder(name)
         launch.stop(runs, name)
         return RedirectResponse(f"/runs/{name}", status_code=303)
 
     @app.post("/runs/{name}/resume")
-    def resume_run(name: str):
+    def resume_run(request: Request, name: str, csrf: str = Form("")):
+        _csrf(request, csrf)
         _folder(name)
         launch.resume(runs, name)
         return RedirectResponse(f"/runs/{name}", status_code=303)
@@ -158,6 +163,15 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
         return page(request, "error.html", status_code=404 if "no such run" in str(exc) else 400, message=str(exc))
+
+    @app.exception_handler(CrossSite)
+    async def cross_site(request: Request, exc: CrossSite):
+        return Response("cross-site request refused (missing or wrong CSRF token)", status_code=403)
+
+    def _csrf(request: Request, submitted: str) -> None:
+        """Every state-changing POST carries the CSRF cookie's value (form field or X-CSRF-Token header)."""
+        if not auth.csrf_ok(request, request.headers.get("x-csrf-token") or submitted or None):
+            raise CrossSite()
 
     def _folder(name: str) -> Path:
         return catalog.run_path(runs, name)
