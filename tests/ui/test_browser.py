@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 from tests.ui.conftest import KEY, hold_lock, login, make_run
 from tests.ui.test_catalog import RESULTS
@@ -133,3 +134,61 @@ def test_no_key_configured_means_no_login(tmp_path, serve_ui, page):
     page.goto(url + "/")
     assert page.url == url + "/"
     assert KEY not in page.content()
+
+
+def _recipe(model: Path, name: str, max_steps: int, extra: str = "") -> str:
+    return f"""\
+model:
+  name: {model}
+run:
+  name: {name}
+data:
+  path: rotten-tomatoes
+  template: sentiment
+  max_examples: 40
+train:
+  method: lora
+  max_steps: {max_steps}
+  batch_size: 2
+  max_length: 256
+  eval_every: 1000
+  save_every: 2
+  log_every: 1
+{extra}eval:
+  after_train: false
+"""
+
+
+def test_stop_then_resume_from_the_ui_gives_the_weights_of_an_uninterrupted_run(tmp_path, serve_ui, page,
+                                                                                 tiny_model_dir, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from tuneforge.cli.main import main
+
+    runs = tmp_path / "runs"
+    url = serve_ui(runs)
+    login(page, url)
+    page.goto(url + "/launch")
+    page.fill("#recipe", _recipe(tiny_model_dir, "stopped", 14))
+    page.click("#start")
+    page.wait_for_url(url + "/runs/stopped")
+    page.wait_for_function("Number(document.querySelector('#chart').dataset.points || 0) >= 4"
+                           " || document.querySelector('#status').textContent !== 'running'", timeout=180_000)
+    assert page.inner_text("#status") == "running", page.inner_text("#log")
+    page.click("#stop")
+    page.wait_for_function("document.querySelector('#status').textContent === 'killed'", timeout=120_000)
+    assert not (runs / "stopped" / "adapter").exists()  # it really stopped before the end
+    page.click("#resume")
+    page.wait_for_function("document.querySelector('#status').textContent === 'finished'", timeout=300_000)
+    shot(page, tmp_path, "run-resumed")
+
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "straight.yaml"
+    recipe.write_text(_recipe(tiny_model_dir, "straight", 14))
+    assert main(["train", str(recipe), "--set", f"run.output_dir={runs}"]) == 0
+    resumed = load_file(runs / "stopped" / "adapter" / "adapter_model.safetensors")
+    straight = load_file(runs / "straight" / "adapter" / "adapter_model.safetensors")
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        assert torch.equal(resumed[key], straight[key]), key

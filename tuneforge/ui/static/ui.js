@@ -66,6 +66,8 @@ async function follow(box) {
     for (const pt of p.points) (series[pt.split] ||= []).push([pt.step, pt.loss]);
     if (p.points.length || !box.dataset.points) drawChart(box, series);
     status.textContent = p.status; status.className = `status status-${p.status}`;
+    document.getElementById("stop").hidden = p.status !== "running";
+    document.getElementById("resume").hidden = ["running", "finished"].includes(p.status);
     progress.textContent = fmtProgress(p);
     if (p.log) log.textContent = p.log;
     if (p.status !== "running") break;
