@@ -188,11 +188,25 @@ def summarize(runs_dir: Path, folder: Path, with_verdict: bool = True) -> RunSum
     )
 
 
+# Verdicts by (folder, results.json mtime): the bootstrap behind one takes a moment, and the runs list
+# asks for every run's verdict on each load.
+_VERDICTS: dict[tuple[Path, int], Any] = {}
+
+
 def verdict_of(folder: Path):
     """The same verdict the run's report shows (:func:`tuneforge.eval.report.run_verdict`)."""
     from tuneforge.eval.report import run_verdict
 
-    return run_verdict(folder, read_results(folder), recipe_of(folder))
+    try:
+        key = (folder.resolve(), (folder / RESULTS_FILE).stat().st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _VERDICTS:
+        return _VERDICTS[key]
+    verdict = run_verdict(folder, read_results(folder), recipe_of(folder))
+    if key is not None:
+        _VERDICTS[key] = verdict
+    return verdict
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:
