@@ -6,6 +6,7 @@ is never used (it cannot work offline). A missing browser fails the tests: scrip
 
 from __future__ import annotations
 
+import datetime
 import json
 import socket
 import subprocess
@@ -31,7 +32,8 @@ def make_run(runs: Path, name: str, *, finished: bool = False, results: dict | N
     (folder / "logs").mkdir(parents=True)
     atomic.write_text(folder / "recipe.yaml", "model:\n  name: tiny\ntrain:\n  method: lora\n  max_steps: 3\n")
     atomic.write_json(folder / "manifest.json", {"command": "train", "created": "2026-12-01T10:00:00"})
-    rows = [{"time": 1796000000.0 + i, "step": i + 1, "split": "train", "loss": v} for i, v in enumerate(losses)]
+    start = datetime.datetime(2026, 12, 1, 10, 0).timestamp()
+    rows = [{"time": start + 60.0 * (i + 1), "step": i + 1, "split": "train", "loss": v} for i, v in enumerate(losses)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "logs" / "run.log").write_text(f"INFO tuneforge: run train: {folder}\n")
     if finished:

@@ -192,3 +192,23 @@ def test_stop_then_resume_from_the_ui_gives_the_weights_of_an_uninterrupted_run(
     assert resumed.keys() == straight.keys()
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key
+
+
+def test_compare_shows_metrics_side_by_side_and_overlays_curves(tmp_path, serve_ui, page):
+    import copy
+
+    runs = tmp_path / "runs"
+    other = copy.deepcopy(RESULTS)
+    other["rows"][1]["metrics"]["accuracy"]["value"] = 0.7
+    make_run(runs, "first", finished=True, results=RESULTS)
+    make_run(runs, "second", finished=True, results=other, losses=[1.0, 0.8])
+    url = serve_ui(runs)
+    login(page, url)
+    page.check("tr[data-run=first] input[type=checkbox]")
+    page.check("tr[data-run=second] input[type=checkbox]")
+    page.click("#compare")
+    row = page.inner_text("#compare-metrics tr:has(td:text-is('tuned'))")
+    assert "0.900" in row and "0.700" in row
+    page.wait_for_function("document.querySelector('#overlay').dataset.points === '5'")  # 3 + 2 points
+    assert page.locator("#overlay polyline").count() == 2
+    shot(page, tmp_path, "compare")

@@ -124,6 +124,21 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
                 "loss": last.get("loss"), "tokens_per_s": last.get("tokens_per_s"), "eta_s": eta,
                 "finished": (folder / TRAIN_RESULT).is_file(), "log": catalog.log_tail(runs, folder, 15)}
 
+    @app.get("/compare")
+    def compare_page(request: Request):
+        names = list(dict.fromkeys(request.query_params.getlist("run")))
+        if len(names) < 2:
+            raise UserError("compare needs two or more runs: tick them on the Runs page")
+        folders = [_folder(n) for n in names]
+        table: dict[tuple[str, str, str], dict[str, str]] = {}
+        for name, folder in zip(names, folders, strict=True):
+            for r in read_results(folder):
+                for metric, value in r.metrics.items():
+                    table.setdefault((r.task, r.system, metric), {})[name] = fmt_metric(value)
+        summaries = [catalog.summarize(runs, f) for f in folders if f.is_dir()]
+        return page(request, "compare.html", names=names, summaries=summaries,
+                    table=[(k, v) for k, v in sorted(table.items())])
+
     @app.get("/api/runs")
     def runs_json():
         return [asdict(r) for r in catalog.list_runs(runs)]
