@@ -52,3 +52,11 @@ def test_an_empty_recipe_is_not_launched(client, tmp_path):
     token = _login(client)
     assert client.post("/launch", data={"recipe": " \n", "csrf": token}).status_code == 422
     assert not list((tmp_path / "runs" / ".ui").glob("*.json"))
+
+
+def test_validate_as_you_type_needs_the_csrf_header_and_reports_lines(client, tmp_path):
+    token = _login(client)
+    assert client.post("/api/validate", json={"recipe": BAD}).status_code == 403
+    problems = client.post("/api/validate", json={"recipe": BAD}, headers={"x-csrf-token": token}).json()["problems"]
+    assert [p.split(":")[1] for p in problems] == ["4", "5"]
+    assert not [p for p in (tmp_path / "runs" / ".ui").iterdir() if p.name.startswith("draft")]  # drafts removed

@@ -62,11 +62,16 @@ def test_a_recipe_with_two_mistakes_shows_both_with_their_lines(tmp_path, serve_
     login(page, url)
     page.goto(url + "/launch")
     page.fill("#recipe", "model:\n  name: x\ntrain:\n  learning_rate: fast\n  epochz: 2\n")
+    # Checked as you type, before any submit: both problems with their lines.
+    page.wait_for_function("document.querySelector('#live-problems').dataset.count === '2'")
+    live = page.inner_text("#live-problems")
+    assert "recipe.yaml:4: train.learning_rate" in live and "recipe.yaml:5: train.epochz" in live
     page.click("#start")
     problems = page.inner_text("#problems")
     assert "recipe.yaml:4: train.learning_rate" in problems
     assert "recipe.yaml:5: train.epochz" in problems and "epochs" in problems
     shot(page, tmp_path, "launch-problems")
+    assert not list((tmp_path / "runs" / ".ui").glob("*.json"))  # nothing started
 
 
 def test_launch_watch_the_curve_grow_and_stop(tmp_path, serve_ui, page, tiny_model_dir):

@@ -161,6 +161,14 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
                         examples=list(_examples()))
         return RedirectResponse(f"/runs/{name}", status_code=303)
 
+    @app.post("/api/validate")
+    async def validate_json(request: Request):
+        """The Launch page checks the recipe as you type (header X-CSRF-Token, body {"recipe": text})."""
+        _csrf(request, "")
+        body = await request.json()
+        _, problems = launch.validate(runs, str(body.get("recipe", "")) if isinstance(body, dict) else "")
+        return {"problems": problems}
+
     @app.post("/runs/{name}/stop")
     def stop_run(request: Request, name: str, csrf: str = Form("")):
         _csrf(request, csrf)

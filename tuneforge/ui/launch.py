@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,15 @@ def validate(runs_dir: Path, text: str) -> tuple[Recipe | None, list[str]]:
     """The recipe in ``text`` and no problems, or None and every problem as ``recipe.yaml:LINE: field: ...``."""
     folder = runs_dir / UI_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    draft = folder / "draft.yaml"
+    draft = folder / f"draft-{uuid.uuid4().hex}.yaml"  # one per check: two tabs validating never mix
     atomic.write_text(draft, text)
     try:
         return load_recipe(draft), []
     except UserError as err:
         lines = err.problems or [str(err.args[0])]
         return None, [line.replace(str(draft), SHOWN_NAME) for line in lines]
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def _free_name(runs_dir: Path, wanted: str | None) -> str:
