@@ -60,3 +60,12 @@ def test_validate_as_you_type_needs_the_csrf_header_and_reports_lines(client, tm
     problems = client.post("/api/validate", json={"recipe": BAD}, headers={"x-csrf-token": token}).json()["problems"]
     assert [p.split(":")[1] for p in problems] == ["4", "5"]
     assert not [p for p in (tmp_path / "runs" / ".ui").iterdir() if p.name.startswith("draft")]  # drafts removed
+
+
+def test_a_runs_report_is_served_sandboxed(client, tmp_path):
+    (tmp_path / "runs" / "done" / "report.html").write_text("<html><script>alert(1)</script>verdict</html>")
+    _login(client)
+    assert 'id="report"' in client.get("/runs/done").text
+    r = client.get("/runs/done/report")
+    assert r.status_code == 200 and "verdict" in r.text
+    assert r.headers["content-security-policy"] == "sandbox"  # its scripts cannot act as this UI

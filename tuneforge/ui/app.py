@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from tuneforge.errors import UserError
 from tuneforge.eval.compare import fmt_metric
 from tuneforge.eval.results import read_results
-from tuneforge.runs import RECIPE, TRAIN_RESULT
+from tuneforge.runs import RECIPE, REPORT, TRAIN_RESULT
 from tuneforge.ui import auth, catalog, launch
 
 HERE = Path(__file__).resolve().parent
@@ -104,7 +104,18 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
         recipe = (folder / RECIPE).read_text(encoding="utf-8") if (folder / RECIPE).is_file() else ""
         status = summary.status if summary else catalog.status_of(folder, catalog.ui_record(runs, name))
         return page(request, "run.html", name=name, summary=summary, status=status, table=table,
-                    verdict=verdict, recipe=recipe, log=catalog.log_tail(runs, folder))
+                    verdict=verdict, recipe=recipe, log=catalog.log_tail(runs, folder),
+                    has_report=(folder / REPORT).is_file())
+
+    @app.get("/runs/{name}/report")
+    def report(name: str):
+        """The run's own report.html (forgetting table, answers side by side, lengths), sandboxed: a run
+        folder may come from anyone, so its HTML gets a unique origin and no scripts (CSP sandbox)."""
+        path = _folder(name) / REPORT
+        if not path.is_file():
+            raise UserError(f"run {name!r}: no report.html yet (`tuneforge eval` writes it after training)")
+        return HTMLResponse(path.read_text(encoding="utf-8", errors="replace"),
+                            headers={"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"})
 
     @app.get("/api/runs/{name}/progress")
     def progress(name: str, after: int = 0):
