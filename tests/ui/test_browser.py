@@ -217,3 +217,28 @@ def test_compare_shows_metrics_side_by_side_and_overlays_curves(tmp_path, serve_
     page.wait_for_function("document.querySelector('#overlay').dataset.points === '5'")  # 3 + 2 points
     assert page.locator("#overlay polyline").count() == 2
     shot(page, tmp_path, "compare")
+
+
+def test_the_arena_streams_two_answers_and_keeps_them_with_the_run(tmp_path, serve_ui, page, tiny_model_dir):
+    import json
+
+    from tests.export.helpers import make_lora_run
+    from tuneforge import atomic
+
+    runs = tmp_path / "runs"
+    folder = make_lora_run(runs / "tuned", tiny_model_dir)
+    atomic.write_json(folder / "train_result.json", {"steps": 1})
+    url = serve_ui(runs)
+    login(page, url)
+    page.goto(url + "/arena")
+    page.fill("#prompt", "Is this review positive? A warm, funny film.")
+    page.click("#ask")
+    for system in ("base", "tuned"):
+        page.wait_for_function(f"document.querySelector('#answer-{system}').dataset.done === '1'", timeout=180_000)
+    base, tuned = page.inner_text("#answer-base"), page.inner_text("#answer-tuned")
+    assert base.strip() and tuned.strip() and base != tuned  # the adapter changes the answer
+    chunks = [int(page.get_attribute(f"#answer-{s}", "data-chunks")) for s in ("base", "tuned")]
+    assert max(chunks) > 1  # streamed in pieces, not sent whole
+    shot(page, tmp_path, "arena")
+    kept = [json.loads(line) for line in (folder / "arena.jsonl").read_text().splitlines()]
+    assert {(k["system"], k["answer"]) for k in kept} == {("base", base), ("tuned", tuned)}

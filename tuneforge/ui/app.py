@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 
 from tuneforge.errors import UserError
 from tuneforge.eval.compare import fmt_metric
 from tuneforge.eval.results import read_results
-from tuneforge.runs import RECIPE, REPORT, TRAIN_RESULT
+from tuneforge.runs import RECIPE, REPORT, TRAIN_RESULT, tuned_weights_in
 from tuneforge.ui import auth, catalog, launch
 
 HERE = Path(__file__).resolve().parent
@@ -113,7 +114,7 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
         folder may come from anyone, so its HTML gets a unique origin and no scripts (CSP sandbox)."""
         path = _folder(name) / REPORT
         if not path.is_file():
-            raise UserError(f"run {name!r}: no report.html yet (`tuneforge eval` writes it after training)")
+            raise UserError(f"run {name!r}: no report.html yet (`tuneforge report RUN` writes it)")
         return HTMLResponse(path.read_text(encoding="utf-8", errors="replace"),
                             headers={"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"})
 
@@ -179,6 +180,28 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
         body = await request.json()
         _, problems = launch.validate(runs, str(body.get("recipe", "")) if isinstance(body, dict) else "")
         return {"problems": problems}
+
+    @app.get("/arena")
+    def arena_page(request: Request, run: str = ""):
+        choices = [r.name for r in catalog.list_runs(runs, with_verdict=False)
+                   if r.status == "finished" and tuned_weights_in(runs / r.name) is not None]
+        return page(request, "arena.html", run=run if run in choices else (choices[0] if choices else ""),
+                    choices=choices)
+
+    @app.post("/api/arena")
+    async def arena_answer(request: Request):
+        """Stream one system's answer as plain text pieces (body {"run", "system", "prompt"})."""
+        _csrf(request, "")
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise UserError("send a JSON object: {run, system, prompt}")
+        folder = _folder(str(body.get("run", "")))
+        if catalog.status_of(folder, catalog.ui_record(runs, folder.name)) == "running":
+            raise UserError(f"run {folder.name!r} is still training: ask it when it has finished")
+        from tuneforge.ui import arena
+
+        pieces = await run_in_threadpool(arena.answer, folder, str(body.get("system", "")), str(body.get("prompt", "")))
+        return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")
 
     @app.post("/runs/{name}/stop")
     def stop_run(request: Request, name: str, csrf: str = Form("")):

@@ -209,7 +209,7 @@ def verdict_of(folder: Path):
     return verdict
 
 
-def list_runs(runs_dir: Path) -> list[RunSummary]:
+def list_runs(runs_dir: Path, with_verdict: bool = True) -> list[RunSummary]:
     """Every run folder directly under ``runs_dir`` (a folder with a recipe or manifest), newest first."""
     if not runs_dir.is_dir():
         return []
@@ -218,7 +218,7 @@ def list_runs(runs_dir: Path) -> list[RunSummary]:
     names = {p.name for p in folders}
     # Launched from the UI but still loading (no folder yet): listed, so a fresh launch shows at once.
     pending = [runs_dir / p.stem for p in (runs_dir / UI_DIR).glob("*.json") if p.stem not in names]
-    summaries = [summarize(runs_dir, p) for p in folders]
+    summaries = [summarize(runs_dir, p, with_verdict) for p in folders]
     for p in pending:
         record = ui_record(runs_dir, p.name)
         status = status_of(p, record) if p.is_dir() else (
