@@ -1,7 +1,7 @@
 """The package's layers: imports run downwards only, and no module imports itself back through others.
 
     foundations (errors, atomic, locks, ...) < config < models < runs < data < train, eval
-        < strategies, rag, export, serve < cli
+        < strategies, rag, export, serve, ui < cli
 
 Every import counts, including those inside functions (a lazy import is still a dependency; it only
 hides a cycle until the day it bites). ``train`` and ``eval`` sit side by side and import neither
@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tuneforge"
 
 RANK = {
     "config": 1, "models": 2, "runs": 3, "data": 4, "train": 5, "eval": 5,
-    "strategies": 6, "rag": 6, "export": 6, "serve": 6, "cli": 8,
+    "strategies": 6, "rag": 6, "export": 6, "serve": 6, "ui": 6, "cli": 8,
 }
 FOUNDATION = 0  # top-level helper modules: tuneforge.errors, tuneforge.atomic, tuneforge.locks, ...
 # Same-rank imports that are part of the design: the server can serve an int8 export.

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "tuneforge.cli.serve",
     "tuneforge.cli.eval",
     "tuneforge.cli.rag",
+    "tuneforge.cli.ui",
 )
 
 DESCRIPTION = """\

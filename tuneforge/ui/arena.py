@@ -1,0 +1,79 @@
+"""The Arena: one prompt answered side by side, streamed, by a run's base model and its tuned weights.
+
+Models load through :func:`tuneforge.models.load_model` from the run's own recipe (``open_run``:
+``trust_remote_code`` stays off for a folder from elsewhere) and stay loaded for the next question
+(the two most recently used). One generation at a time per model object (a lock each): two browser
+tabs asking the same model wait for each other instead of interleaving inside ``generate``.
+
+Each answer is kept with the run it came from: one JSON line per answer in ``<run>/arena.jsonl``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tuneforge.errors import UserError
+from tuneforge.models import load_model, load_tokenizer
+from tuneforge.models.generate import stream_chat
+from tuneforge.runs import open_run
+
+ARENA_FILE = "arena.jsonl"
+SYSTEMS = ("base", "tuned")
+MAX_NEW_TOKENS = 128
+_KEEP = 2
+
+_models: OrderedDict[tuple[str, str | None, str | None], tuple[Any, Any, threading.Lock]] = OrderedDict()
+_loading = threading.Lock()
+
+
+def _model(name: str, adapter: str | None, full: str | None):
+    key = (name, adapter, full)
+    with _loading:
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+        tokenizer = load_tokenizer(name)
+        model = load_model(full or name, adapter=adapter)
+        _models[key] = (model, tokenizer, threading.Lock())
+        while len(_models) > _KEEP:
+            _models.popitem(last=False)
+        return _models[key]
+
+
+def answer(folder: Path, system: str, prompt: str, max_new_tokens: int = MAX_NEW_TOKENS) -> Iterator[str]:
+    """``system``'s answer (``base`` or ``tuned``) for the run in ``folder`` as a stream of text pieces.
+
+    Everything that can be refused is checked here, before the first piece: a mistake is an error
+    response, never a half-sent stream. The answer is recorded in ``<run>/arena.jsonl`` once complete.
+    """
+    if system not in SYSTEMS:
+        raise UserError(f"system {system!r}: pick one of {', '.join(SYSTEMS)}")
+    if not prompt.strip():
+        raise UserError("the prompt is empty")
+    run = open_run(folder)
+    weights = run.tuned_weights(required=True) if system == "tuned" else None
+    adapter = str(weights.adapter) if weights and weights.adapter else None
+    full = str(weights.model) if weights and weights.model else None
+    model, tokenizer, lock = _model(run.recipe.model.name, adapter, full)
+    return _stream(folder, model, tokenizer, lock, system, prompt, max_new_tokens, run.recipe.run.seed,
+                   str(weights.path) if weights else None, run.recipe.model.name)
+
+
+def _stream(folder: Path, model, tokenizer, lock: threading.Lock, system: str, prompt: str, max_new_tokens: int,
+            seed: int, weights: str | None, base: str) -> Iterator[str]:
+    pieces: list[str] = []
+    with lock:
+        for piece in stream_chat(model, tokenizer, [{"role": "user", "content": prompt}],
+                                 max_new_tokens=max_new_tokens, seed=seed):
+            pieces.append(piece)
+            yield piece
+    record = {"time": _dt.datetime.now().isoformat(timespec="seconds"), "system": system, "prompt": prompt,
+              "answer": "".join(pieces), "model": base, "weights": weights}
+    with open(folder / ARENA_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
