@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from tuneforge.eval.general_data import GeneralInput
+from tuneforge.eval.loglik import bos_prefix, with_bos
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -30,7 +31,7 @@ BATCH = 8  # sequences per forward pass: full logits are batch x length x vocabu
 
 def encode(tokenizer: PreTrainedTokenizerBase, inputs: list[GeneralInput], max_tokens: int) -> list[list[int]]:
     """Token ids of each input: plain text as it is, conversations through the chat template."""
-    out = []
+    out, bos = [], bos_prefix(tokenizer)
     for x in inputs:
         if x.messages is not None and tokenizer.chat_template:
             text = tokenizer.apply_chat_template(x.messages, tokenize=False)
@@ -38,7 +39,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, inputs: list[GeneralInput], max_t
             text = "\n".join(f"{m['role']}: {m['content']}" for m in x.messages)
         else:
             text = x.text or ""
-        out.append(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
+        out.append(with_bos(tokenizer(text, add_special_tokens=False)["input_ids"], bos)[:max_tokens])
     return out
 
 

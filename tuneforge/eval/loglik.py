@@ -24,6 +24,18 @@ class Score:
     greedy: bool  # every continuation token was the model's top choice
 
 
+def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The token the tokenizer puts before any text on its own: ``[bos]`` for Gemma and Llama, nothing for
+    GPT-2-style tokenizers such as SmolLM2's. A model trained with it scores text without it badly (Gemma 3
+    all but requires it), so plain-text contexts get it; chat-templated ones already start with it."""
+    ids = list(tokenizer("", add_special_tokens=True)["input_ids"])
+    return ids if ids and ids == [tokenizer.bos_token_id] else []
+
+
+def with_bos(ids: list[int], prefix: list[int]) -> list[int]:
+    return ids if not prefix or ids[: len(prefix)] == prefix else prefix + ids
+
+
 def score_continuations(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -37,8 +49,9 @@ def score_continuations(
     import torch
 
     encoded = []
+    bos = bos_prefix(tokenizer)
     for ctx, cont in pairs:
-        c = tokenizer(ctx, add_special_tokens=False)["input_ids"] if ctx else []
+        c = with_bos(tokenizer(ctx, add_special_tokens=False)["input_ids"] if ctx else [], bos)
         t = tokenizer(cont, add_special_tokens=False)["input_ids"]
         if not t:
             raise ValueError(f"empty continuation for context {ctx[-40:]!r}")
