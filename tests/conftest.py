@@ -69,11 +69,15 @@ def run_dir(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """A real PostgreSQL server with pgvector for this test session (see tests/postgres.py)."""
     from tests.postgres import start_postgres
 
-    # a short folder name: the server's Unix socket path must stay under ~100 characters
-    pg = start_postgres(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's folder: run as root, the server runs as an unprivileged user, which must reach
+    # its data folder (pytest's is private to root). A short path: the Unix socket's must stay < ~100 chars.
+    folder = Path(tempfile.mkdtemp(prefix="tf-pg-"))
+    folder.chmod(0o755)
+    pg = start_postgres(folder / "data")
     yield pg
     pg.stop()
+    shutil.rmtree(folder, ignore_errors=True)

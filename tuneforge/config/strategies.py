@@ -172,6 +172,18 @@ class TuneConfig(Section):
         None, ge=1, description="Cap every trial's optimizer steps (a short search, then one full run of the best)."
     )
     timeout_s: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
+    heartbeat_interval: int | None = Field(
+        60, ge=1, description="Seconds between a running trial's heartbeats in the storage. A trial whose worker "
+        "died (killed, machine lost) is marked failed, not left running, by the next worker to start a trial once "
+        "its last heartbeat is grace_period old. None: off.",
+    )
+    grace_period: int | None = Field(
+        None, ge=1, description="Seconds without a heartbeat before a running trial counts as dead "
+        "(default: 2 x heartbeat_interval).",
+    )
+    retry_failed: int = Field(
+        1, ge=0, description="Times a trial failed by a dead worker is run again with the same parameters.",
+    )
 
     @model_validator(mode="after")
     def _one_storage(self) -> TuneConfig:

@@ -27,7 +27,7 @@ from tuneforge.config.loader import derive_recipe, dump_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.config.strategies import ParamSpace, TuneConfig
 from tuneforge.errors import UserError
-from tuneforge.secrets import redact_url
+from tuneforge.secrets import redact_text, redact_url
 from tuneforge.strategies.tune_report import TuneResult, write_report
 
 if TYPE_CHECKING:
@@ -96,23 +96,62 @@ def default_storage(recipe: Recipe, cfg: TuneConfig) -> str:
     return f"sqlite:///{folder / (cfg.study_name + '.db')}"
 
 
+def sqlalchemy_url(storage: str) -> str:
+    """A PostgreSQL URL with the driver tuneforge installs: a bare ``postgresql://`` means psycopg2 to
+    SQLAlchemy, while ``tuneforge[postgres]`` brings psycopg 3 (``postgresql+psycopg://``)."""
+    import importlib.util
+
+    scheme, sep, rest = storage.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep:
+        return storage
+    if importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql://{rest}"
+    if importlib.util.find_spec("psycopg") is None:
+        raise UserError("tune.storage: a PostgreSQL storage needs a driver: pip install 'tuneforge[postgres]'")
+    return f"postgresql+psycopg://{rest}"
+
+
+def _creation_race(exc: Exception) -> bool:
+    """Two workers creating Optuna's tables in one database at the same instant: the loser may retry."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    return isinstance(exc, IntegrityError | ProgrammingError) and (
+        "already exists" in str(exc) or "duplicate key" in str(exc))
+
+
 def open_study(cfg: TuneConfig, storage: str, seed: int | None = None) -> optuna.Study:
-    """Create the study, or join it when another worker already did."""
+    """Create the study, or join it when another worker already did.
+
+    With ``heartbeat_interval`` every running trial beats in the storage; a worker starting a trial first
+    marks trials without a recent beat as failed (their worker died) and, up to ``retry_failed`` times,
+    queues their parameters again.
+    """
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = sqlalchemy_url(storage)
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         # Workers write one file; wait for each other's locks instead of failing at once.
         engine_kwargs = {"connect_args": {"timeout": 120}}
+    beat: dict[str, Any] = {}
+    if cfg.heartbeat_interval:
+        beat = {"heartbeat_interval": cfg.heartbeat_interval,
+                "grace_period": cfg.grace_period or 2 * cfg.heartbeat_interval,
+                "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=cfg.retry_failed)}
     last: Exception | None = None
     for attempt in range(5):  # two workers creating the tables at the same instant may collide once
         try:
-            rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+            with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs, **beat)
             break
         except Exception as exc:
-            if "sqlite" not in storage:
-                raise UserError(f"tune.storage: cannot open {redact_url(storage)!r}: {exc}") from None
+            if "sqlite" not in storage and not _creation_race(exc):
+                reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                raise UserError(f"tune.storage: cannot open {redact_url(storage)!r}: {reason}") from None
             last = exc
             time.sleep(0.5 * (attempt + 1))
     else:
