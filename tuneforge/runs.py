@@ -29,14 +29,10 @@ import datetime as _dt
 import itertools
 import json
 import logging
-import os
 import platform
-import random
-import subprocess
 import sys
 import weakref
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +42,7 @@ from tuneforge.config.loader import dump_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
 from tuneforge.models.cache import sha256_file
+from tuneforge.provenance import git_commit, library_versions
 from tuneforge.secrets import RedactingFormatter, redact
 
 RECIPE = "recipe.yaml"
@@ -62,33 +59,6 @@ EVAL = "eval"
 REPORT = "report.html"
 SPLITS = ("train", "val", "test")
 
-TRACKED_LIBRARIES = (
-    "tuneforge", "torch", "transformers", "peft", "accelerate", "datasets", "safetensors",
-    "tokenizers", "sentence-transformers", "numpy", "pydantic",
-)
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in TRACKED_LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
 def hash_inputs(paths: list[str | Path]) -> dict[str, str]:
     """Content hash of every input file (folders: every file inside, sorted)."""
     hashes: dict[str, str] = {}
@@ -100,20 +70,6 @@ def hash_inputs(paths: list[str | Path]) -> dict[str, str]:
         elif path.is_file():
             hashes[str(path)] = sha256_file(path)
     return hashes
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:
-        pass
-    import torch
-
-    torch.manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -392,7 +348,7 @@ def _write_run_files(run: Run, command: str, inputs: list[str | Path] | None, re
             "created": manifest.get("created") or _dt.datetime.now().isoformat(timespec="seconds"),
             "seed": recipe.run.seed,
             "versions": library_versions(),
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "platform": platform.platform(),
         }
     )

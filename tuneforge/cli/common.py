@@ -74,7 +74,8 @@ def recipe_with_section(args: argparse.Namespace, section: str, example: str):
 
 def run_strategy(args: argparse.Namespace, recipe: Recipe, command: str, strategy: Any, render: Any) -> int:
     """Seed, create the run folder, run the strategy, print its report (``render(summary)``)."""
-    from tuneforge.runs import create_run, seed_everything
+    from tuneforge.provenance import seed_everything
+    from tuneforge.runs import create_run
 
     seed_everything(recipe.run.seed)
     with create_run(recipe, command, inputs=[args.recipe] if args.recipe else []) as run:

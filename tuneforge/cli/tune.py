@@ -49,7 +49,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if recipe.tune is None:
         raise UserError(f"{args.recipe or 'the recipe'}: no tune section; add tune.space (see examples/tune.yaml)")
-    from tuneforge.runs import create_run, seed_everything
+    from tuneforge.provenance import seed_everything
+    from tuneforge.runs import create_run
     from tuneforge.strategies.tune import default_storage, run_tune
 
     default_storage(recipe, recipe.tune)  # an unset tune.storage_env fails here, before any work

@@ -63,7 +63,8 @@ def evaluate_run(
     """
     from tuneforge.eval.evaluate import evaluate_split, pop_predictions, write_predictions
     from tuneforge.models import attach_adapter, load_model, load_tokenizer
-    from tuneforge.runs import ADAPTER, Run, TunedWeights, seed_everything, tuned_weights_in
+    from tuneforge.provenance import seed_everything
+    from tuneforge.runs import ADAPTER, Run, TunedWeights, tuned_weights_in
 
     run_obj = run if isinstance(run, Run) else None
     run_path = Path(run.path if isinstance(run, Run) else run)

@@ -17,7 +17,8 @@ from typing import Any
 
 from tuneforge.config.recipe import Recipe
 from tuneforge.eval.runner import shot_system
-from tuneforge.runs import SPLITS, Run, Splits, create_run, seed_everything
+from tuneforge.provenance import seed_everything
+from tuneforge.runs import SPLITS, Run, Splits, create_run
 
 
 def quickstart_recipe_path() -> Path:

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from tuneforge.config.train import TrainConfig
-from tuneforge.runs import CHECKPOINTS, Run, seed_everything
+from tuneforge.provenance import seed_everything
+from tuneforge.runs import CHECKPOINTS, Run
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train.data import TokenizedExample
 from tuneforge.train.packing import collate, plan_epoch
