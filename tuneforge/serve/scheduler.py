@@ -80,19 +80,25 @@ class Batch:
         engine = self.engine
         engine.stats["batches"] += 1
         engine.stats["rows"] += len(rows)
-        for group in _groups(rows, engine.group_of).values():
-            first = len(self.live)
-            self.live.extend(Live(r, TextStream(engine.tokenizer, r.stop, r.max_tokens, engine.eos_ids),
-                                  _generator(r.seed)) for r in group)
-            slots = list(range(first, len(self.live)))
-            width = max(len(r.prompt_ids) for r in group)
-            ids = torch.full((len(group), width), engine.pad_id, dtype=torch.long)
-            for i, r in enumerate(group):
-                ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            positions, mask = self.cache.plan_prefill(slots, [len(r.prompt_ids) for r in group])
-            logits = self._forward(group, ids, positions, mask)
-            self._sample(slots, logits)
+        for same_adapters in _groups(rows, engine.group_of).values():
+            for group in _by_length(same_adapters):
+                self._prefill_group(group)
         self._leave()
+
+    def _prefill_group(self, group: list[Row]) -> None:
+        """One forward over new rows of similar prompt lengths (left-padded to the longest of them)."""
+        engine = self.engine
+        first = len(self.live)
+        self.live.extend(Live(r, TextStream(engine.tokenizer, r.stop, r.max_tokens, engine.eos_ids),
+                              _generator(r.seed)) for r in group)
+        slots = list(range(first, len(self.live)))
+        width = max(len(r.prompt_ids) for r in group)
+        ids = torch.full((len(group), width), engine.pad_id, dtype=torch.long)
+        for i, r in enumerate(group):
+            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+        positions, mask = self.cache.plan_prefill(slots, [len(r.prompt_ids) for r in group])
+        logits = self._forward(group, ids, positions, mask)
+        self._sample(slots, logits)
 
     def _decode(self) -> None:
         by_group = _groups(range(len(self.live)), lambda s: self.engine.group_of(self.live[s].row))
@@ -161,6 +167,22 @@ def _groups(items, key: Callable[[Any], str]) -> dict[str, list]:
     groups: dict[str, list] = {}
     for item in items:
         groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+def _by_length(rows: list[Row], waste: float = 1.25) -> list[list[Row]]:
+    """Rows sorted by prompt length and cut into prefill groups whose padded size stays within ``waste``
+    times their real tokens: one long prompt must not make a burst of short ones compute its length."""
+    groups: list[list[Row]] = []
+    total = 0
+    for r in sorted(rows, key=lambda r: len(r.prompt_ids)):
+        n = len(r.prompt_ids)
+        if groups and (len(groups[-1]) + 1) * n <= waste * (total + n):
+            groups[-1].append(r)
+            total += n
+        else:
+            groups.append([r])
+            total = n
     return groups
 
 
