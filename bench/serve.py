@@ -99,7 +99,7 @@ def weights_mb(folder: Path) -> float:
 def one_request(client, base: str, model: str, messages: list[dict], max_tokens: int) -> dict[str, float]:
     """One streamed chat request: TTFT, latency, completion tokens (usage if sent, else content chunks)."""
     t0 = time.perf_counter()
-    first, chunks, usage = None, 0, None
+    first, chunks, usage, error = None, 0, None, False
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
@@ -108,6 +108,8 @@ def one_request(client, base: str, model: str, messages: list[dict], max_tokens:
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             data = json.loads(line[6:])
+            if data.get("error"):
+                error = True
             if data.get("usage"):
                 usage = data["usage"]
             for choice in data.get("choices") or []:
@@ -117,7 +119,7 @@ def one_request(client, base: str, model: str, messages: list[dict], max_tokens:
                         first = time.perf_counter() - t0
     latency = time.perf_counter() - t0
     tokens = int(usage["completion_tokens"]) if usage else chunks
-    return {"tokens": tokens, "latency": latency, "ttft": first if first is not None else latency}
+    return {"tokens": tokens, "latency": latency, "ttft": first if first is not None else latency, "error": error}
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -144,8 +146,9 @@ def run_level(base: str, model: str, convs: list[list[dict]], max_tokens: int, c
     tokens = sum(r["tokens"] for r in res)
     lat, ttft = [r["latency"] for r in res], [r["ttft"] for r in res]
     # one row's decoding rate: tokens after the first over the time after the first token
-    decode = sum(r["tokens"] - 1 for r in res) / max(1e-9, sum(r["latency"] - r["ttft"] for r in res))
-    return {"clients": clients, "requests": len(convs), "completion tokens": tokens, "seconds": wall,
+    ok = [r for r in res if r["tokens"] > 1]
+    decode = (sum(r["tokens"] - 1 for r in ok) / sum(r["latency"] - r["ttft"] for r in ok)) if ok else None
+    return {"clients": clients, "requests": len(convs), "errors": sum(r["error"] for r in res), "completion tokens": tokens, "seconds": wall,
             "tokens/s": tokens / wall, "tokens/CPU-s": tokens / cpu if cpu > 0 else None,
             "p50 latency s": common.percentile(lat, 50),
             "p95 latency s": common.percentile(lat, 95), "p50 TTFT s": common.percentile(ttft, 50),
@@ -245,7 +248,7 @@ def run(size: str, write: bool = True) -> common.Report:
         r["x own 1 client"] = common.ratio(r["tokens/s"], seq["tokens/s"] if seq else None)
         r["x own 1 client (CPU)"] = common.ratio(r["tokens/CPU-s"], seq["tokens/CPU-s"] if seq else None)
         mb = per_mb.get(r["contender"])
-        if r["clients"] == 1 and mb:
+        if r["clients"] == 1 and mb and r["decode tokens/s per row"]:
             r["weights MB"] = mb
             r["GB/s read (1 row)"] = r["decode tokens/s per row"] * mb / 1e3
             r["% of read bandwidth"] = 100 * r["GB/s read (1 row)"] / read_gbs
@@ -264,7 +267,7 @@ def run(size: str, write: bool = True) -> common.Report:
         f"GB/s; GB/s read (1 row) = one row's decode tokens/s x the weights read per step",
         *report.setup,
     ]
-    cols = ["contender", "clients", "requests", "completion tokens", "seconds", "tokens/s", "x own 1 client",
+    cols = ["contender", "clients", "requests", "errors", "completion tokens", "seconds", "tokens/s", "x own 1 client",
             "tokens/CPU-s", "x own 1 client (CPU)",
             "p50 latency s", "p95 latency s", "p50 TTFT s", "p95 TTFT s", "decode tokens/s per row"]
     report.tables.append(common.table(rows, cols))
@@ -273,6 +276,7 @@ def run(size: str, write: bool = True) -> common.Report:
         report.tables.append(common.table(single, ["contender", "weights MB", "decode tokens/s per row",
                                                    "GB/s read (1 row)", "% of read bandwidth"]))
     report.targets = targets(by)
+    print("\n".join(f"- {line}" for line in report.setup))  # the bandwidth figures live here
     common.finish(report, write=write)
     return report
 
