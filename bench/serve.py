@@ -1,28 +1,39 @@
-"""Serving: completion tokens/s of ``tuneforge serve`` with 8 concurrent clients vs sequential requests.
+"""Serving: ``tuneforge serve`` (fp32 and int8) and llama.cpp's server at 1, 8 and 32 concurrent clients.
 
-One server process (bundled SmolLM2-135M-Instruct, loopback, auth off because it binds 127.0.0.1
-only), the same list of chat requests (user turns of the training mix, ``max_tokens`` fixed,
-temperature 0) sent first one after another, then by 8 client threads sharing the list. Throughput is
-the sum of ``usage.completion_tokens`` over the wall time of the whole list; latency per request too.
+Each contender is a server process of its own on 127.0.0.1 (auth off: loopback only), started one after
+another, serving the bundled SmolLM2-135M-Instruct: tuneforge from its fp32 conversion of the bundled
+GGUF and from an int8 export of it (``tuneforge.export.quantize``), llama.cpp (``llama-cpp-python``'s
+``llama_cpp.server``) from the bundled GGUF itself (Q4_1). Every contender gets the same chat requests
+(user turns of the training mix, ``max_tokens`` fixed, temperature 0), streamed, from 1, 8 and 32
+client threads. Per request: time to the first content chunk (TTFT), total latency and
+``usage.completion_tokens``; throughput is the sum of completion tokens over the wall time of the list.
+
+The same run measures the machine's memory bandwidth (a large tensor read and a copy, torch, same
+threads) and sets it against one row's decoding rate x the bytes of weights each decoding step reads,
+to show how close a single row is to the bandwidth limit and why rows decoded together go faster.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from bench import common
 from bench.data import length_mix
 
 MODEL = "smollm2-135m-instruct"
-SIZES = {"small": {"requests": 8, "max_tokens": 16}, "full": {"requests": 64, "max_tokens": 64}}
-CLIENTS = 8
+LEVELS = (1, 8, 32)
+SIZES = {"small": {"requests": {1: 4, 8: 16, 32: 32}, "max_tokens": 24},
+         "full": {"requests": {1: 8, 8: 32, 32: 64}, "max_tokens": 64},
+         "smoke": {"requests": {1: 2, 8: 8, 32: 32}, "max_tokens": 3}}  # checks the code paths only
 
 
 def free_port() -> int:
@@ -31,94 +42,288 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tuneforge.cli.main", "serve", "--model", MODEL, "--no-auth", "--host", "127.0.0.1",
-           "--port", str(port), "--max-concurrent", str(CLIENTS)]
-    return subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-
-
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600, path: str = "/health") -> None:
     import httpx
 
     end = time.time() + timeout
     while time.time() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f"tuneforge serve exited with {proc.returncode}")
+            raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise RuntimeError("tuneforge serve did not become ready")
+    raise RuntimeError("server did not become ready")
 
 
-def one_request(client, base: str, model: str, messages: list[dict], max_tokens: int) -> tuple[int, float]:
+# ---------------------------------------------------------------------------------------------- contenders
+
+
+def tuneforge_cmd(model: str, port: int) -> list[str]:
+    top = max(LEVELS)
+    return [sys.executable, "-m", "tuneforge.cli.main", "serve", "--model", model, "--no-auth", "--host", "127.0.0.1",
+            "--port", str(port), "--max-concurrent", str(top), "--max-queue", str(2 * top)]
+
+
+def llama_cpp_cmd(gguf: Path, port: int) -> list[str]:
+    import torch
+
+    threads = str(torch.get_num_threads())  # the same threads as tuneforge's torch (OMP_NUM_THREADS)
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+            "--port", str(port), "--n_ctx", "2048", "--n_threads", threads, "--n_threads_batch", threads,
+            "--model_alias", "bench"]
+
+
+def int8_folder() -> Path:
+    """An int8 export of the bundled model, written once into the tuneforge cache."""
+    from tuneforge.export.quantize import is_int8_folder, save_int8
+    from tuneforge.models import load_model, load_tokenizer
+    from tuneforge.models.cache import cache_root
+
+    out = cache_root() / "bench" / f"{MODEL}-int8"
+    if not is_int8_folder(out):
+        print(f"bench.serve: writing an int8 copy of {MODEL} to {out} (once)", flush=True)
+        save_int8(load_model(MODEL, device="cpu"), load_tokenizer(MODEL), out)
+    return out
+
+
+def weights_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
+
+
+# ---------------------------------------------------------------------------------------------- requests
+
+
+def one_request(client, base: str, model: str, messages: list[dict], max_tokens: int) -> dict[str, float]:
+    """One streamed chat request: TTFT, latency, completion tokens (usage if sent, else content chunks)."""
     t0 = time.perf_counter()
-    r = client.post(f"{base}/v1/chat/completions", json={
-        "model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
-    r.raise_for_status()
-    return int(r.json()["usage"]["completion_tokens"]), time.perf_counter() - t0
+    first, chunks, usage, error = None, 0, None, False
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            data = json.loads(line[6:])
+            if data.get("error"):
+                error = True
+            if data.get("usage"):
+                usage = data["usage"]
+            for choice in data.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    chunks += 1
+                    if first is None:
+                        first = time.perf_counter() - t0
+    latency = time.perf_counter() - t0
+    tokens = int(usage["completion_tokens"]) if usage else chunks
+    return {"tokens": tokens, "latency": latency, "ttft": first if first is not None else latency, "error": error}
 
 
-def run_requests(base: str, model: str, convs: list[list[dict]], max_tokens: int, clients: int) -> dict[str, Any]:
-    import httpx
-
-    with httpx.Client(timeout=600) as client:
-        t0 = time.perf_counter()
-        if clients == 1:
-            res = [one_request(client, base, model, c, max_tokens) for c in convs]
-        else:
-            with ThreadPoolExecutor(clients) as pool:
-                res = list(pool.map(lambda c: one_request(client, base, model, c, max_tokens), convs))
-        wall = time.perf_counter() - t0
-    tokens = sum(t for t, _ in res)
-    lat = [s for _, s in res]
-    return {"requests": len(convs), "completion tokens": tokens, "seconds": wall, "tokens/s": tokens / wall,
-            "p50 latency s": common.percentile(lat, 50), "p95 latency s": common.percentile(lat, 95)}
-
-
-def run(size: str, write: bool = True) -> common.Report:
-    import httpx
-
-    cfg = SIZES[size]
-    report = common.Report(name="serve", title="Serving: 8 concurrent clients vs sequential requests", size=size)
-    convs = [r["messages"][:-1] for r in length_mix(cfg["requests"], seed=2)]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start_server(port)
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process, all its threads (0 when unknown)."""
+    if pid is None:
+        return 0.0
     try:
-        wait_ready(base, proc)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_level(base: str, model: str, convs: list[list[dict]], max_tokens: int, clients: int,
+              pid: int | None = None) -> dict[str, Any]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients + 4)
+    with httpx.Client(timeout=600, limits=limits) as client:
+        cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            res = list(pool.map(lambda c: one_request(client, base, model, c, max_tokens), convs))
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    tokens = sum(r["tokens"] for r in res)
+    lat, ttft = [r["latency"] for r in res], [r["ttft"] for r in res]
+    # one row's decoding rate: tokens after the first over the time after the first token
+    ok = [r for r in res if r["tokens"] > 1]
+    decode = (sum(r["tokens"] - 1 for r in ok) / sum(r["latency"] - r["ttft"] for r in ok)) if ok else None
+    return {"clients": clients, "requests": len(convs), "errors": sum(r["error"] for r in res), "completion tokens": tokens, "seconds": wall,
+            "tokens/s": tokens / wall, "tokens/CPU-s": tokens / cpu if cpu > 0 else None,
+            "p50 latency s": common.percentile(lat, 50),
+            "p95 latency s": common.percentile(lat, 95), "p50 TTFT s": common.percentile(ttft, 50),
+            "p95 TTFT s": common.percentile(ttft, 95), "decode tokens/s per row": decode}
+
+
+def run_contender(name: str, cmd: list[str], ready_path: str, cfg: dict, convs: dict[int, list]) -> list[dict]:
+    import httpx
+
+    port = int(cmd[cmd.index("--port") + 1])
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
+    try:
+        wait_ready(base, proc, path=ready_path)
         model = httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]["id"]
-        run_requests(base, model, convs[:2], 4, 1)  # warm-up
-        seq = run_requests(base, model, convs, cfg["max_tokens"], 1)
-        conc = run_requests(base, model, convs, cfg["max_tokens"], CLIENTS)
+        run_level(base, model, convs[1][:2], 4, 1)  # warm-up
+        for clients in LEVELS:
+            print(f"bench.serve: {name}, {clients} client(s)", flush=True)
+            rows.append({"contender": name, **run_level(base, model, convs[clients], cfg["max_tokens"], clients,
+                                                                 proc.pid)})
     finally:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    seq.update(mode="sequential (1 client)", **{"x sequential": 1.0})
-    conc.update(mode=f"{CLIENTS} concurrent clients", **{"x sequential": conc["tokens/s"] / seq["tokens/s"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- bandwidth
+
+
+def bandwidth_gbs(mb: int = 512, repeats: int = 5) -> dict[str, float]:
+    """Best of ``repeats``: read (sum over a large tensor) and copy (read + write) in GB/s."""
+    import torch
+
+    a = torch.ones(mb * 2**20 // 4)
+    b = torch.empty_like(a)
+    read = copy = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a.sum()
+        read = min(read, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        b.copy_(a)
+        copy = min(copy, time.perf_counter() - t0)
+    size = a.numel() * 4
+    return {"read GB/s": size / read / 1e9, "copy GB/s": 2 * size / copy / 1e9}
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def contenders(int8: Path) -> list[tuple[str, Any, str, float | None]]:
+    """(name, command builder, readiness path, weights MB read per decoding step) of each contender."""
+    from tuneforge.models import bundled_gguf_path
+    from tuneforge.models.load import resolve_model
+
+    fp32 = Path(resolve_model(MODEL))
+    out = [(f"tuneforge fp32 (continuous batching, {max(LEVELS)} rows)", lambda p: tuneforge_cmd(MODEL, p),
+            "/health", weights_mb(fp32)),
+           ("tuneforge int8 (same engine)", lambda p: tuneforge_cmd(str(int8), p), "/health", weights_mb(int8))]
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError as e:
+        print(f"bench.serve: llama.cpp's server is not installed ({e}); pip install 'llama-cpp-python[server]'")
+        return out
+    gguf = bundled_gguf_path(MODEL)
+    out.append(("llama.cpp server (llama-cpp-python, Q4_1 GGUF)", lambda p: llama_cpp_cmd(gguf, p), "/v1/models",
+                gguf.stat().st_size / 1e6))
+    return out
+
+
+def run(size: str, write: bool = True) -> common.Report:
+    cfg = SIZES[size]
+    report = common.Report(name="serve", title="Serving: continuous batching at 1, 8 and 32 clients, vs llama.cpp",
+                           size=size)
+    pool = [r["messages"][:-1] for r in length_mix(max(cfg["requests"].values()), seed=2)]
+    convs = {c: pool[: cfg["requests"][c]] for c in LEVELS}
+    bw = bandwidth_gbs()
+    rows: list[dict] = []
+    per_mb: dict[str, float | None] = {}
+    for name, cmd, ready, mb in contenders(int8_folder()):
+        per_mb[name] = mb
+        try:
+            rows += run_contender(name, cmd(free_port()), ready, cfg, convs)
+        except Exception as e:  # a peer that fails to start is reported, not hidden
+            print(f"bench.serve: {name} failed: {e}", flush=True)
+            report.setup.append(f"{name}: failed ({type(e).__name__}: {e})")
+    bw_after = bandwidth_gbs()
+    read_gbs = max(bw["read GB/s"], bw_after["read GB/s"])
+    by = {(r["contender"], r["clients"]): r for r in rows}
+    for r in rows:
+        seq = by.get((r["contender"], 1))
+        r["x own 1 client"] = common.ratio(r["tokens/s"], seq["tokens/s"] if seq else None)
+        r["x own 1 client (CPU)"] = common.ratio(r["tokens/CPU-s"], seq["tokens/CPU-s"] if seq else None)
+        mb = per_mb.get(r["contender"])
+        if r["clients"] == 1 and mb and r["decode tokens/s per row"]:
+            r["weights MB"] = mb
+            r["GB/s read (1 row)"] = r["decode tokens/s per row"] * mb / 1e3
+            r["% of read bandwidth"] = 100 * r["GB/s read (1 row)"] / read_gbs
     report.setup = [
-        f"`tuneforge serve --model {MODEL} --max-concurrent {CLIENTS}` on 127.0.0.1, fp32 CPU; "
-        f"{cfg['requests']} chat requests (user turns of the training mix, seed 2), max_tokens {cfg['max_tokens']}, "
-        "temperature 0, the same list in both modes",
-        "tokens = sum of usage.completion_tokens; seconds = wall time of the whole list",
+        f"contenders one after another, each its own server process on 127.0.0.1; tuneforge: `tuneforge serve "
+        f"--max-concurrent {max(LEVELS)} --max-queue {2 * max(LEVELS)}` on {MODEL} (fp32 conversion of the bundled "
+        "GGUF) and on its int8 export; llama.cpp: `python -m llama_cpp.server` on the bundled Q4_1 GGUF, n_ctx 2048",
+        f"chat requests: user turns of the training mix (seed 2), max_tokens {cfg['max_tokens']}, temperature 0, "
+        f"streamed; {', '.join(f'{n} requests at {c} client(s)' for c, n in cfg['requests'].items())}, the same "
+        "lists for every contender",
+        "tokens = usage.completion_tokens (content chunks where a server sends no usage); tokens/s over the wall "
+        "time of the list, and over the CPU seconds of the server process (robust to other work sharing the cores); TTFT = time to the first content chunk; decode tokens/s per row = (tokens - 1) over "
+        "(latency - TTFT)",
+        f"memory bandwidth (torch, 512 MB tensor, best of 5, before / after): read {bw['read GB/s']:.1f} / "
+        f"{bw_after['read GB/s']:.1f} GB/s, copy (read + write) {bw['copy GB/s']:.1f} / {bw_after['copy GB/s']:.1f} "
+        f"GB/s; GB/s read (1 row) = one row's decode tokens/s x the weights read per step",
+        *report.setup,
     ]
-    cols = ["mode", "requests", "completion tokens", "seconds", "tokens/s", "x sequential", "p50 latency s", "p95 latency s"]
-    report.tables.append(common.table([seq, conc], cols))
+    cols = ["contender", "clients", "requests", "errors", "completion tokens", "seconds", "tokens/s", "x own 1 client",
+            "tokens/CPU-s", "x own 1 client (CPU)",
+            "p50 latency s", "p95 latency s", "p50 TTFT s", "p95 TTFT s", "decode tokens/s per row"]
+    report.tables.append(common.table(rows, cols))
+    single = [r for r in rows if "weights MB" in r]
+    if single:
+        report.tables.append(common.table(single, ["contender", "weights MB", "decode tokens/s per row",
+                                                   "GB/s read (1 row)", "% of read bandwidth"]))
+    report.targets = targets(by)
+    print("\n".join(f"- {line}" for line in report.setup))  # the bandwidth figures live here
     common.finish(report, write=write)
     return report
 
 
+def targets(by: dict[tuple[str, int], dict]) -> list[str]:
+    fp32 = next((name for name, _ in by if name.startswith("tuneforge fp32")), None)
+    llama = next((name for name, _ in by if name.startswith("llama.cpp")), None)
+    if fp32 is None:
+        return []
+
+    def get(name, clients, key):
+        row = by.get((name, clients))
+        return row[key] if row else None
+
+    out = [common.target_line("fp32, 8 clients vs 1 client tokens/s", get(fp32, 8, "x own 1 client"), 4, unit="x"),
+           common.target_line("fp32, 32 clients vs 1 client tokens/s", get(fp32, 32, "x own 1 client"), 8, unit="x"),
+           common.target_line("fp32, 8 clients vs 1 client tokens/CPU-s", get(fp32, 8, "x own 1 client (CPU)"), 4,
+                              unit="x"),
+           common.target_line("fp32, 32 clients vs 1 client tokens/CPU-s", get(fp32, 32, "x own 1 client (CPU)"), 8,
+                              unit="x"),
+           common.target_line("fp32, p95 TTFT at 8 clients / idle TTFT (p50 at 1 client)",
+                              common.ratio(get(fp32, 8, "p95 TTFT s"), get(fp32, 1, "p50 TTFT s")), 2,
+                              higher_is_better=False, unit="x")]
+    for clients in LEVELS:
+        if llama:
+            wall = common.ratio(get(fp32, clients, "tokens/s"), get(llama, clients, "tokens/s"))
+            cpu = common.ratio(get(fp32, clients, "tokens/CPU-s"), get(llama, clients, "tokens/CPU-s"))
+            out.append(f"tuneforge fp32 / llama.cpp server at {clients} client(s): {common.fmt(wall)}x tokens/s, "
+                       f"{common.fmt(cpu)}x tokens/CPU-s")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Serving throughput: 8 concurrent clients vs sequential requests.")
+    p = argparse.ArgumentParser(description="Serving throughput, latency and TTFT at 1, 8 and 32 clients.")
     p.add_argument("--full", action="store_true", help="more requests, longer answers")
-    p.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
+    p.add_argument("--smoke", action="store_true", help="a few tokens per request, to check it runs (never written)")
+    p.add_argument("--threads", type=int, help="threads of every server (OMP_NUM_THREADS; default: torch's). "
+                   "On a machine other work shares, 1 avoids OpenMP threads spinning while descheduled")
+    p.add_argument("--no-write", action="store_true", help="print the tables but leave BENCHMARKS.md alone")
     a = p.parse_args(argv)
-    run("full" if a.full else "small", write=not a.no_write)
+    if a.threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the servers inherit it
+        torch.set_num_threads(a.threads)
+    size = "smoke" if a.smoke else "full" if a.full else "small"
+    run(size, write=not a.no_write and size != "smoke")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def fail_generation(engine, monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise RuntimeError(SECRET)
 
-    monkeypatch.setattr(engine, "_generate", boom)
+    monkeypatch.setattr(engine, "_step", boom)
 
 
 def test_a_failed_generation_is_a_500_with_a_request_id_and_no_internals(served, monkeypatch, caplog):
@@ -85,11 +85,11 @@ def test_every_response_carries_a_request_id_and_a_sane_client_id_is_kept(served
 def test_health_reports_a_dead_engine_thread_and_requests_get_503_not_a_hang(served, monkeypatch):
     assert run(exchange(served.app, "/health", method="GET")).status == 200
 
-    def crash() -> list:
+    def crash(*args) -> list:
         raise RuntimeError("the worker loop crashed")
 
-    monkeypatch.setattr(served.engine, "_take_batch", crash)
-    for _ in range(200):  # bounded: the worker calls _take_batch at least every 50 ms
+    monkeypatch.setattr(served.engine, "_take", crash)
+    for _ in range(200):  # bounded: the worker calls _take at least every 50 ms
         if not served.engine._thread.is_alive():
             break
         time.sleep(0.05)

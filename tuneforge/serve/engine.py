@@ -1,12 +1,12 @@
 """The generation engine: one base model in memory, adapters loaded lazily, concurrent requests batched.
 
 A single worker thread owns the model (PyTorch modules are not safe to switch adapters under concurrent
-use). It takes every row waiting in the queue (up to ``max_batch``, after a short window so that
-requests arriving together share a batch), groups them by adapter, and decodes each group as one
-left-padded batch with a KV cache: one forward pass per step for the whole group, each row with its
-own sampling settings, stop sequences, token cap and deadline. Finished rows leave the batch (their
-cache rows are dropped) so long answers do not slow short ones down. Every token's text is pushed to
-the row's ``emit`` callback as soon as it is safe to send (see ``textstream``).
+use). It batches at the level of decoding steps, as vLLM and ORCA do (``scheduler``): a request that
+arrives while others are being generated is prefilled and joins the running batch at the next step,
+and a row that finishes leaves at once, its KV-cache slot reused without re-padding the others
+(``kv_cache``). Each row keeps its own sampling settings, stop sequences, token cap and deadline;
+rows of different LoRA adapters share a step. Every token's text is pushed to the row's ``emit``
+callback as soon as it is safe to send (see ``textstream``).
 
 The engine also owns admission: it holds at most ``max_batch + max_waiting`` live rows (queued or being
 generated), so the HTTP layer's 429 and the engine's queue are one bound, counted in rows. A request
@@ -16,6 +16,7 @@ running ones at the next decoding step, and either way their capacity is free im
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -25,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.serve.textstream import TextStream
-
 log = logging.getLogger(__name__)
 
 BASE = None  # adapter key for "no adapter"
+MIXED_BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
 @dataclass(eq=False)  # rows are compared (and removed from the queue) by identity
@@ -85,8 +85,13 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.eos_ids = frozenset(self._eos_ids())
-        # rows: generated (taken into a batch); rows_dropped: stopped unfinished because their client left
-        self.stats = {"batches": 0, "rows": 0, "max_rows_in_batch": 0, "rows_dropped": 0}
+        self._mixable_cache: dict[str, bool] = {}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # batches: prefill forwards; steps: decoding forwards; rows: generated (taken into the batch);
+        # joined_running: rows that joined while others were decoding; rows_dropped: stopped unfinished
+        # because their client left
+        self.stats = {"batches": 0, "steps": 0, "rows": 0, "max_rows_in_batch": 0, "rows_dropped": 0,
+                      "joined_running": 0}
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -167,20 +172,20 @@ class Engine:
 
     # -- worker ----------------------------------------------------------------------------------
 
-    def _take_batch(self) -> list[Row]:
-        """Up to ``max_batch`` queued rows, waiting ``batch_window_s`` after the first for more to join."""
+    def _take(self, running: int) -> list[Row]:
+        """Queued rows for the free slots. Idle, it waits for a first row and then ``batch_window_s`` for
+        more to arrive, so that a burst is prefilled together; busy, it takes what is there, at once."""
         with self._lock:
-            if not self._queue:
-                self._wake.wait(0.05)
-            if not self._queue:
-                return []
-            end = time.monotonic() + self.batch_window_s
-            while len(self._queue) < self.max_batch and (left := end - time.monotonic()) > 0:
-                self._wake.wait(left)
-            rows = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            if not running:
+                if not self._queue:
+                    self._wake.wait(0.05)
+                end = time.monotonic() + self.batch_window_s
+                while self._queue and len(self._queue) < self.max_batch and (left := end - time.monotonic()) > 0:
+                    self._wake.wait(left)
+            rows = [self._queue.popleft() for _ in range(min(self.max_batch - running, len(self._queue)))]
             for row in rows:
                 row.state = "running"
-            self._running = list(rows)
+            self._running.extend(rows)
             return rows
 
     def _run(self) -> None:
@@ -197,130 +202,75 @@ class Engine:
                 self._finish(row, "error", "stopped")
 
     def _loop(self) -> None:
+        from tuneforge.serve.scheduler import Batch
+
+        batch = Batch(self)
         while True:
             with self._lock:
-                if self._stop.is_set() and not self._queue:
+                if self._stop.is_set() and not self._queue and not batch.live:
                     return
-            rows = self._take_batch()
-            groups: dict[str | None, list[Row]] = {}
-            for row in rows:
-                groups.setdefault(row.adapter, []).append(row)
-            for adapter, group in groups.items():
-                try:
-                    self._generate(adapter, group)
-                except Exception:  # a failed batch must not kill the server
-                    ids = ", ".join(sorted({r.request_id for r in group if r.request_id})) or "-"
-                    log.exception("generation failed (requests %s)", ids)
-                    for row in group:
-                        self._finish(row, "error", "failed")
-            self._running = []
+            new = self._take(len(batch.live))
+            if not new and not batch.live:
+                continue
+            try:
+                self._step(batch, new)
+            except Exception:  # a failed step must not kill the server: its rows fail, the next ones run
+                rows = [*batch.rows, *(r for r in new if r not in batch.rows)]
+                ids = ", ".join(sorted({r.request_id for r in rows if r.request_id})) or "-"
+                log.exception("generation failed (requests %s)", ids)
+                for row in rows:
+                    self._finish(row, "error", "failed")
+                batch.reset()
+            with self._lock:
+                self._running = batch.rows
 
-    def _use_adapter(self, name: str | None):
-        """Make ``name`` active (loading it on first use); returns a context manager for the forward."""
+    def _step(self, batch, new: list[Row]) -> None:
+        batch.step(new)
+
+    # -- adapters --------------------------------------------------------------------------------
+
+    def group_of(self, row: Row) -> str:
+        """Rows with the same group share a forward: the base and plain-LoRA adapters all together."""
+        from tuneforge.serve.scheduler import MIXED
+
+        return MIXED if self._mixable(row.adapter) else str(row.adapter)
+
+    def _mixable(self, name: str | None) -> bool:
+        if name is BASE:
+            return True
+        if name not in self._mixable_cache:
+            cfg = json.loads((Path(self.adapters[name]) / "adapter_config.json").read_text(encoding="utf-8"))
+            self._mixable_cache[name] = (str(cfg.get("peft_type", "LORA")).upper() == "LORA"
+                                         and not cfg.get("use_dora", False))
+        return self._mixable_cache[name]
+
+    def adapter_forward(self, names: list[str | None]) -> tuple[Any, dict[str, Any]]:
+        """(context manager, extra forward kwargs) for a forward over rows of these adapters."""
         import contextlib
 
         from peft import PeftModel
 
-        if name is BASE:
+        for name in set(names) - {BASE}:
+            self._load_adapter(name)
+        if len(set(names)) > 1:  # PEFT's mixed batch: one base matmul, each row's own LoRA delta
+            return contextlib.nullcontext(), {"adapter_names": [MIXED_BASE if n is BASE else n for n in names]}
+        if names[0] is BASE:
             if isinstance(self.model, PeftModel):
-                return self.model.disable_adapter()
-            return contextlib.nullcontext()
-        if name not in self.loaded:
-            path = str(self.adapters[name])
-            log.info("loading adapter %s from %s", name, path)
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(path, adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
-            self.model.eval()
-            self.loaded.add(name)
-        self.model.set_adapter(name)
-        return contextlib.nullcontext()
+                return self.model.disable_adapter(), {}
+            return contextlib.nullcontext(), {}
+        self.model.set_adapter(names[0])
+        return contextlib.nullcontext(), {}
 
-    def _generate(self, adapter: str | None, rows: list[Row]) -> None:
-        import torch
+    def _load_adapter(self, name: str) -> None:
+        from peft import PeftModel
 
-        live = [r for r in rows if not r.cancelled.is_set()]
-        self._count_dropped(len(rows) - len(live))
-        rows = live
-        if not rows:
+        if name in self.loaded:
             return
-        self.stats["batches"] += 1
-        self.stats["rows"] += len(rows)
-        self.stats["max_rows_in_batch"] = max(self.stats["max_rows_in_batch"], len(rows))
-        ctx = self._use_adapter(adapter)
-        device = self.model.device
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids):] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        streams = [TextStream(self.tokenizer, r.stop, r.max_tokens, self.eos_ids) for r in rows]
-        generators = []
-        for r in rows:
-            g = torch.Generator(device="cpu")
-            g.manual_seed(r.seed if r.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
-            generators.append(g)
-        active = list(range(len(rows)))  # indices into rows, aligned with the batch dimension
-        cache = None
-        with ctx, torch.inference_mode():
-            while active:
-                out = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions,
-                    cache=cache, use_cache=True, logits_to_keep=1,  # only the last position's logits
-                )
-                cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-                logits = out.logits[:, -1, :].float().cpu()
-                keep: list[int] = []
-                next_tokens: list[int] = []
-                now = time.monotonic()
-                for b, i in enumerate(active):
-                    row, stream = rows[i], streams[i]
-                    if row.cancelled.is_set():
-                        self._count_dropped(1)
-                        continue
-                    if now > row.deadline:
-                        self._finish(row, "error", "timeout")
-                        continue
-                    token = _pick(logits[b], row.temperature, row.top_p, generators[i])
-                    piece = stream.push(token)
-                    if piece:
-                        row.emit("delta", piece)
-                    if stream.finish_reason is not None:
-                        self._finish(row, "done", {
-                            "finish_reason": stream.finish_reason, "prompt_tokens": len(row.prompt_ids),
-                            "completion_tokens": len(stream.ids) + (1 if stream.finish_reason == "stop" and
-                                                                    token in self.eos_ids else 0),
-                        })
-                        continue
-                    keep.append(b)
-                    next_tokens.append(token)
-                if not keep:
-                    break
-                if len(keep) < len(active):
-                    index = torch.tensor(keep, device=device)
-                    cache.reorder_cache(index)
-                    mask, positions = mask[index], positions[index]
-                    active = [active[b] for b in keep]
-                ids = torch.tensor(next_tokens, device=device)[:, None]
-                mask = torch.cat([mask, torch.ones_like(ids)], dim=-1)
-                positions = positions[:, -1:] + 1
-
-
-def _pick(logits, temperature: float, top_p: float, generator) -> int:
-    """Greedy at temperature 0, else nucleus sampling with the row's own generator (reproducible by seed)."""
-    import torch
-
-    if temperature < 1e-4:  # below this, sampling is greedy anyway (and tiny values overflow to NaN)
-        return int(logits.argmax())
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        cut = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
-        sorted_probs[cut] = 0.0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+        path = str(self.adapters[name])
+        log.info("loading adapter %s from %s", name, path)
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(path, adapter_name=name)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+        self.model.eval()
+        self.loaded.add(name)

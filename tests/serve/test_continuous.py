@@ -1,0 +1,172 @@
+"""Continuous batching: rows join a running batch and leave it mid-decode without changing any answer.
+
+The reference is transformers' own ``generate``, greedy, one prompt at a time (no batching, its own
+cache): every answer the engine gives while other rows join, leave or use other adapters must be the
+same text.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from tuneforge.serve.engine import BASE, Engine, Row
+
+PROMPTS = ["Hello there", "What is 2 plus 2, and why is that so?", "x",
+           "A much longer prompt about many different things, each of them worth a word or two"]
+
+
+class Answer:
+    """Collects one row's events; ``on_delta`` runs in the worker thread after each piece of text."""
+
+    def __init__(self, on_delta=None) -> None:
+        self.pieces: list[str] = []
+        self.end: tuple[str, object] | None = None
+        self.done = threading.Event()
+        self.on_delta = on_delta
+
+    def emit(self, kind: str, payload) -> None:
+        if kind == "delta":
+            self.pieces.append(payload)
+            if self.on_delta:
+                self.on_delta(len(self.pieces))
+        else:
+            self.end = (kind, payload)
+            self.done.set()
+
+    @property
+    def text(self) -> str:
+        assert self.done.wait(60), "the row never finished"
+        return "".join(self.pieces)
+
+
+def row(tokenizer, prompt: str, answer: Answer, max_tokens: int, adapter: str | None = BASE, **kw) -> Row:
+    return Row(prompt_ids=tokenizer(prompt)["input_ids"], adapter=adapter, max_tokens=max_tokens,
+               emit=answer.emit, **kw)
+
+
+def reference(model, tokenizer, prompt: str, max_tokens: int) -> str:
+    """Greedy text from transformers' generate, alone."""
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id or 0)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+@pytest.fixture()
+def engine(tiny_model, tokenizer):
+    eng = Engine(tiny_model, tokenizer, max_batch=4, max_waiting=8, batch_window_s=0)
+    yield eng
+    eng.stop(10)
+
+
+def test_rows_joining_and_leaving_mid_decode_get_the_one_at_a_time_greedy_answer(engine, tiny_model, tokenizer):
+    lengths = [3, 20, 9, 14]  # the first row leaves early, from slot 0, while the second keeps going
+    expected = [reference(tiny_model, tokenizer, p, n) for p, n in zip(PROMPTS, lengths, strict=True)]
+    answers = [Answer() for _ in PROMPTS]
+
+    def join_late(n_pieces: int) -> None:  # in the worker thread, between two decoding steps
+        if n_pieces == 6:
+            engine.submit([row(tokenizer, PROMPTS[i], answers[i], lengths[i]) for i in (2, 3)])
+
+    answers[1].on_delta = join_late
+    engine.start()
+    engine.submit([row(tokenizer, PROMPTS[i], answers[i], lengths[i]) for i in (0, 1)])
+    assert [a.text for a in answers] == expected
+    assert engine.stats["joined_running"] == 2  # the late rows joined the running batch
+    assert engine.stats["max_rows_in_batch"] >= 2
+    # one prefill for the first pair and one for the late pair: nobody waited for the batch to drain
+    assert engine.stats["batches"] == 2
+    assert all(a.end[0] == "done" for a in answers)
+
+
+def test_a_row_that_arrives_while_a_long_row_decodes_starts_before_it_ends(engine, tokenizer):
+    long, short = Answer(), Answer()
+    started_at: list[int] = []
+    short.on_delta = lambda n: started_at.append(len(long.pieces)) if n == 1 else None
+    long.on_delta = lambda n: engine.submit([row(tokenizer, "hi", short, 4)]) if n == 2 else None
+    engine.start()
+    engine.submit([row(tokenizer, "Tell a long story", long, 40)])
+    assert short.text and long.text
+    assert started_at and started_at[0] < 5  # its first token came right after it joined, not after 40
+
+
+def test_rows_of_different_adapters_share_decoding_steps_and_keep_their_answers(tiny_model_dir, tokenizer,
+                                                                                lora_runs):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    def fresh():
+        return AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
+
+    adapters = {name: run / "adapter" for name, run in lora_runs.items()}
+    n = 10
+    plan = [(BASE, PROMPTS[0]), ("lora-a", PROMPTS[0]), ("lora-b", PROMPTS[1]), ("lora-a", PROMPTS[3])]
+    expected = []
+    for adapter, prompt in plan:
+        model = fresh() if adapter is BASE else PeftModel.from_pretrained(fresh(), str(adapters[adapter])).eval()
+        expected.append(reference(model, tokenizer, prompt, n))
+    assert expected[0] != expected[1]  # the adapter changes the answer, so a mix-up would show
+
+    engine = Engine(fresh(), tokenizer, adapters, max_batch=4, max_waiting=4, batch_window_s=0)
+    answers = [Answer() for _ in plan]
+    engine.start()
+    try:
+        engine.submit([row(tokenizer, p, a, n, adapter=ad) for (ad, p), a in zip(plan, answers, strict=True)])
+        assert [a.text for a in answers] == expected
+        # all four rows, of three adapters, decoded together: n - 1 steps after the shared prefill
+        assert engine.stats["max_rows_in_batch"] == 4 and engine.stats["steps"] == n - 1
+    finally:
+        engine.stop(10)
+
+
+def test_a_cancelled_row_leaves_at_the_next_step_and_the_others_continue(engine, tiny_model, tokenizer):
+    gone, stays = Answer(), Answer()
+    dropped_when: list[int] = []
+
+    def hang_up(n_pieces: int) -> None:
+        if n_pieces == 3:
+            engine.cancel([gone_row])
+        if n_pieces == 4:  # one step later
+            dropped_when.append(engine.stats["rows_dropped"])
+
+    stays.on_delta = hang_up
+    gone_row = row(tokenizer, "Tell a long story", gone, 500)
+    engine.start()
+    engine.submit([gone_row, row(tokenizer, PROMPTS[1], stays, 12)])
+    assert stays.text == reference(tiny_model, tokenizer, PROMPTS[1], 12)
+    assert dropped_when == [1]  # dropped at the very next step, not at the end of the batch
+    assert len(gone.pieces) <= 4 and gone.end is None  # no events after the cancel
+    assert engine.in_flight == 0
+
+
+def test_stop_sequences_and_token_caps_hold_per_row_in_a_shared_batch(engine, tiny_model, tokenizer):
+    full = reference(tiny_model, tokenizer, PROMPTS[3], 16)
+    stop = full[len(full) // 2:len(full) // 2 + 3]
+    assert stop.strip(), full
+    stopped, capped, free = Answer(), Answer(), Answer()
+    engine.start()
+    engine.submit([row(tokenizer, PROMPTS[3], stopped, 16, stop=[stop]),
+                   row(tokenizer, PROMPTS[3], capped, 5),
+                   row(tokenizer, PROMPTS[3], free, 16)])
+    assert stopped.text == full[:full.index(stop)] and stopped.end[1]["finish_reason"] == "stop"
+    assert capped.text == reference(tiny_model, tokenizer, PROMPTS[3], 5)
+    assert capped.end[1] == {"finish_reason": "length", "prompt_tokens": len(tokenizer(PROMPTS[3])["input_ids"]),
+                             "completion_tokens": 5}
+    assert free.text == full
+
+
+def test_the_kv_cache_moves_only_the_leaving_rows_slot():
+    from tuneforge.serve.kv_cache import SlotCache
+
+    cache = SlotCache(n_layers=1, slots=3, capacity=8)
+    positions, mask = cache.plan_prefill([0, 1, 2], [2, 4, 3])
+    k = torch.arange(3 * 4, dtype=torch.float).reshape(3, 1, 4, 1)  # [rows, heads, columns, dim]
+    keys, _ = cache.update(k, k, 0)
+    assert positions.tolist() == [[0, 0, 0, 1], [0, 1, 2, 3], [0, 0, 1, 2]]
+    assert mask[0, 0, 3].tolist() == [False, False, True, True]  # row 0 sees its own two columns only
+    cache.move(2, 0)  # row 0 left: the last row takes its slot
+    assert cache.keys[0][0, 0, 1:4, 0].tolist() == [9.0, 10.0, 11.0] and cache.start[0] == 1

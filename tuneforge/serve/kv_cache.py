@@ -1,0 +1,110 @@
+"""A preallocated KV cache with one slot per running row, for iteration-level (continuous) batching.
+
+Each layer keeps keys and values as ``[slots, kv_heads, capacity, head_dim]``. A row owns one slot
+for its whole life: its prompt is written there at prefill, then one column per decoding step. Rows
+have their own extent (``start`` .. ``end``) in the time axis, so rows of different lengths share a
+step without padding anything: an attention mask (built per forward) lets each query see only its own
+row's columns. A row that joins writes into a free slot; a row that leaves hands its slot to the last
+running row (one row's cache copied, never the whole batch), so running rows stay in slots
+``0 .. n-1`` and a decoding step reads the cache as a view, without gathering.
+
+The object is handed to a transformers model as ``cache=``; the model calls :meth:`update` once per
+layer with the new keys and values and attends over what it returns. Before each forward,
+:meth:`plan` says which slots the batch rows are and which columns their tokens go to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class SlotCache:
+    def __init__(self, n_layers: int, slots: int, capacity: int = 128) -> None:
+        self.n_layers = n_layers
+        self.slots = slots
+        self.min_capacity = capacity
+        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.values: list[torch.Tensor | None] = [None] * n_layers
+        self.start = [0] * slots  # first column of the row's own tokens (its prompt is left-aligned to end)
+        self.end = [0] * slots  # the next free column of the row
+        self._rows: torch.Tensor | None = None  # slot index per batch row, [b, 1]
+        self._cols: torch.Tensor | None = None  # column per batch row and query token, [b, q]
+        self._view: slice | torch.Tensor = slice(0, 0)
+        self._width = 0
+        self._need = 0
+
+    # -- the plan of one forward -----------------------------------------------------------------
+
+    def plan_prefill(self, slots: list[int], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows with prompts of ``lengths`` go into ``slots``, left-padded to the longest (the padding
+        columns are masked out for good). Returns (position_ids, attention mask) for the forward."""
+        width = max(lengths)
+        for slot, n in zip(slots, lengths, strict=True):
+            self.start[slot], self.end[slot] = width - n, width
+        cols = torch.arange(width).expand(len(slots), width)
+        return self._plan(slots, cols)
+
+    def plan_decode(self, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One new token per row, written at each row's own next column."""
+        cols = torch.tensor([self.end[s] for s in slots])[:, None]
+        for s in slots:
+            self.end[s] += 1
+        return self._plan(slots, cols)
+
+    def _plan(self, slots: list[int], cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.tensor([self.start[s] for s in slots])
+        self._width = int(cols.max()) + 1
+        self._need = self._width
+        self._rows = torch.tensor(slots)[:, None]
+        self._cols = cols
+        contiguous = slots == list(range(slots[0], slots[0] + len(slots)))
+        self._view = slice(slots[0], slots[0] + len(slots)) if contiguous else torch.tensor(slots)
+        positions = (cols - starts[:, None]).clamp(min=0)
+        j = torch.arange(self._width)
+        # a query sees its own row's columns up to itself; a padding query sees itself only (so that
+        # its softmax is not empty: its output is never read, but NaN would leak through the values)
+        mask = ((j >= starts[:, None, None]) & (j <= cols[:, :, None])) | (j == cols[:, :, None])
+        return positions, mask[:, None]  # [b, 1, q, width], True = attend
+
+    # -- what the model calls --------------------------------------------------------------------
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self._storage(layer_idx, key)
+        keys[self._rows, :, self._cols] = key.permute(0, 2, 1, 3)  # [b, q, heads, dim] at (slot, column)
+        values[self._rows, :, self._cols] = value.permute(0, 2, 1, 3)
+        return keys[self._view, :, : self._width], values[self._view, :, : self._width]
+
+    def _storage(self, layer: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.keys[layer], self.values[layer]
+        if keys is None or keys.shape[2] < self._need:
+            capacity = max(self.min_capacity, self._need, 2 * (keys.shape[2] if keys is not None else 0))
+            shape = (self.slots, like.shape[1], capacity, like.shape[3])
+            new_k = like.new_zeros(shape)
+            new_v = like.new_zeros(shape)
+            if keys is not None:  # growing: keep what the running rows wrote
+                new_k[:, :, : keys.shape[2]] = keys
+                new_v[:, :, : keys.shape[2]] = values
+            self.keys[layer], self.values[layer] = keys, values = new_k, new_v
+        return keys, values
+
+    # -- rows leaving ----------------------------------------------------------------------------
+
+    def move(self, src: int, dst: int) -> None:
+        """Slot ``src``'s row now lives in ``dst`` (whose row has left): copy only that row's columns."""
+        lo, hi = self.start[src], self.end[src]
+        for keys, values in zip(self.keys, self.values, strict=True):
+            if keys is not None:
+                keys[dst, :, lo:hi] = keys[src, :, lo:hi]
+                values[dst, :, lo:hi] = values[src, :, lo:hi]
+        self.start[dst], self.end[dst] = lo, hi
+
+    def release(self) -> None:
+        """No row is running: give the memory back (a long answer must not keep a large cache alive)."""
+        self.keys = [None] * self.n_layers
+        self.values = [None] * self.n_layers
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:  # asked by some model code paths
+        return self._width

@@ -1,0 +1,205 @@
+"""Iteration-level (continuous) batching: the rows the engine is generating, one forward per step.
+
+Every iteration of the engine's worker calls :meth:`Batch.step` with the rows that were admitted since
+the last one. They are prefilled (one forward for all of them, left-padded to the longest new prompt
+only) and sample their first token; then every running row, old and new, decodes one token together.
+A row that finishes, times out or whose client has gone leaves the batch before the next step, and
+its slot goes to the last running row (see ``kv_cache``), so nothing waits for a batch to drain and
+nothing is re-padded when rows come and go.
+
+Adapters: rows of plain-LoRA adapters and of the base model share one forward (PEFT's mixed batches,
+``adapter_names=``); an adapter PEFT cannot mix (DoRA, other tuners) decodes its rows in its own
+forward in the same iteration, so every adapter advances one token per iteration and none starves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from tuneforge.serve.kv_cache import SlotCache
+from tuneforge.serve.textstream import TextStream
+
+if TYPE_CHECKING:
+    from tuneforge.serve.engine import Engine, Row
+
+MIXED = "__mixed__"  # group key of the rows that can share one forward
+
+
+@dataclass(eq=False)
+class Live:
+    """A row being generated: its text stream, sampling generator and last sampled token."""
+
+    row: Row
+    stream: TextStream
+    generator: torch.Generator
+    token: int = -1
+
+
+class Batch:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        config = engine.model.config
+        self.cache = SlotCache(config.num_hidden_layers, engine.max_batch)
+        self.live: list[Live] = []  # live[i] owns cache slot i
+
+    @property
+    def rows(self) -> list[Row]:
+        return [lv.row for lv in self.live]
+
+    def reset(self) -> None:
+        self.live = []
+        self.cache.release()
+
+    # -- one iteration ---------------------------------------------------------------------------
+
+    def step(self, new: list[Row]) -> None:
+        with torch.inference_mode():  # the cache's tensors are inference tensors: every write must be too
+            self._step(new)
+
+    def _step(self, new: list[Row]) -> None:
+        stats = self.engine.stats
+        fresh = [r for r in new if not r.cancelled.is_set()]
+        self.engine._count_dropped(len(new) - len(fresh))
+        if fresh:
+            if self.live:
+                stats["joined_running"] += len(fresh)
+            self._prefill(fresh)
+        if self.live:
+            stats["steps"] += 1
+            stats["max_rows_in_batch"] = max(stats["max_rows_in_batch"], len(self.live))
+            self._decode()
+        if not self.live:
+            self.cache.release()
+
+    def _prefill(self, rows: list[Row]) -> None:
+        engine = self.engine
+        engine.stats["batches"] += 1
+        engine.stats["rows"] += len(rows)
+        for same_adapters in _groups(rows, engine.group_of).values():
+            for group in _by_length(same_adapters):
+                self._prefill_group(group)
+        self._leave()
+
+    def _prefill_group(self, group: list[Row]) -> None:
+        """One forward over new rows of similar prompt lengths (left-padded to the longest of them)."""
+        engine = self.engine
+        first = len(self.live)
+        self.live.extend(Live(r, TextStream(engine.tokenizer, r.stop, r.max_tokens, engine.eos_ids),
+                              _generator(r.seed)) for r in group)
+        slots = list(range(first, len(self.live)))
+        width = max(len(r.prompt_ids) for r in group)
+        ids = torch.full((len(group), width), engine.pad_id, dtype=torch.long)
+        for i, r in enumerate(group):
+            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+        positions, mask = self.cache.plan_prefill(slots, [len(r.prompt_ids) for r in group])
+        logits = self._forward(group, ids, positions, mask)
+        self._sample(slots, logits)
+
+    def _decode(self) -> None:
+        by_group = _groups(range(len(self.live)), lambda s: self.engine.group_of(self.live[s].row))
+        for slots in by_group.values():
+            rows = [self.live[s].row for s in slots]
+            ids = torch.tensor([[self.live[s].token] for s in slots])
+            positions, mask = self.cache.plan_decode(slots)
+            self._sample(slots, self._forward(rows, ids, positions, mask))
+        self._leave()
+
+    def _forward(self, rows: list[Row], ids: torch.Tensor, positions: torch.Tensor,
+                 mask: torch.Tensor) -> torch.Tensor:
+        engine = self.engine
+        ctx, extra = engine.adapter_forward([r.adapter for r in rows])
+        device = engine.model.device
+        with ctx:
+            out = engine.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                               position_ids=positions.to(device), cache=self.cache, use_cache=True,
+                               logits_to_keep=1, **extra)
+        return out.logits[:, -1, :].float().cpu()
+
+    # -- sampling and leaving --------------------------------------------------------------------
+
+    def _sample(self, slots: list[int], logits: torch.Tensor) -> None:
+        """Pick each row's next token and send its text; rows that are done are marked to leave."""
+        engine = self.engine
+        now = time.monotonic()
+        for b, s in enumerate(slots):
+            lv = self.live[s]
+            row, stream = lv.row, lv.stream
+            if row.cancelled.is_set():
+                engine._count_dropped(1)
+                lv.token = -1
+                continue
+            if now > row.deadline:
+                engine._finish(row, "error", "timeout")
+                lv.token = -1
+                continue
+            token = _pick(logits[b], row.temperature, row.top_p, lv.generator)
+            piece = stream.push(token)
+            if piece:
+                row.emit("delta", piece)
+            if stream.finish_reason is not None:
+                extra = 1 if stream.finish_reason == "stop" and token in engine.eos_ids else 0
+                engine._finish(row, "done", {"finish_reason": stream.finish_reason,
+                                             "prompt_tokens": len(row.prompt_ids),
+                                             "completion_tokens": len(stream.ids) + extra})
+                lv.token = -1
+                continue
+            lv.token = token
+
+    def _leave(self) -> None:
+        """Rows marked to leave (token -1) give their slot to the last running row, highest slot first."""
+        for s in range(len(self.live) - 1, -1, -1):
+            if self.live[s].token != -1:
+                continue
+            last = len(self.live) - 1
+            if s != last:
+                self.cache.move(last, s)
+                self.live[s] = self.live[last]
+            self.live.pop()
+
+
+def _groups(items, key: Callable[[Any], str]) -> dict[str, list]:
+    """Items split by ``key``, each group in arrival order."""
+    groups: dict[str, list] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+def _by_length(rows: list[Row], waste: float = 1.25) -> list[list[Row]]:
+    """Rows sorted by prompt length and cut into prefill groups whose padded size stays within ``waste``
+    times their real tokens: one long prompt must not make a burst of short ones compute its length."""
+    groups: list[list[Row]] = []
+    total = 0
+    for r in sorted(rows, key=lambda r: len(r.prompt_ids)):
+        n = len(r.prompt_ids)
+        if groups and (len(groups[-1]) + 1) * n <= waste * (total + n):
+            groups[-1].append(r)
+            total += n
+        else:
+            groups.append([r])
+            total = n
+    return groups
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+    return g
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    """Greedy at temperature 0, else nucleus sampling with the row's own generator (reproducible by seed)."""
+    if temperature < 1e-4:  # below this, sampling is greedy anyway (and tiny values overflow to NaN)
+        return int(logits.argmax())
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        cut = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
+        sorted_probs[cut] = 0.0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
