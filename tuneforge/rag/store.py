@@ -3,8 +3,9 @@
 A store holds chunks (id, document id, title, source, text, offsets, document hash, vector) and
 answers three questions: which documents do you hold (with their content hashes, so the indexer can
 skip unchanged ones), what are the k nearest chunks to this vector, and forget this document.
-:class:`VectorStore` is the whole contract; a server-backed store (pgvector, Qdrant) for data that
-outgrows one machine implements the same methods and registers in :data:`STORES`.
+:class:`VectorStore` is the whole contract; the server-backed store for data that outgrows one
+machine, PostgreSQL + pgvector, implements it in :mod:`tuneforge.rag.pgvector_store` (``rag.store:
+pgvector``).
 
 The index folder also holds ``index.json``: which embedder and chunking built the vectors, so a
 query with a different embedder is refused instead of silently returning nonsense.
@@ -269,15 +270,30 @@ def open_store(
             raise UserError(f"{folder}: no RAG index here; build one with `tuneforge rag index pydoc-topics`")
         meta = {"store": config.store, "embedding_model": embedder, "dim": dim,
                 "chunk_tokens": config.chunk_tokens, "chunk_overlap": config.chunk_overlap}
+        if config.store == "pgvector":  # the table name, never the URL (it may hold a password)
+            from tuneforge.rag.pgvector_store import default_table
+
+            meta["pg_table"] = config.pg_table or default_table(folder)
+        store = _construct(folder, meta, config)  # reachable and valid before index.json names it
         write_meta(folder, meta)
-    elif embedder is not None and meta.get("embedding_model") != embedder:
+        return store
+    if embedder is not None and meta.get("embedding_model") != embedder:
         raise UserError(
             f"{folder}: index was built with embedder {meta.get('embedding_model')!r}, not {embedder!r}; "
             f"set rag.embedding_model to match, or use another rag.index_dir"
         )
-    store_cls = STORES.get(meta.get("store", config.store))
+    return _construct(folder, meta, config)
+
+
+def _construct(folder: Path, meta: dict[str, Any], config: RagConfig) -> VectorStore:
+    name = meta.get("store", config.store)
+    if name == "pgvector":  # imported only when chosen: psycopg is the optional `postgres` extra
+        from tuneforge.rag.pgvector_store import open_pgvector
+
+        return open_pgvector(config, meta)
+    store_cls = STORES.get(name)
     if store_cls is None:
-        raise UserError(f"{folder}: unknown store {meta.get('store')!r}; known: {', '.join(STORES)}")
+        raise UserError(f"{folder}: unknown store {name!r}; known: {', '.join([*STORES, 'pgvector'])}")
     return store_cls(folder, int(meta["dim"]), ann_min_rows=config.ann_min_rows, ef=config.ann_ef,
                      nprobes=config.ann_nprobes)
 
