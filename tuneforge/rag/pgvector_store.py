@@ -62,7 +62,10 @@ def vector_literal(vector: np.ndarray) -> str:
 
 def connect(url: str):
     """An autocommit connection (each write opens its own transaction); unreachable -> one-line UserError."""
-    import psycopg
+    try:
+        import psycopg
+    except ImportError:
+        raise UserError("rag.store: pgvector needs psycopg: pip install 'tuneforge[postgres]'") from None
 
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
