@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.errors import UserError
-from tuneforge.rag.store import ChunkRow, DocInfo, Hit, VectorStore
+from tuneforge.rag.contract import ChunkRow, DocInfo, Hit, VectorStore
 from tuneforge.secrets import redact_text
 
 if TYPE_CHECKING:
