@@ -73,7 +73,10 @@ def postgres(tmp_path_factory):
     """A real PostgreSQL server with pgvector for this test session (see tests/postgres.py)."""
     from tests.postgres import start_postgres
 
-    # a short folder name: the server's Unix socket path must stay under ~100 characters
-    pg = start_postgres(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's basetemp: another pytest session on the machine prunes old basetemps and would
+    # delete the live server's data folder mid-run. A short name: the socket path must stay < ~100 chars.
+    folder = Path(tempfile.mkdtemp(prefix="tf-pg-", dir="/tmp"))
+    pg = start_postgres(folder)
     yield pg
     pg.stop()
+    shutil.rmtree(folder, ignore_errors=True)
