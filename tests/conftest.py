@@ -73,9 +73,10 @@ def postgres():
     """A real PostgreSQL server with pgvector for this test session (see tests/postgres.py)."""
     from tests.postgres import start_postgres
 
-    # Not under pytest's folder: run as root, the server runs as an unprivileged user, which must reach
-    # its data folder (pytest's is private to root). A short path: the Unix socket's must stay < ~100 chars.
-    folder = Path(tempfile.mkdtemp(prefix="tf-pg-"))
+    # Not under pytest's basetemp: run as root, the server runs as an unprivileged user, which must reach its
+    # data folder (pytest's is private to root), and another pytest session on the machine prunes old
+    # basetemps and would delete a live server's data mid-run. A short path: the socket's must stay < ~100 chars.
+    folder = Path(tempfile.mkdtemp(prefix="tf-pg-", dir="/tmp"))
     folder.chmod(0o755)
     pg = start_postgres(folder / "data")
     yield pg

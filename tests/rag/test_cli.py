@@ -124,3 +124,32 @@ def test_emptying_the_index_needs_all(docs, capsys):
     assert main(["rag", "delete", "--all", "--index-dir", "idx"]) == 0
     assert capsys.readouterr().out.count("deleted docs/") == 4
     assert _listing(capsys) == ""
+
+
+def test_pgvector_index_ask_update_delete_from_the_cli(docs, request, monkeypatch, capsys):
+    """The same lifecycle with `--set rag.store=pgvector` on a real PostgreSQL; a bad URL is one line."""
+    from .conftest import pg_database
+
+    pg_database(request, monkeypatch)
+    pg = ["--index-dir", "idx", "--set", "rag.store=pgvector"]
+    idx = [*pg, "--chunk-tokens", "64", "--chunk-overlap", "16"]
+    assert main(["rag", "index", "docs", *idx]) == 0
+    assert "4 added" in capsys.readouterr().out
+    assert main(["rag", "ask", QUESTION, *pg, "--retrieval-only", "--top-k", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[1] == "docs/pass.md"
+    (docs / "pass.md").write_text("The pass statement is a placeholder that does nothing.")
+    assert main(["rag", "index", "docs", *idx]) == 0
+    assert "1 updated" in capsys.readouterr().out
+    assert main(["rag", "delete", "docs/pass.md", *pg]) == 0
+    assert "deleted docs/pass.md" in capsys.readouterr().out
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a new process, through the server, never sees it again
+    proc = subprocess.run([sys.executable, "-m", "tuneforge.cli.main", "rag", "ask", QUESTION, *pg,
+                           "--retrieval-only", "--top-k", "50"], capture_output=True, text=True, env=env, check=True)
+    assert "docs/pass.md" not in proc.stdout and "docs/del.md" in proc.stdout
+    assert "docs/pass.md" not in _listing(capsys)
+
+    monkeypatch.setenv("TUNEFORGE_PG_URL", "postgresql://tf:hunter2@127.0.0.1:1/rag")
+    assert main(["rag", "list", "--index-dir", "idx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach PostgreSQL at postgresql://tf:***@127.0.0.1:1/rag") and "hunter2" not in err

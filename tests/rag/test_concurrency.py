@@ -3,6 +3,7 @@ started together both land whole."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -107,3 +108,66 @@ def test_two_indexers_at_once_both_land_whole(run_dir, capsys):
         question = topic(name.split("/")[1].removesuffix(".md"))[:200]
         assert main(["rag", "ask", question, "--index-dir", "idx", "--retrieval-only", "--top-k", "1"]) == 0
         assert f"[1] {name}" in capsys.readouterr().out
+
+
+PG_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from tuneforge.cli.main import main
+    from tuneforge.config.rag import RagConfig
+    from tuneforge.rag.pipeline import load_embedder
+
+    load_embedder(RagConfig())
+    print("ready", flush=True)
+    sys.stdin.readline()
+    args, folders = json.loads(sys.argv[1]), sys.argv[2:]
+    for folder in folders:
+        code = main(["rag", "index", folder, *args])
+        if code:
+            sys.exit(code)
+    """
+)
+
+
+def test_two_machines_indexing_into_one_pgvector_table_at_once(run_dir, request, monkeypatch, capsys):
+    """Two writers with their own index folders (so no shared file lock: as on two machines) write one
+    PostgreSQL table at once, both creating it, and both indexing a shared folder: transactions and
+    upserts keep every document whole and no chunk twice."""
+    from tuneforge.rag.store import open_store
+
+    from .conftest import pg_database
+
+    pg_database(request, monkeypatch)  # exports TUNEFORGE_PG_URL, which the workers inherit
+    env = {**ENV, "TUNEFORGE_PG_URL": os.environ["TUNEFORGE_PG_URL"]}
+    shared = _folder(run_dir, "shared", ["with", "import"])
+    batches = {"a": [["pass", "del"], ["return", "lambda"]], "b": [["if", "while"], ["for", "try"]]}
+    workers = {}
+    for w, groups in batches.items():
+        folders = [_folder(run_dir, f"{w}{i}", g) for i, g in enumerate(groups)]
+        args = ["--index-dir", f"idx-{w}", "--chunk-tokens", "64", "--chunk-overlap", "16",
+                "--set", "rag.store=pgvector", "--set", "rag.pg_table=team_docs"]
+        workers[w] = subprocess.Popen([sys.executable, "-c", PG_WORKER, json.dumps(args), shared, *folders],
+                                      cwd=run_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+    for p in workers.values():
+        assert p.stdout.readline().strip() == "ready"
+    for p in workers.values():
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in workers.values():
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+
+    from tuneforge.config.rag import RagConfig
+
+    store = open_store(RagConfig(index_dir="idx-a", store="pgvector", pg_table="team_docs"))
+    docs = store.documents()
+    expected = {f"{w}{i}/{t}.md" for w, groups in batches.items() for i, g in enumerate(groups) for t in g}
+    assert set(docs) == expected | {"shared/with.md", "shared/import.md"}
+    for doc_id, info in docs.items():  # whole, in order, each chunk once
+        assert [c.chunk_index for c in store.chunks_of(doc_id)] == list(range(info.chunks))
+    assert store.count() == sum(info.chunks for info in docs.values())
+    capsys.readouterr()
+    question = topic("lambda")[:200]
+    assert main(["rag", "ask", question, "--index-dir", "idx-b", "--retrieval-only", "--top-k", "1"]) == 0
+    assert "[1] a1/lambda.md" in capsys.readouterr().out  # b's machine finds what a indexed

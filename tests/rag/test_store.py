@@ -1,4 +1,5 @@
-"""Index, update and delete on the real embedded store, checked through retrieval."""
+"""Index, update and delete on each real store (LanceDB on disk, pgvector on a real PostgreSQL that the
+tests start), checked through retrieval: the `VectorStore` contract."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def _ids(store, embedder, question, k=5):
     return [h.doc_id for h in store.search(embedder.embed_query(question), k)]
 
 
-def test_index_is_idempotent_and_retrieves_the_right_document(rag_config, embedder):
-    store = open_store(rag_config, embedder.name, embedder.dim, create=True)
+def test_index_is_idempotent_and_retrieves_the_right_document(store_config, embedder):
+    store = open_store(store_config, embedder.name, embedder.dim, create=True)
     first = index_documents(store, embedder, _docs(), 64, 16, progress=False)
     assert sorted(first.added) == sorted(f"pydoc-topics/{t}" for t in TOPICS)
     assert first.total_chunks == store.count() > len(TOPICS)
@@ -34,8 +35,8 @@ def test_index_is_idempotent_and_retrieves_the_right_document(rag_config, embedd
     assert _ids(store, embedder, "Which exception is raised when deleting an unbound name?")[0] == "pydoc-topics/del"
 
 
-def test_changed_document_replaces_all_its_chunks(rag_config, embedder):
-    store = open_store(rag_config, embedder.name, embedder.dim, create=True)
+def test_changed_document_replaces_all_its_chunks(store_config, embedder):
+    store = open_store(store_config, embedder.name, embedder.dim, create=True)
     index_documents(store, embedder, _docs(), 64, 16, progress=False)
     before = store.documents()["pydoc-topics/return"].chunks
     assert before > 1
@@ -48,8 +49,8 @@ def test_changed_document_replaces_all_its_chunks(rag_config, embedder):
     assert not any("StopIteration" in h.text for h in hits if h.doc_id == "pydoc-topics/return")
 
 
-def test_deleted_document_is_never_retrieved_again_even_after_reopening(rag_config, embedder):
-    store = open_store(rag_config, embedder.name, embedder.dim, create=True)
+def test_deleted_document_is_never_retrieved_again_even_after_reopening(store_config, embedder):
+    store = open_store(store_config, embedder.name, embedder.dim, create=True)
     index_documents(store, embedder, _docs(), 64, 16, progress=False)
     question = "What happens when a pass statement is executed?"
     assert _ids(store, embedder, question)[0] == "pydoc-topics/pass"
@@ -57,31 +58,33 @@ def test_deleted_document_is_never_retrieved_again_even_after_reopening(rag_conf
     assert removed > 0
     store.optimize()
     total = store.count()
-    for s in (store, open_store(rag_config, embedder.name)):  # this handle, and a fresh one
+    for s in (store, open_store(store_config, embedder.name)):  # this handle, and a fresh one
         assert "pydoc-topics/pass" not in s.documents()
         assert s.count() == total
         assert "pydoc-topics/pass" not in _ids(s, embedder, question, k=total)
-    # Old table versions (which still held the text) are gone from disk too.
-    assert len(LanceStore(rag_config.index_dir, embedder.dim).table.list_versions()) == 1
+    if store_config.store == "lancedb":  # old table versions (which still held the text) are gone from disk too
+        assert len(LanceStore(store_config.index_dir, embedder.dim).table.list_versions()) == 1
 
 
-def test_store_refuses_another_embedder_and_missing_index(rag_config, embedder):
+def test_store_refuses_another_embedder_and_missing_index(store_config, embedder):
     with pytest.raises(UserError, match="no RAG index"):
-        open_store(rag_config)
-    open_store(rag_config, embedder.name, embedder.dim, create=True)
+        open_store(store_config)
+    open_store(store_config, embedder.name, embedder.dim, create=True)
     with pytest.raises(UserError, match="built with embedder"):
-        open_store(rag_config, "some/other-model", 768)
+        open_store(store_config, "some/other-model", 768)
 
 
-def test_ann_index_keeps_deletes_and_finds_new_rows(tmp_path):
+def test_ann_index_keeps_deletes_and_finds_new_rows(tmp_path, make_store):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(600, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = [ChunkRow(f"d{i // 2}#{i % 2}", f"d{i // 2}", i % 2, "", "", f"text {i}", 0, 1, "h") for i in range(600)]
-    store = LanceStore(tmp_path / "ann", 32, ann_min_rows=256)
+    store = make_store(tmp_path / "ann", 32, ann_min_rows=256)
     store.add(rows, vectors)
     store.optimize()
     assert store.has_ann_index()
+    if hasattr(store, "search_plan"):  # pgvector: the searches below really go through the HNSW index
+        assert "Index Scan using" in store.search_plan(vectors[10], 50)
     assert store.search(vectors[10], 1)[0].chunk_id == "d5#0"
     store.delete_documents(["d5"])
     assert all(h.doc_id != "d5" for h in store.search(vectors[10], 50))
@@ -89,21 +92,21 @@ def test_ann_index_keeps_deletes_and_finds_new_rows(tmp_path):
     extra /= np.linalg.norm(extra)
     store.add([ChunkRow("new#0", "new", 0, "", "", "new", 0, 1, "h")], extra)  # after the index was built
     assert store.search(extra[0], 1)[0].chunk_id == "new#0"
-    reopened = LanceStore(tmp_path / "ann", 32, ann_min_rows=256)
+    reopened = make_store(tmp_path / "ann", 32, ann_min_rows=256)
     assert all(h.doc_id != "d5" for h in reopened.search(vectors[10], 50))
 
 
-def test_an_open_handle_sees_another_handles_delete(tmp_path):
+def test_an_open_handle_sees_another_handles_delete(tmp_path, make_store):
     """A long-lived reader (a server) must not return a document another process deleted, nor crash."""
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(40, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    reader = LanceStore(tmp_path / "s", 8)
+    reader = make_store(tmp_path / "s", 8)
     for part in range(4):  # several fragments, so compaction rewrites files the reader once used
         ids = range(part * 10, part * 10 + 10)
         reader.add([ChunkRow(f"d{i}#0", f"d{i}", 0, "", "", f"t{i}", 0, 1, "h") for i in ids], vectors[list(ids)])
     assert reader.search(vectors[3], 1)[0].doc_id == "d3"
-    writer = LanceStore(tmp_path / "s", 8)
+    writer = make_store(tmp_path / "s", 8)
     writer.delete_documents(["d3"])
     writer.optimize()
     assert all(h.doc_id != "d3" for h in reader.search(vectors[3], 40))

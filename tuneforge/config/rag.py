@@ -13,9 +13,22 @@ class RagConfig(Section):
     """Retrieval-augmented generation: index location, embedder, chunking, retrieval and answers."""
 
     index_dir: str = Field("runs/rag-index", description="Folder of the persistent vector store.")
-    store: Literal["lancedb"] = Field(
+    store: Literal["lancedb", "pgvector"] = Field(
         "lancedb",
-        description="Vector store backend. lancedb: embedded, on disk, no server (see README for why).",
+        description="Vector store backend. lancedb: embedded, on disk, no server (see README for why); "
+        "pgvector: a table in a PostgreSQL server with the pgvector extension (URL from rag.pg_url_env).",
+    )
+    pg_url_env: str = Field(
+        "TUNEFORGE_PG_URL",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="pgvector: the environment variable holding the PostgreSQL URL "
+        "(postgresql://user:password@host/db), so no password reaches a recipe, a run folder or `ps`.",
+    )
+    pg_table: str | None = Field(
+        None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="pgvector: the table holding this index's chunks (default: rag_ plus the index "
+        "folder's name). One table per index; several machines may share one.",
     )
     embedding_model: str = Field(
         "all-minilm-l6-v2", description="Bundled embedder name or a local sentence-transformers folder."

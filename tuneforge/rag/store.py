@@ -1,10 +1,11 @@
-"""The vector store interface, and its default embedded implementation on LanceDB.
+"""Vector stores: the default embedded one on LanceDB, and `open_store`, which opens whichever an index uses.
 
 A store holds chunks (id, document id, title, source, text, offsets, document hash, vector) and
 answers three questions: which documents do you hold (with their content hashes, so the indexer can
 skip unchanged ones), what are the k nearest chunks to this vector, and forget this document.
-:class:`VectorStore` is the whole contract; a server-backed store (pgvector, Qdrant) for data that
-outgrows one machine implements the same methods and registers in :data:`STORES`.
+:class:`VectorStore` (in :mod:`tuneforge.rag.contract`) is the whole contract; the server-backed store for data that outgrows one
+machine, PostgreSQL + pgvector, implements it in :mod:`tuneforge.rag.pgvector_store` (``rag.store:
+pgvector``).
 
 The index folder also holds ``index.json``: which embedder and chunking built the vectors, so a
 query with a different embedder is refused instead of silently returning nonsense.
@@ -16,13 +17,12 @@ import datetime as dt
 import json
 import logging
 import shutil
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge import atomic
 from tuneforge.errors import UserError
+from tuneforge.rag.contract import ChunkRow, DocInfo, Hit, VectorStore
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,71 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 META_FILE = "index.json"
-
-
-@dataclass
-class Hit:
-    chunk_id: str
-    doc_id: str
-    title: str
-    source: str
-    text: str
-    score: float  # cosine similarity, higher is closer
-    start: int = 0
-    end: int = 0
-
-
-@dataclass
-class ChunkRow:
-    chunk_id: str
-    doc_id: str
-    chunk_index: int
-    title: str
-    source: str
-    text: str
-    start: int
-    end: int
-    doc_hash: str
-
-
-@dataclass
-class DocInfo:
-    doc_id: str
-    doc_hash: str
-    title: str
-    source: str
-    chunks: int
-
-
-class VectorStore(ABC):
-    """What the indexer, retriever and CLI need from a vector store."""
-
-    @abstractmethod
-    def documents(self) -> dict[str, DocInfo]:
-        """Every document held, by id."""
-
-    @abstractmethod
-    def add(self, rows: list[ChunkRow], vectors: np.ndarray) -> None:
-        """Append chunks (the caller deletes a document's old chunks first)."""
-
-    @abstractmethod
-    def delete_documents(self, doc_ids: list[str]) -> int:
-        """Remove every chunk of these documents, durably; return how many chunks went."""
-
-    @abstractmethod
-    def chunks_of(self, doc_id: str) -> list[ChunkRow]:
-        """Every chunk of one document, in order (without vectors)."""
-
-    @abstractmethod
-    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
-        """The k chunks nearest to ``vector``, best first."""
-
-    @abstractmethod
-    def count(self) -> int:
-        """Number of chunks held."""
-
-    def optimize(self) -> None:  # noqa: B027 - optional for backends that maintain themselves
-        """Compact storage and bring ANN indexes up to date after writes (optional)."""
+__all__ = ["ChunkRow", "DocInfo", "Hit", "LanceStore", "VectorStore", "open_store"]
 
 
 def _sql_str(value: str) -> str:
@@ -269,15 +205,30 @@ def open_store(
             raise UserError(f"{folder}: no RAG index here; build one with `tuneforge rag index pydoc-topics`")
         meta = {"store": config.store, "embedding_model": embedder, "dim": dim,
                 "chunk_tokens": config.chunk_tokens, "chunk_overlap": config.chunk_overlap}
+        if config.store == "pgvector":  # the table name, never the URL (it may hold a password)
+            from tuneforge.rag.pgvector_store import default_table
+
+            meta["pg_table"] = config.pg_table or default_table(folder)
+        store = _construct(folder, meta, config)  # reachable and valid before index.json names it
         write_meta(folder, meta)
-    elif embedder is not None and meta.get("embedding_model") != embedder:
+        return store
+    if embedder is not None and meta.get("embedding_model") != embedder:
         raise UserError(
             f"{folder}: index was built with embedder {meta.get('embedding_model')!r}, not {embedder!r}; "
             f"set rag.embedding_model to match, or use another rag.index_dir"
         )
-    store_cls = STORES.get(meta.get("store", config.store))
+    return _construct(folder, meta, config)
+
+
+def _construct(folder: Path, meta: dict[str, Any], config: RagConfig) -> VectorStore:
+    name = meta.get("store", config.store)
+    if name == "pgvector":  # imported only when chosen: psycopg is the optional `postgres` extra
+        from tuneforge.rag.pgvector_store import open_pgvector
+
+        return open_pgvector(config, meta)
+    store_cls = STORES.get(name)
     if store_cls is None:
-        raise UserError(f"{folder}: unknown store {meta.get('store')!r}; known: {', '.join(STORES)}")
+        raise UserError(f"{folder}: unknown store {name!r}; known: {', '.join([*STORES, 'pgvector'])}")
     return store_cls(folder, int(meta["dim"]), ann_min_rows=config.ann_min_rows, ef=config.ann_ef,
                      nprobes=config.ann_nprobes)
 
