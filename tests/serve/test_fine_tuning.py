@@ -182,3 +182,62 @@ def test_second_server_on_the_same_state_folder_is_refused(ft_server, tiny_model
 
     with pytest.raises(UserError, match="fine-tuning state folder.*in use by pid"):
         start_server(tiny_model_dir, state_dir=str(ft_server[1]))
+
+
+def test_worker_killed_fails_the_job_with_the_reason(client, ft_server, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    monkeypatch.setenv("TUNEFORGE_DEBUG_STEP_SLEEP", "0.5")
+    train = upload(client, write_jsonl(tmp_path / "t.jsonl", chat_rows(16)))
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id,
+                                         extra_body={"tuneforge": {**FAST, "max_steps": 200}})
+    wait(client, job.id, states=("running",))
+    manager = ft_server[0].served.app.state.finetune
+    os.kill(manager.workers[job.id].process.pid, signal.SIGKILL)
+    done = wait(client, job.id)
+    assert done.status == "failed"
+    assert done.error.code == "training_failed" and "killed by SIGKILL" in done.error.message
+
+
+def adapter_tensors(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
+
+def test_server_restart_resumes_the_job_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch):
+    """Stopped mid-job (as Ctrl-C or a crash stops it), the next server on the folder resumes the job from
+    its newest checkpoint; the weights equal those of the same job run without a stop."""
+    import torch
+    from openai import OpenAI
+
+    monkeypatch.setenv("TUNEFORGE_DEBUG_STEP_SLEEP", "0.3")
+    state = tmp_path / "state"
+    settings = {"model": "tiny", "seed": 3, "hyperparameters": {"n_epochs": 1, "batch_size": 2},
+                "extra_body": {"tuneforge": {**FAST, "max_steps": 8}}}
+    first = start_server(tiny_model_dir, state_dir=str(state), training_device="cpu")
+    client = OpenAI(base_url=first.url + "/v1", api_key=API_KEY, max_retries=0, timeout=60)
+    train = upload(client, write_jsonl(tmp_path / "t.jsonl", chat_rows(16)))
+    job = client.fine_tuning.jobs.create(training_file=train.id, **settings)
+    deadline = time.monotonic() + 300
+    while not client.fine_tuning.jobs.checkpoints.list(job.id).data and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.stop()
+    assert not (state / "runs" / job.id / "train_result.json").exists()  # stopped half-way
+
+    monkeypatch.setenv("TUNEFORGE_DEBUG_STEP_SLEEP", "0")
+    second = start_server(tiny_model_dir, state_dir=str(state), training_device="cpu")
+    try:
+        client = OpenAI(base_url=second.url + "/v1", api_key=API_KEY, max_retries=0, timeout=60)
+        done = wait(client, job.id)
+        assert done.status == "succeeded", done.error
+        assert any("resumes from its newest checkpoint" in e.message for e in all_events(client, job.id))
+        assert "resumed from step" in (state / "jobs" / job.id / "worker.log").read_text(encoding="utf-8")
+        again = wait(client, client.fine_tuning.jobs.create(training_file=train.id, **settings).id)
+        assert again.status == "succeeded"
+    finally:
+        second.stop()
+    resumed, straight = adapter_tensors(state / "runs" / job.id), adapter_tensors(state / "runs" / again.id)
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
