@@ -67,7 +67,7 @@ def all_events(client, job_id: str) -> list:
         after = page.data[-1].id
 
 
-def test_upload_train_poll_events_checkpoints_and_chat(client, tmp_path):
+def test_upload_train_poll_events_checkpoints_and_chat(client, ft_server, tmp_path):
     train = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_rows(24)))
     val = upload(client, write_jsonl(tmp_path / "val.jsonl", chat_rows(4)))
     assert train.filename == "train.jsonl" and train.purpose == "fine-tune" and train.bytes > 0
@@ -79,7 +79,7 @@ def test_upload_train_poll_events_checkpoints_and_chat(client, tmp_path):
         model="tiny", training_file=train.id, validation_file=val.id, suffix="colours", seed=7,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4,
                                                                          "learning_rate_multiplier": 5}}},
-        extra_body={"tuneforge": FAST})
+        extra_body={"tuneforge": {**FAST, "evaluate": True, "forgetting": False, "eval_examples": 2}})
     assert job.status == "validating_files"
     done = wait(client, job.id)
     assert done.status == "succeeded", done.error
@@ -90,11 +90,17 @@ def test_upload_train_poll_events_checkpoints_and_chat(client, tmp_path):
     events = all_events(client, job.id)[::-1]  # the API lists newest first
     messages = [e.message for e in events]
     order = ["Created fine-tuning job", "Validating training file", "Files validated", "Fine-tuning job started",
-             "Step 1: training loss", "Checkpoint created at step 2", "New fine-tuned model created",
+             "Step 1: training loss", "Checkpoint created at step 2", "Evaluation verdict:",
+             "New fine-tuned model created",
              "The job has successfully completed"]
     positions = [next(i for i, m in enumerate(messages) if m.startswith(o)) for o in order]
     assert positions == sorted(positions), messages
     assert [e.data["step"] for e in events if e.type == "metrics" and "train_loss" in e.data] == [1, 2, 3, 4]
+
+    verdict = next(e for e in events if e.message.startswith("Evaluation verdict:"))
+    assert verdict.data["answer"] and any("tuned" in line for line in verdict.data["lines"])
+    run = ft_server[1] / "runs" / job.id  # a normal run folder: report, compare and ui read it
+    assert (run / "report.html").is_file() and (run / "eval" / "results.json").is_file()
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [2]  # step 4 is the last: its weights are the model itself

@@ -50,6 +50,8 @@ class Extras(BaseModel):
     save_every: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     max_length: int = Field(1024, ge=16, le=32768, description="Tokens per training example.")
     evaluate: bool = Field(True, description="Evaluate on the validation file after training (verdict, report).")
+    eval_examples: int | None = Field(None, ge=1, description="Evaluate on at most this many examples.")
+    forgetting: bool = Field(True, description="Run the general-ability (forgetting) probes in the evaluation.")
 
 
 class JobRequest(BaseModel):
@@ -116,5 +118,6 @@ def recipe(model_name: str, device: str, job_id: str, runs_dir: str, data_dir: s
             "max_length": extras.max_length, "save_every": extras.save_every, "eval_every": extras.save_every,
             "log_every": 1,
         },
-        "eval": {"after_train": extras.evaluate and has_test},
+        "eval": {"after_train": extras.evaluate and has_test, "max_examples": extras.eval_examples,
+                 "forgetting": extras.forgetting},
     }
