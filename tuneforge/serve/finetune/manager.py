@@ -272,7 +272,8 @@ class FineTuning:
         job = self.store.update_job(job_id, result_files=[csv_file["id"]], trained_tokens=result.get("train_tokens"))
         name = self._serve_result(job)
         self.store.add_event(job_id, f"New fine-tuned model created: {name}" if name else
-                             f"Full fine-tuning finished: serve it with `tuneforge serve --model {run.name}/model`")
+                             f"Full fine-tuning finished: the model is runs/{job_id}/model in the server's state "
+                             "folder (serve it with `tuneforge serve --model` that folder)")
         self._end(job_id, "succeeded", "The job has successfully completed", fine_tuned_model=name)
 
     def _serve_result(self, job: dict[str, Any]) -> str | None:
