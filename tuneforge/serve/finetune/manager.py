@@ -286,7 +286,11 @@ class FineTuning:
         return name
 
     def _end(self, job_id: str, status: str, message: str, level: str = "info", **changes: Any) -> dict[str, Any]:
+        """Finish a job once: a job cancelled while its files were checked stays cancelled."""
         self._cancel.discard(job_id)
+        current = self.store.job(job_id)
+        if current is not None and current["status"] in TERMINAL:
+            return current
         job = self.store.update_job(job_id, status=status, finished_at=int(time.time()), **changes)
         self.store.add_event(job_id, message, level=level)
         return job
