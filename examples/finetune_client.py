@@ -16,6 +16,9 @@ import time
 
 from openai import OpenAI
 
+# Small by default; FT_STEPS=3 FT_BATCH=2 FT_EVAL=10 is the run measured on a busy 2-core CPU (README).
+STEPS, BATCH, EVAL = (int(os.environ.get(k, d)) for k, d in (("FT_STEPS", 40), ("FT_BATCH", 4), ("FT_EVAL", 40)))
+
 
 def main(train_path: str, val_path: str, base: str = "smollm2-135m-instruct") -> None:
     client = OpenAI(base_url=os.environ.get("TUNEFORGE_URL", "http://127.0.0.1:8000/v1"),
@@ -27,9 +30,9 @@ def main(train_path: str, val_path: str, base: str = "smollm2-135m-instruct") ->
     started = time.monotonic()
     job = client.fine_tuning.jobs.create(
         model=base, training_file=train.id, validation_file=val.id, suffix="reviews", seed=42,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": BATCH}}},
         # tuneforge's own settings (all optional): a small, quick run with a short evaluation
-        extra_body={"tuneforge": {"max_steps": 40, "max_length": 256, "eval_examples": 40, "forgetting": False}},
+        extra_body={"tuneforge": {"max_steps": STEPS, "max_length": 256, "eval_examples": EVAL, "forgetting": False}},
     )
     seen: set[str] = set()
     while job.status not in ("succeeded", "failed", "cancelled"):
