@@ -39,3 +39,21 @@ schema = schemathesis.openapi.from_dict(_schema())
 def test_no_server_errors(case, server):
     case.call_and_validate(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"},
                            checks=[not_a_server_error], timeout=60)
+
+
+@pytest.fixture(scope="module")
+def ft_server(tiny_model_dir, tmp_path_factory):
+    from tests.serve.conftest import start_server
+
+    running = start_server(tiny_model_dir, state_dir=str(tmp_path_factory.mktemp("fuzz-state")),
+                           training_device="cpu")
+    yield running
+    running.stop()
+
+
+@schema.include(path_regex="^/v1/(files|fine_tuning)").parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_fine_tuning_routes_no_server_errors(case, ft_server):
+    """The fine-tuning API switched on: files and jobs routes answer every generated request below 500."""
+    case.call_and_validate(base_url=ft_server.url, headers={"Authorization": f"Bearer {API_KEY}"},
+                           checks=[not_a_server_error], timeout=60)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tuneforge.cli.common import add_recipe_args, flag, recipe_from_args
 
+DEFAULT_STATE_DIR = "serve-state"  # the fine-tuning API's folder when neither the recipe nor a flag names one
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -39,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(p, "--max-concurrent", "serve.max_concurrent", type=int, help="Rows generated together in one batch.")
     flag(p, "--max-queue", "serve.max_queue", type=int, help="Rows that may wait; beyond it: 429.")
     flag(p, "--timeout", "serve.request_timeout_s", type=float, help="Per-request time limit in seconds.")
+    flag(p, "--state-dir", "serve.state_dir",
+         help="Folder of the fine-tuning API's files, jobs and runs (default serve-state).")
+    p.add_argument("--no-fine-tuning", action="store_true",
+                   help="Serve without the fine-tuning API (/v1/files, /v1/fine_tuning/jobs).")
     p.add_argument("--api-key-file", help="File holding the API key (instead of the environment variable).")
     p.add_argument("--no-auth", action="store_true",
                    help="Serve without an API key. Refused unless the host is a loopback address.")
@@ -86,10 +92,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         folder = Path(recipe.model.adapter).resolve()
         adapters.setdefault(folder.parent.name if folder.name == ADAPTER else folder.name, str(folder))
     cfg = recipe.serve.model_copy(update={"adapters": {**recipe.serve.adapters, **adapters}})
+    if args.no_fine_tuning:
+        cfg = cfg.model_copy(update={"state_dir": None})
+    elif cfg.state_dir is None:
+        cfg = cfg.model_copy(update={"state_dir": DEFAULT_STATE_DIR})
     api_key = resolve_api_key(cfg.api_key_env, args.api_key_file, args.no_auth, cfg.host)
     served = build(recipe.model, cfg, api_key)
     names = ", ".join([served.base_id, *cfg.adapters])
     print(f"tuneforge serve: http://{cfg.host}:{cfg.port}/v1  models: {names}  "
-          f"auth: {'API key' if api_key else 'OFF (loopback only)'}")
+          f"auth: {'API key' if api_key else 'OFF (loopback only)'}  "
+          f"fine-tuning: {cfg.state_dir or 'off'}")
     serve_forever(served, cfg)
     return 0

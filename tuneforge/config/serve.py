@@ -40,3 +40,13 @@ class ServeConfig(Section):
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="On Ctrl-C/SIGTERM, how long in-flight requests get to finish (fractions allowed)."
     )
+    state_dir: str | None = Field(
+        None, description="Folder of the fine-tuning API (/v1/files, /v1/fine_tuning/jobs): uploaded files, the "
+        "jobs database and each job's run folder. `tuneforge serve` uses serve-state unless --no-fine-tuning; "
+        "unset: no fine-tuning routes. One server per folder.",
+    )
+    max_file_bytes: int = Field(512_000_000, ge=1024, description="Largest uploaded file (POST /v1/files); larger gets 413.")
+    max_training_jobs: int = Field(1, ge=1, description="Fine-tuning jobs trained at once (each in its own process).")
+    training_device: str = Field(
+        "auto", description="Device of the training worker processes (auto, cpu, cuda, cuda:N)."
+    )

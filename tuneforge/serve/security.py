@@ -87,12 +87,13 @@ class BodyLimit:
     refused without the app ever parsing it.
     """
 
-    def __init__(self, app, limit: int) -> None:
+    def __init__(self, app, limit: int, exempt: set[tuple[str, str]] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.exempt = exempt or set()  # (method, path) of routes that count their own bytes as they stream
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope.get("method"), scope.get("path")) in self.exempt:
             await self.app(scope, receive, send)
             return
         length = dict(scope.get("headers") or []).get(b"content-length")

@@ -63,10 +63,16 @@ def build(model: ModelConfig, cfg: ServeConfig, api_key: str | None, loaded=None
     base_id = base_id_for(model.name, cfg.served_name)
     if base_id in adapters:
         raise UserError(f"adapter name {base_id!r} is also the base model's id; rename it or set serve.served_name")
+    finetune = None
+    if cfg.state_dir is not None:  # before the model loads: a second server on the folder is refused at once
+        from tuneforge.serve.finetune.manager import FineTuning
+
+        finetune = FineTuning(cfg, model, base_id, lambda name, path: app.state.serve.add_adapter(name, path))
     net, tokenizer = loaded if loaded is not None else load_base(model)
     engine = Engine(net, tokenizer, adapters, max_batch=cfg.max_concurrent, max_waiting=cfg.max_queue,
                     batch_window_s=cfg.batch_window_ms / 1000)
-    return Served(create_app(engine, cfg, base_id, api_key), engine, base_id)
+    app = create_app(engine, cfg, base_id, api_key, finetune)
+    return Served(app, engine, base_id)
 
 
 def uvicorn_config(served: Served, cfg: ServeConfig, log_level: str = "info"):

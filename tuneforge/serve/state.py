@@ -4,6 +4,7 @@ model ids and the API key; plus the dependencies that read it (the state itself,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
@@ -28,6 +29,15 @@ class ServeState:
     def model_ids(self) -> list[str]:
         """The ids /v1/models lists: the base model first, then the adapters."""
         return [self.base_id, *self.engine.adapters]
+
+    def add_adapter(self, name: str, folder: Path) -> None:
+        """Serve a new adapter without a restart (a fine-tuning job's result); it loads on first use, like
+        the adapters named at startup. Uses the engine's own method when it has one."""
+        adder = getattr(self.engine, "add_adapter", None)
+        if adder is not None:
+            adder(name, folder)
+        else:
+            self.engine.adapters = {**self.engine.adapters, name: folder}  # one assignment: readers see old or new
 
     def adapter_for(self, model: str) -> str | None:
         """The engine's adapter key for a request's ``model`` (BASE for the base model); 404 if unknown."""
