@@ -101,11 +101,18 @@ class Loop:
 
 
 def micro_batches_for_step(step: int, data: LoopData, cfg, world: int, seed: int) -> list[list[int]]:
-    """The global micro-batches (row lists) of optimizer step ``step``: a pure function of the step."""
+    """The global micro-batches (row lists) of optimizer step ``step``: a pure function of the step.
+
+    The epoch is planned in optimizer steps (``batch_size x processes x grad_accum`` rows each), then
+    each step's rows are cut into micro-batches: the rows a step trains on do not depend on how it is
+    split, so the memory planner can change the split without changing the losses.
+    """
     spe = cfg.steps_per_epoch(len(data.train_rows), world)
     epoch, k = divmod(step, spe)
-    plan = data.plan(cfg.batch_size * world, seed, epoch, cfg.group_by_length)
-    return plan[k * cfg.grad_accum : (k + 1) * cfg.grad_accum]
+    plan = data.plan(cfg.batch_size * world * cfg.grad_accum, seed, epoch, cfg.group_by_length)
+    rows = plan[k] if k < len(plan) else []
+    micro = cfg.batch_size * world
+    return [rows[s : s + micro] for s in range(0, len(rows), micro)]
 
 
 def evaluate(model, accelerator, data: LoopData, batch_size: int, prompt_learning: bool) -> float:
