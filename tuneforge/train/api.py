@@ -177,7 +177,7 @@ def _plan_memory(recipe: Recipe, model, data: LoopData, accelerator, say) -> Rec
     budget = cfg.memory_limit_gb * GB if cfg.memory_limit_gb else default_budget(limit, free_now)
     where = "train.memory_limit_gb" if cfg.memory_limit_gb else f"{SAFE_SHARE:.0%} of free memory"
     plan = choose_plan(cfg.batch_size * cfg.grad_accum, _estimator(model, cfg, data, accelerator), budget,
-                       cfg.gradient_checkpointing)
+                       cfg.gradient_checkpointing, cfg.method)
     say(f"memory plan: {plan.describe()}; estimate {plan.estimate.describe()}; budget {budget / GB:.2f} GB "
         f"({where}), free now {free_now / GB:.2f} GB")
     if plan.estimate.total > free_now:

@@ -50,17 +50,21 @@ def candidates(global_rows: int, checkpointing: bool) -> list[tuple[int, bool]]:
     return [(size, ckpt) for ckpt in modes for size in sizes]
 
 
-def choose_plan(global_rows: int, estimate: Estimator, budget: float, checkpointing: bool = False) -> Plan:
+def choose_plan(global_rows: int, estimate: Estimator, budget: float, checkpointing: bool = False,
+                method: str = "full") -> Plan:
     """The fastest split of ``global_rows`` whose estimate fits ``budget`` bytes; UserError if none does."""
     for size, ckpt in candidates(global_rows, checkpointing):
         est = estimate(size, ckpt)
         if est.total <= budget:
             return Plan(size, global_rows // size, ckpt, est)
     smallest = estimate(1, True)
+    fixes = ["a smaller train.max_length"]
+    if method in ("full", "freeze"):
+        fixes.append("train.method: lora (only adapter weights get gradients and optimizer state)")
+    fixes.append("a larger train.memory_limit_gb (or more free memory)")
     raise UserError(
         f"train.memory_limit_gb: no plan fits {budget / GB:.2f} GB: even 1 row per micro-batch with "
-        f"gradient checkpointing needs about {smallest.describe()}; try a smaller train.max_length, "
-        f"train.method: lora, or a larger train.memory_limit_gb"
+        f"gradient checkpointing needs about {smallest.describe()}; try {'; or '.join(fixes)}"
     )
 
 
