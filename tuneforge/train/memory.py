@@ -23,10 +23,10 @@ GB = 1024**3
 # loads: 0.45 GB measured (RSS) on the bundled model's run.
 RUNTIME_BYTES = 0.45 * GB
 # glibc malloc keeps freed activation temporaries in its heap (its mmap threshold grows to 32 MB), so
-# peak RSS exceeds the live tensors: measured 2.1x the bytes saved for backward (2 rows x 458 tokens,
-# LoRA, SmolLM2-135M: 1,070 MB saved, +2,236 MB anonymous RSS). A fixed mmap threshold brings it to
-# 1.2x but cost 60% more CPU time per step (BENCHMARKS.md), so the estimate carries the factor instead.
-ALLOCATOR_FACTOR = 2.1
+# peak RSS exceeds the live tensors: on SmolLM2-135M, LoRA, the RSS beyond weights and runtime was 1.6x
+# the saved-for-backward bytes at 256 tokens per micro-batch and 2.1x at 916. A fixed mmap threshold
+# brings it to 1.2x but cost 60% more CPU time per step, so the estimate carries a factor instead.
+ALLOCATOR_FACTOR = 1.7
 
 
 @dataclass
@@ -71,13 +71,14 @@ def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradien
     heads = getattr(base_cfg, "num_attention_heads", max(1, hidden // 64))
     kv_heads = getattr(base_cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(base_cfg, "head_dim", None) or hidden // heads
-    # Saved for backward per token and layer (measured with saved_tensors_hooks on SmolLM2: 10,111 fp32
-    # values per token and layer for LoRA, 11,190 for full, against 10 x hidden + 4 x intermediate =
-    # 11,904): norms, q/k/v/o inputs and outputs, attention output, MLP gate/up/act/down. With a
-    # block-diagonal mask (packed or padded rows) SDPA also keeps k/v repeated to every head and each
-    # layer keeps its own [rows, 1, L, L] fp32 mask; CPU SDPA is a flash kernel, so no [heads x L x L]
-    # scores are kept (the term that made a 711-token run's estimate 17 GB against a 2.8 GB peak).
-    per_token_layer = (10 * hidden + 4 * inter + 2 * (heads - kv_heads) * head_dim) * act_bytes
+    # Saved for backward per token and layer, measured with saved_tensors_hooks on SmolLM2 (fp32 values):
+    # 6 x hidden (norm outputs, q, attention output) + 4 x intermediate (gate, up, act, product) + k and
+    # v = 10,107 for LoRA; full fine-tuning keeps 2 x hidden more (11,190). With a block-diagonal mask
+    # (packed or padded rows) SDPA also keeps k/v repeated to every head and each layer its own
+    # [rows, 1, L, L] fp32 mask; CPU SDPA is a flash kernel, so no [heads x L x L] scores are kept (the
+    # term that made a 711-token run's estimate 17 GB against a 2.8 GB peak).
+    kv_dim = kv_heads * head_dim
+    per_token_layer = (8 * hidden + 4 * inter + 2 * kv_dim + 2 * (heads - kv_heads) * head_dim) * act_bytes
     rows = max(1, tokens_per_micro_batch // seq_len) if seq_len else 0
     mask_layer = rows * seq_len * seq_len * 4 if seq_len else 0
     if gradient_checkpointing:  # block inputs kept; one block recomputed at a time in backward
