@@ -175,6 +175,8 @@ def _plan_memory(recipe: Recipe, model, data: LoopData, accelerator, say) -> Rec
     cfg = recipe.train
     limit, free_now = memory_budget(accelerator.device)
     budget = cfg.memory_limit_gb * GB if cfg.memory_limit_gb else default_budget(limit, free_now)
+    if accelerator.num_processes > 1:  # every process must take the same plan (the same accumulation)
+        budget = float(accelerator.gather(torch.tensor([budget], device=accelerator.device)).min())
     where = "train.memory_limit_gb" if cfg.memory_limit_gb else f"{SAFE_SHARE:.0%} of free memory"
     plan = choose_plan(cfg.batch_size * cfg.grad_accum, _estimator(model, cfg, data, accelerator), budget,
                        cfg.gradient_checkpointing, cfg.method)
