@@ -67,8 +67,8 @@ def test_a_run_that_cannot_fit_stops_with_the_estimate_and_what_to_change(tmp_pa
     recipe = _recipe(tmp_path, tiny_model_dir, prepared_dir, method="full", memory_limit_gb=0.001)
     assert main(["train", str(recipe), "--name", "oom"]) == 2
     err = capsys.readouterr().err
-    assert "this run needs about" in err and "GB" in err
-    assert "train.batch_size" in err and "train.method: lora" in err and "gradient_checkpointing" in err
+    assert "no plan fits 0.00 GB" in err and "gradient checkpointing needs about" in err
+    assert "train.max_length" in err and "train.method: lora" in err and "train.memory_limit_gb" in err
     assert not (tmp_path / "runs" / "oom" / "model").exists()
 
 

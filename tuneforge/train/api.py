@@ -16,6 +16,7 @@ from tuneforge.config.train import TrainConfig
 from tuneforge.errors import UserError
 from tuneforge.runs import ADAPTER, CHECKPOINTS, METRICS, MODEL, TRAIN_RESULT, Run
 from tuneforge.train import checkpoint as ckpt
+from tuneforge.train.chunked_loss import chunkable
 from tuneforge.train.data import tokenize_file
 from tuneforge.train.logger import MetricsLogger
 from tuneforge.train.loop import (
@@ -29,9 +30,10 @@ from tuneforge.train.loop import (
     run_loop,
     set_seed,
 )
-from tuneforge.train.memory import GB, check_fits, estimate_memory, memory_budget
+from tuneforge.train.memory import GB, estimate_memory, memory_budget
 from tuneforge.train.methods import apply_method, count_parameters, load_base_model
 from tuneforge.train.packing import make_rows, task_names
+from tuneforge.train.planner import SAFE_SHARE, choose_plan, default_budget
 from tuneforge.train.result import TrainResult
 from tuneforge.train.schedule import make_optimizer, make_scheduler
 
@@ -94,7 +96,7 @@ def train(
         # must not run twice. The weights are in `out`; the caller evaluates them.
         say(f"training already finished at step {done.steps} ({run.path / TRAIN_RESULT}): nothing to resume")
         return done
-    _check_memory(model, cfg, data, accelerator, say)
+    recipe = _plan_memory(recipe, model, data, accelerator, say)
     loop = _setup_loop(recipe, run, model, data, accelerator, n_steps, on_eval, on_step, say)
     state, resumed_from = _start(loop, say)
     try:
@@ -151,23 +153,43 @@ def _describe_data(cfg: TrainConfig, data: LoopData, n_steps: int, say) -> None:
         + (f"; {len(data.val)} validation examples" if data.val else ""))
 
 
-def _check_memory(model, cfg: TrainConfig, data: LoopData, accelerator, say) -> None:
-    """Estimate the peak; stop with advice when it cannot fit, warn when it fits only in theory."""
+def _estimator(model, cfg: TrainConfig, data: LoopData, accelerator):
+    """(rows per micro-batch, checkpointing) -> the memory estimate of a training step."""
     widest = max(data.row_lengths)
     # Only positions with a target reach the LM head (the union over a batch's rows, see steps.py).
     most_targets = max(sum(data.train[i].n_target for i in row) for row in data.train_rows)
-    logit_tokens = cfg.batch_size * (widest if cfg.prompt_learning else min(widest, cfg.batch_size * most_targets))
-    est = estimate_memory(model, cfg.batch_size * widest, cfg.gradient_checkpointing, seq_len=widest,
-                          act_bytes=2 if accelerator.mixed_precision in ("bf16", "fp16") else 4,
-                          logit_tokens=logit_tokens)
+    chunked = chunkable(model, cfg.prompt_learning)[0] is not None
+    act_bytes = 2 if accelerator.mixed_precision in ("bf16", "fp16") else 4
+
+    def estimate(rows: int, checkpointing: bool):
+        logit_tokens = rows * widest if cfg.prompt_learning else min(rows * widest, rows * most_targets)
+        return estimate_memory(model, rows * widest, checkpointing, seq_len=widest, act_bytes=act_bytes,
+                               logit_tokens=logit_tokens, chunked_logits=chunked)
+
+    return estimate
+
+
+def _plan_memory(recipe: Recipe, model, data: LoopData, accelerator, say) -> Recipe:
+    """Choose micro-batch size, accumulation and checkpointing that keep the step's rows and fit the
+    memory budget (``planner``); print the plan; stop with advice when nothing fits."""
+    cfg = recipe.train
     limit, free_now = memory_budget(accelerator.device)
-    avail = cfg.memory_limit_gb * GB if cfg.memory_limit_gb else limit
-    where = "train.memory_limit_gb" if cfg.memory_limit_gb else f"{accelerator.device} (total)"
-    say(f"memory estimate: {est.describe()}; limit {avail / GB:.2f} GB, free now {free_now / GB:.2f} GB")
-    if est.total > free_now and est.total <= avail:
+    budget = cfg.memory_limit_gb * GB if cfg.memory_limit_gb else default_budget(limit, free_now)
+    if accelerator.num_processes > 1:  # every process must take the same plan (the same accumulation)
+        budget = float(accelerator.gather(torch.tensor([budget], device=accelerator.device)).min())
+    where = "train.memory_limit_gb" if cfg.memory_limit_gb else f"{SAFE_SHARE:.0%} of free memory"
+    plan = choose_plan(cfg.batch_size * cfg.grad_accum, _estimator(model, cfg, data, accelerator), budget,
+                       cfg.gradient_checkpointing, cfg.method)
+    say(f"memory plan: {plan.describe()}; estimate {plan.estimate.describe()}; budget {budget / GB:.2f} GB "
+        f"({where}), free now {free_now / GB:.2f} GB")
+    if plan.estimate.total > free_now:
         log.warning("the run needs about %.2f GB and only %.2f GB is free now: it may swap or be killed",
-                    est.total / GB, free_now / GB)
-    check_fits(est, avail, cfg.method, cfg.batch_size, cfg.gradient_checkpointing, where)
+                    plan.estimate.total / GB, free_now / GB)
+    if plan.gradient_checkpointing and not cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    train_cfg = cfg.model_copy(update={"batch_size": plan.batch_size, "grad_accum": plan.grad_accum,
+                                       "gradient_checkpointing": plan.gradient_checkpointing})
+    return recipe.model_copy(update={"train": train_cfg})
 
 
 def _setup_loop(recipe: Recipe, run: Run, model, data: LoopData, accelerator, n_steps: int,

@@ -102,11 +102,18 @@ class Loop:
 
 
 def micro_batches_for_step(step: int, data: LoopData, cfg, world: int, seed: int) -> list[list[int]]:
-    """The global micro-batches (row lists) of optimizer step ``step``: a pure function of the step."""
+    """The global micro-batches (row lists) of optimizer step ``step``: a pure function of the step.
+
+    The epoch is planned in optimizer steps (``batch_size x processes x grad_accum`` rows each), then
+    each step's rows are cut into micro-batches: the rows a step trains on do not depend on how it is
+    split, so the memory planner can change the split without changing the losses.
+    """
     spe = cfg.steps_per_epoch(len(data.train_rows), world)
     epoch, k = divmod(step, spe)
-    plan = data.plan(cfg.batch_size * world, seed, epoch, cfg.group_by_length)
-    return plan[k * cfg.grad_accum : (k + 1) * cfg.grad_accum]
+    plan = data.plan(cfg.batch_size * world * cfg.grad_accum, seed, epoch, cfg.group_by_length)
+    rows = plan[k] if k < len(plan) else []
+    micro = cfg.batch_size * world
+    return [rows[s : s + micro] for s in range(0, len(rows), micro)]
 
 
 def evaluate(model, accelerator, data: LoopData, batch_size: int, prompt_learning: bool) -> float:
@@ -117,9 +124,12 @@ def evaluate(model, accelerator, data: LoopData, batch_size: int, prompt_learnin
     was_training = model.training
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    # Every process runs the same number of forwards (a dummy batch with no targets where it has none
+    # left): a DDP forward can start a collective (buffer broadcast) that every process must join.
+    n_each = -(-len(batches) // accelerator.num_processes)
     with torch.no_grad(), accelerator.autocast():
-        for rows_b in mine:
-            b = collate(data.val, rows_b, data.pad_id)
+        for i in range(n_each):
+            b = collate(data.val, mine[i], data.pad_id) if i < len(mine) else _dummy_batch(data.pad_id)
             total[0] += loss_sum(model, b, prompt_learning).double()
             total[1] += b.n_target
     total = accelerator.reduce(total, "sum")
@@ -131,7 +141,9 @@ def evaluate(model, accelerator, data: LoopData, batch_size: int, prompt_learnin
 def _dummy_batch(pad_id: int):
     # A process with no rows in the last micro-batch still runs forward/backward (zero loss) so that
     # every process joins the gradient all-reduce.
-    return collate([TokenizedExample([pad_id], [-100])], [[0]], pad_id)
+    batch = collate([TokenizedExample([pad_id], [-100])], [[0]], pad_id)
+    batch.n_tokens = 0  # padding: not a training token (tokens/s and train_tokens count real ones)
+    return batch
 
 
 def run_loop(loop: Loop, state: LoopState) -> LoopState:

@@ -2,10 +2,10 @@
 
 The estimate adds weights, gradients and AdamW state of the trainable weights, activations kept for
 backward (per token and layer, from the model's shapes; only block inputs with gradient checkpointing),
-the attention scores and probabilities (heads x length x length per row and layer: packed rows carry a
-block-diagonal mask, and attention with an explicit mask may materialise the full matrix), and the
-logits of the tokens that carry loss. It is an estimate (within tens of percent for decoder
-LMs), good enough to say "this will not fit, change X" before minutes of loading and tokenizing.
+the block-diagonal attention masks of packed rows (length x length per row and layer), the
+logits of the tokens that carry loss (one chunk of them with chunked cross-entropy), the runtime, and
+what the allocator keeps beyond the live tensors. Each term was measured (see the comments and
+``bench/memory.py``, whose table in BENCHMARKS.md compares it with peak RSS).
 """
 
 from __future__ import annotations
@@ -16,9 +16,17 @@ from pathlib import Path
 
 import torch
 
-from tuneforge.errors import UserError
-
 GB = 1024**3
+
+
+# The Python/torch/transformers runtime, tokenizer and data of a training process before the model
+# loads: 0.45 GB measured (RSS) on the bundled model's run.
+RUNTIME_BYTES = 0.45 * GB
+# glibc malloc keeps freed activation temporaries in its heap (its mmap threshold grows to 32 MB), so
+# peak RSS exceeds the live tensors: on SmolLM2-135M, LoRA, the RSS beyond weights and runtime was 1.6x
+# the saved-for-backward bytes at 256 tokens per micro-batch and 2.1x at 916. A fixed mmap threshold
+# brings it to 1.2x but cost 60% more CPU time per step, so the estimate carries a factor instead.
+ALLOCATOR_FACTOR = 1.7
 
 
 @dataclass
@@ -28,10 +36,11 @@ class MemoryEstimate:
     optimizer: float
     activations: float
     logits: float
+    runtime: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.logits
+        return self.weights + self.gradients + self.optimizer + self.activations + self.logits + self.runtime
 
     def describe(self) -> str:
         parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in vars(self).items())
@@ -39,9 +48,16 @@ class MemoryEstimate:
 
 
 def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradient_checkpointing: bool,
-                    act_bytes: int = 4, logit_tokens: int | None = None, seq_len: int | None = None) -> MemoryEstimate:
-    """``logit_tokens``: positions that reach the LM head per micro-batch (default: every token);
-    ``seq_len``: the longest row, for the attention matrices (left out when not given)."""
+                    act_bytes: int = 4, logit_tokens: int | None = None, seq_len: int | None = None,
+                    chunked_logits: bool = False) -> MemoryEstimate:
+    """Peak resident memory of a training step.
+
+    ``logit_tokens``: positions that reach the LM head per micro-batch (default: every token);
+    ``seq_len``: the longest row, for the attention masks (left out when not given); ``chunked_logits``:
+    the loss runs through ``chunked_loss`` (logits of one chunk at a time, not of every position).
+    """
+    from tuneforge.train import chunked_loss
+
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
     grads = sum(p.numel() * p.element_size() for p in trainable)
@@ -53,17 +69,29 @@ def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradien
     layers = getattr(base_cfg, "num_hidden_layers", 12)
     vocab = getattr(base_cfg, "vocab_size", 32000)
     heads = getattr(base_cfg, "num_attention_heads", max(1, hidden // 64))
-    # Per token and layer: norms, q/k/v/o inputs and outputs, attention output, MLP gate/up/act/down;
-    # plus scores and probabilities of attention (2 x heads x seq_len per token). Without the attention
-    # term a LoRA run of 8 rows x 512 tokens on SmolLM2-135M was estimated at 6.8 GB and peaked at 14.5 GB.
-    per_token_layer = (10 * hidden + 4 * inter) * act_bytes + (2 * heads * seq_len * act_bytes if seq_len else 0)
-    if gradient_checkpointing:
-        activations = tokens_per_micro_batch * (layers * hidden * act_bytes + per_token_layer)
+    kv_heads = getattr(base_cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(base_cfg, "head_dim", None) or hidden // heads
+    # Saved for backward per token and layer, measured with saved_tensors_hooks on SmolLM2 (fp32 values):
+    # 6 x hidden (norm outputs, q, attention output) + 4 x intermediate (gate, up, act, product) + k and
+    # v = 10,107 for LoRA; full fine-tuning keeps 2 x hidden more (11,190). With a block-diagonal mask
+    # (packed or padded rows) SDPA also keeps k/v repeated to every head and each layer its own
+    # [rows, 1, L, L] fp32 mask; CPU SDPA is a flash kernel, so no [heads x L x L] scores are kept (the
+    # term that made a 711-token run's estimate 17 GB against a 2.8 GB peak).
+    kv_dim = kv_heads * head_dim
+    per_token_layer = (8 * hidden + 4 * inter + 2 * kv_dim + 2 * (heads - kv_heads) * head_dim) * act_bytes
+    rows = max(1, tokens_per_micro_batch // seq_len) if seq_len else 0
+    mask_layer = rows * seq_len * seq_len * 4 if seq_len else 0
+    if gradient_checkpointing:  # block inputs kept; one block recomputed at a time in backward
+        saved = tokens_per_micro_batch * (layers * hidden * act_bytes + per_token_layer) + mask_layer
     else:
-        activations = tokens_per_micro_batch * layers * per_token_layer
-    # Logits, their softmax and gradient, in fp32, for the positions that carry loss.
-    logits = (tokens_per_micro_batch if logit_tokens is None else logit_tokens) * vocab * 4 * 3
-    return MemoryEstimate(weights, grads, optim, activations, logits)
+        saved = tokens_per_micro_batch * layers * per_token_layer + layers * mask_layer
+    activations = saved * ALLOCATOR_FACTOR
+    # Logits, their softmax and gradient, in fp32, for the positions that carry loss (one chunk at a time).
+    positions = tokens_per_micro_batch if logit_tokens is None else logit_tokens
+    if chunked_logits:
+        positions = min(positions, chunked_loss.chunk_rows(vocab))
+    logits = positions * vocab * 4 * 3
+    return MemoryEstimate(weights, grads, optim, activations, logits, RUNTIME_BYTES)
 
 
 def _meminfo(key: str) -> float | None:
@@ -99,22 +127,3 @@ def memory_budget(device: torch.device) -> tuple[float, float]:
     limit = min(total, _cgroup_limit() or total)
     free = _meminfo("MemAvailable") or limit
     return limit, min(free, limit)
-
-
-def check_fits(est: MemoryEstimate, available: float, method: str, batch_size: int, gradient_checkpointing: bool,
-               where: str) -> None:
-    """Raise a UserError with the estimate and what to change when the run would not fit."""
-    if est.total <= available:
-        return
-    fixes = []
-    if batch_size > 1:
-        fixes.append(f"a smaller train.batch_size (now {batch_size}) with more train.grad_accum")
-    if method in ("full", "freeze"):
-        fixes.append("train.method: lora (only adapter weights get gradients and optimizer state)")
-    if not gradient_checkpointing:
-        fixes.append("train.gradient_checkpointing: true")
-    fixes.append("a smaller train.max_length")
-    raise UserError(
-        f"this run needs about {est.describe()} but {available / GB:.2f} GB is available on {where}; "
-        f"try {'; or '.join(fixes)}"
-    )

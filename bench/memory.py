@@ -1,0 +1,118 @@
+"""Memory benchmark: the training run's printed estimate against the peak RSS it then reaches.
+
+Each configuration trains the bundled SmolLM2-135M-Instruct for 2 optimizer steps (the second one
+runs with AdamW's state allocated, so full fine-tuning reaches its peak) in a fresh process, on the
+training benchmark's real length mix (``bench.data``), without validation. The estimate is the one the
+memory planner chose its plan by (a budget of 64 GB, so the recipe's own split is kept); the peak is the
+worker's ``ru_maxrss``. Error = (estimate - peak) / peak.
+
+    python -m bench.memory            # 7 configurations, a few minutes on an idle 2-core machine
+    python -m bench.memory --only lora-long
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.data import write_splits
+
+MODEL = "smollm2-135m-instruct"
+CONFIGS: dict[str, dict[str, Any]] = {
+    # name: train overrides (all packed rows unless packing is false)
+    "lora-short": {"method": "lora", "batch_size": 1, "max_length": 256},
+    "lora-long": {"method": "lora", "batch_size": 1, "max_length": 768},
+    "lora-unpacked": {"method": "lora", "batch_size": 4, "max_length": 256, "packing": False},
+    "lora-long-ckpt": {"method": "lora", "batch_size": 1, "max_length": 768, "gradient_checkpointing": True},
+    "lora-2rows": {"method": "lora", "batch_size": 2, "max_length": 384},
+    "full-short": {"method": "full", "batch_size": 1, "max_length": 256},
+    "full-ckpt": {"method": "full", "batch_size": 1, "max_length": 512, "gradient_checkpointing": True},
+}
+
+
+def worker(train_file: str, overrides: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Train 2 steps with ``overrides``; return the planner's estimate and what the step saw."""
+    from tuneforge.config import load_recipe
+    from tuneforge.runs import create_run
+    from tuneforge.train import api, train
+
+    out = tempfile.mkdtemp(prefix="tf-bench-mem-")
+    settings = {"model.name": MODEL, "run.output_dir": out, "run.name": "mem", "train.max_steps": 2,
+                "train.eval_at_start": False, "train.save_every": 10**6, "train.memory_limit_gb": 64,
+                "train.num_threads": threads, "train.lora.dropout": 0.0, "eval.after_train": False}
+    settings.update({f"train.{k}": v for k, v in overrides.items()})
+    recipe = load_recipe(None, settings)
+    plans = []
+    inner = api.choose_plan
+
+    def recording(*args, **kwargs):
+        plan = inner(*args, **kwargs)
+        plans.append(plan)
+        return plan
+
+    api.choose_plan = recording
+    try:
+        result = train(recipe, create_run(recipe, "bench-memory"), Path(train_file), None)
+    finally:
+        api.choose_plan = inner
+        shutil.rmtree(out, ignore_errors=True)
+    est = plans[0].estimate
+    return {"estimate_gb": est.total / 2**30,
+            "parts": est.describe(), "tokens": result.train_tokens, "steps": result.steps}
+
+
+def run(only: list[str] | None = None, threads: int = 2, write: bool = True) -> list[dict[str, Any]]:
+    tmp = Path(tempfile.mkdtemp(prefix="tf-bench-mem-data-"))
+    train_file, _ = write_splits(tmp, 24, 2)
+    rows = []
+    for name, overrides in CONFIGS.items():
+        if only and name not in only:
+            continue
+        print(f"== {name}: {overrides}", flush=True)
+        try:
+            res = common.run_worker("bench.memory:worker", {"train_file": str(train_file), "overrides": overrides,
+                                                            "threads": threads}, timeout=900)
+        except Exception as exc:  # a failed configuration is reported, not hidden
+            print(f"{name} failed: {exc}", flush=True)
+            rows.append({"config": name, "settings": _settings(overrides), "estimate GB": None, "peak RSS GB": None})
+            continue
+        peak = res["peak_rss_mb"] / 1024
+        rows.append({"config": name, "settings": _settings(overrides), "tokens (2 steps)": res["tokens"],
+                     "estimate GB": res["estimate_gb"], "peak RSS GB": peak,
+                     "error %": 100 * (res["estimate_gb"] - peak) / peak})
+        print(f"{name}: estimate {res['estimate_gb']:.2f} GB ({res['parts']}), peak {peak:.2f} GB", flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    cols = ["config", "settings", "tokens (2 steps)", "estimate GB", "peak RSS GB", "error %"]
+    errors = [abs(r["error %"]) for r in rows if r.get("error %") is not None]
+    report = common.Report(
+        name="memory", title="Training memory: estimate vs peak RSS", size="small",
+        setup=[f"bundled {MODEL}, 2 optimizer steps per configuration, each in a fresh process, "
+               f"{threads} threads, no validation; the estimate is the memory planner's",
+               "error = (estimate - peak RSS) / peak RSS"],
+        tables=[common.table(rows, cols)],
+        targets=[common.target_line("largest |error|", max(errors) if errors else None, 15,
+                                    higher_is_better=False, unit="%")],
+    )
+    common.finish(report, write=write)
+    return rows
+
+
+def _settings(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="run only these configurations")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    a = p.parse_args(argv)
+    run(a.only, a.threads, write=not a.no_write)
+
+
+if __name__ == "__main__":
+    main()
