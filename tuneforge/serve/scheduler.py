@@ -17,15 +17,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from tuneforge.serve.kv_cache import SlotCache
+from tuneforge.serve.rows import Row
 from tuneforge.serve.textstream import TextStream
 
-if TYPE_CHECKING:
-    from tuneforge.serve.engine import Engine, Row
+
+class Engine(Protocol):
+    """What a batch uses of the engine that owns it (``tuneforge.serve.engine.Engine``); a protocol, so the
+    scheduler does not import the engine that imports it."""
+
+    model: Any
+    tokenizer: Any
+    max_batch: int
+    stats: dict[str, int]
+    eos_ids: frozenset[int]
+    pad_id: int
+
+    def group_of(self, row: Row) -> str: ...
+    def adapter_forward(self, names: list[str | None]) -> tuple[Any, dict[str, Any]]: ...
+    def _count_dropped(self, n: int) -> None: ...
+    def _finish(self, row: Row, kind: str, payload: Any) -> None: ...
 
 MIXED = "__mixed__"  # group key of the rows that can share one forward
 
