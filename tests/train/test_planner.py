@@ -30,6 +30,14 @@ def test_the_fastest_plan_that_fits(budget_gb, want):
     assert plan.estimate.total <= budget_gb * GB
 
 
+def test_the_recipes_micro_batch_is_shrunk_never_grown():
+    # 2 rows x 4 accumulation in the recipe: plenty of memory keeps 2 rows (not 8), too little shrinks it
+    plan = choose_plan(8, _fake, 100 * GB, max_micro=2)
+    assert (plan.batch_size, plan.grad_accum, plan.gradient_checkpointing) == (2, 4, False)
+    plan = choose_plan(8, _fake, 2.5 * GB, max_micro=2)
+    assert (plan.batch_size, plan.grad_accum) == (1, 8)
+
+
 def test_checkpointing_asked_for_stays_on_and_splits_divide_the_step():
     plan = choose_plan(6, _fake, 100 * GB, checkpointing=True)
     assert (plan.batch_size, plan.grad_accum, plan.gradient_checkpointing) == (6, 1, True)

@@ -179,7 +179,7 @@ def _plan_memory(recipe: Recipe, model, data: LoopData, accelerator, say) -> Rec
         budget = float(accelerator.gather(torch.tensor([budget], device=accelerator.device)).min())
     where = "train.memory_limit_gb" if cfg.memory_limit_gb else f"{SAFE_SHARE:.0%} of free memory"
     plan = choose_plan(cfg.batch_size * cfg.grad_accum, _estimator(model, cfg, data, accelerator), budget,
-                       cfg.gradient_checkpointing, cfg.method)
+                       cfg.gradient_checkpointing, cfg.method, max_micro=cfg.batch_size)
     say(f"memory plan: {plan.describe()}; estimate {plan.estimate.describe()}; budget {budget / GB:.2f} GB "
         f"({where}), free now {free_now / GB:.2f} GB")
     if plan.estimate.total > free_now:

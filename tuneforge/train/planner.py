@@ -8,6 +8,10 @@ split (``memory.estimate_memory``), keeps those that fit the budget, and takes t
 fastest: without gradient checkpointing (it recomputes every block's forward, about a third more
 compute) if any fits, then the largest micro-batch (fewer, larger matmuls). Only when nothing fits does
 it stop, with what to change.
+
+The planner only ever shrinks the recipe's micro-batch, never grows it: that larger micro-batches are
+faster on a CPU is not measured here, and a run that grew into most of the free memory would leave
+none to a second run started beside it (two tune workers, a serve next to a train).
 """
 
 from __future__ import annotations
@@ -39,21 +43,23 @@ class Plan:
 Estimator = Callable[[int, bool], MemoryEstimate]  # (rows per micro-batch, checkpointing) -> estimate
 
 
-def candidates(global_rows: int, checkpointing: bool) -> list[tuple[int, bool]]:
+def candidates(global_rows: int, checkpointing: bool, max_micro: int | None = None) -> list[tuple[int, bool]]:
     """Every (micro-batch rows, checkpointing) that keeps ``global_rows`` rows per step, fastest first.
 
-    Micro-batch sizes divide the step's rows exactly, so every micro-batch but an epoch's last is full.
-    Checkpointing forced on by the recipe stays on.
+    Micro-batch sizes divide the step's rows exactly, so every micro-batch but an epoch's last is full,
+    and are at most ``max_micro`` (the recipe's own). Checkpointing forced on by the recipe stays on.
     """
-    sizes = sorted((d for d in range(1, global_rows + 1) if global_rows % d == 0), reverse=True)
+    top = min(global_rows, max_micro or global_rows)
+    sizes = sorted((d for d in range(1, top + 1) if global_rows % d == 0), reverse=True)
     modes = (True,) if checkpointing else (False, True)
     return [(size, ckpt) for ckpt in modes for size in sizes]
 
 
 def choose_plan(global_rows: int, estimate: Estimator, budget: float, checkpointing: bool = False,
-                method: str = "full") -> Plan:
-    """The fastest split of ``global_rows`` whose estimate fits ``budget`` bytes; UserError if none does."""
-    for size, ckpt in candidates(global_rows, checkpointing):
+                method: str = "full", max_micro: int | None = None) -> Plan:
+    """The fastest split of ``global_rows`` (micro-batches of at most ``max_micro`` rows) whose estimate
+    fits ``budget`` bytes; UserError if none does."""
+    for size, ckpt in candidates(global_rows, checkpointing, max_micro):
         est = estimate(size, ckpt)
         if est.total <= budget:
             return Plan(size, global_rows // size, ckpt, est)
