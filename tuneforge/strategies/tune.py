@@ -119,6 +119,17 @@ def _creation_race(exc: Exception) -> bool:
         "already exists" in str(exc) or "duplicate key" in str(exc))
 
 
+def _retry_callback(max_retry: int):
+    """Optuna's callback that queues a dead worker's trial again (marked experimental by Optuna: quiet)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
+
+
 def open_study(cfg: TuneConfig, storage: str, seed: int | None = None) -> optuna.Study:
     """Create the study, or join it when another worker already did.
 
@@ -140,7 +151,7 @@ def open_study(cfg: TuneConfig, storage: str, seed: int | None = None) -> optuna
     if cfg.heartbeat_interval:
         beat = {"heartbeat_interval": cfg.heartbeat_interval,
                 "grace_period": cfg.grace_period or 2 * cfg.heartbeat_interval,
-                "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=cfg.retry_failed)}
+                "failed_trial_callback": _retry_callback(cfg.retry_failed)}
     last: Exception | None = None
     for attempt in range(5):  # two workers creating the tables at the same instant may collide once
         try:
