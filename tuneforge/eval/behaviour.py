@@ -105,6 +105,15 @@ class BehaviourChange:
     flagged: bool
 
 
+def worse_beyond(worse: str | None, lo: float | None, hi: float | None, margin: float = 0.0) -> bool:
+    """The whole interval ``[lo, hi]`` of a change lies more than ``margin`` on its worse side."""
+    if worse == "higher":
+        return lo is not None and lo > margin
+    if worse == "lower":
+        return hi is not None and hi < -margin
+    return False
+
+
 def compare_answers(base: Answers, tuned: Answers, samples: int = 1000, confidence: float = 0.95,
                     seed: int = 0, margin: float = 0.0) -> list[BehaviourChange]:
     """Tuned-minus-base change of every measure, with a paired bootstrap over prompts; flagged when the
@@ -129,8 +138,7 @@ def compare_answers(base: Answers, tuned: Answers, samples: int = 1000, confiden
                 # than the full set, so their percentiles are off-centre; use the normal bootstrap interval
                 z = NormalDist().inv_cdf(1 - a)
                 lo, hi = (t - b) - z * se, (t - b) + z * se
-        flagged = ((worse == "higher" and lo is not None and lo > margin)
-                   or (worse == "lower" and hi is not None and hi < -margin))
+        flagged = worse_beyond(worse, lo, hi, margin)
         out.append(BehaviourChange(name, b, t, t - b, lo, hi, se, n, worse, bool(flagged)))
     return out
 

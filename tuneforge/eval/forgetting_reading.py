@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tuneforge.eval.behaviour import worse_beyond
 from tuneforge.eval.forgetting import ForgettingDelta
 
 
@@ -41,8 +42,7 @@ def _power_note(d: ForgettingDelta) -> str:
 
 def _within_margin(d: ForgettingDelta) -> str:
     """Why an unflagged behaviour change is not flagged: none shown, or one shown but within the margin."""
-    shown = ((d.worse == "higher" and d.ci_low is not None and d.ci_low > 0)
-             or (d.worse == "lower" and d.ci_high is not None and d.ci_high < 0))
+    shown = worse_beyond(d.worse, d.ci_low, d.ci_high)
     if not shown:
         return "; no change for the worse shown"
     margin = _signed(d.threshold or 0.0, d.metric).lstrip("+")
