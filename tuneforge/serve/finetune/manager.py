@@ -56,9 +56,19 @@ class FineTuning:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _recover(self) -> None:
+        """Jobs the last server left "running": resumed when their run folder has something to resume
+        from, failed with the reason when it has not (never left running with no worker)."""
         for job in self.store.jobs(status=("running",)):
-            self.store.update_job(job["id"], status="queued")
-            self.store.add_event(job["id"], "The server restarted: the job resumes from its newest checkpoint")
+            run = self.run_path(job["id"])
+            if progress.checkpoints(run) or (run / TRAIN_RESULT).is_file():
+                self.store.update_job(job["id"], status="queued")
+                self.store.add_event(job["id"], "The server restarted: the job resumes from its newest checkpoint")
+                continue
+            every = self.store.spec(job["id"])["extras"].get("save_every")
+            reason = (f"the server stopped before the job's first checkpoint (one is written every {every} steps, "
+                      "tuneforge.save_every), so there is nothing to resume from; create the job again")
+            self._end(job["id"], "failed", reason, level="error",
+                      error={"code": "training_interrupted", "message": reason, "param": None})
         for job in self.store.jobs(status=("succeeded",)):
             self._serve_result(job)
 
@@ -233,9 +243,22 @@ class FineTuning:
         resume = self.run_path(job_id).is_dir()
         attempt = self.store.count_attempt(job_id)
         self.workers[job_id] = worker.start(job_id, self.job_dir(job_id) / "recipe.yaml", self.job_dir(job_id), resume)
-        self.tails[job_id] = progress.Tail(self.run_path(job_id) / METRICS)
+        self.tails[job_id] = self._tail(job_id, resume)
         self.store.update_job(job_id, status="running")
         self.store.add_event(job_id, "Fine-tuning job started" + (f" (attempt {attempt}, resuming)" if resume else ""))
+
+    def _tail(self, job_id: str, resume: bool) -> progress.Tail:
+        """A reader of the run's metrics; when resuming, it starts past what the earlier attempts
+        reported, so the events list each step and checkpoint once."""
+        tail = progress.Tail(self.run_path(job_id) / METRICS)
+        if resume:
+            for event in self.store.events(job_id):
+                step = event["data"].get("step")
+                if event["type"] == "metrics" and isinstance(step, int):
+                    split = "train" if "train_loss" in event["data"] else "val"
+                    tail.reported[split] = max(step, tail.reported.get(split, -1))
+            tail.checkpoints.update(folder.name for _, folder in progress.checkpoints(self.run_path(job_id)))
+        return tail
 
     def _report(self, job_id: str) -> None:
         tail = self.tails[job_id]
