@@ -183,6 +183,33 @@ def test_jobs_list_pages_newest_first(client, tmp_path):
         client.files.retrieve(train.id)
 
 
+def test_jobs_list_filters_by_metadata_then_pages(client, tmp_path):
+    """jobs.list(metadata={...}) (sent as metadata[k]=v) keeps only jobs with every pair; pages of the
+    filtered list still follow after/limit, and the client's auto-pagination walks them."""
+    import openai
+
+    train = upload(client, write_jsonl(tmp_path / "t.jsonl", ["{broken"]))
+    tag = tmp_path.name  # unique to this test: the server is shared with the module's other tests
+
+    def create(metadata: dict | None) -> str:
+        return client.fine_tuning.jobs.create(model="tiny", training_file=train.id, metadata=metadata).id
+
+    team_a = [create({"run": tag, "team": "a"}) for _ in range(3)]
+    team_b = create({"run": tag, "team": "b"})
+    plain = create(None)
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"run": tag}, limit=10).data] == [team_b, *team_a[::-1]]
+    first = client.fine_tuning.jobs.list(metadata={"run": tag, "team": "a"}, limit=2)
+    assert [j.id for j in first.data] == team_a[::-1][:2] and first.has_more
+    second = client.fine_tuning.jobs.list(metadata={"run": tag, "team": "a"}, limit=2, after=first.data[-1].id)
+    assert [j.id for j in second.data] == [team_a[0]] and not second.has_more
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "a", "run": tag}, limit=1)] == team_a[::-1]
+    assert client.fine_tuning.jobs.list(metadata={"run": tag, "team": "c"}).data == []
+    without = [j.id for j in client.fine_tuning.jobs.list(extra_query={"metadata": "null"}, limit=100)]
+    assert plain in without and not {team_b, *team_a} & set(without)
+    with pytest.raises(openai.BadRequestError, match="metadata\\[key\\]=value"):
+        client.fine_tuning.jobs.list(extra_query={"metadata": "team"})
+
+
 def test_second_server_on_the_same_state_folder_is_refused(ft_server, tiny_model_dir):
     from tuneforge.errors import UserError
 
