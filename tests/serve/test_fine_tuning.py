@@ -114,6 +114,30 @@ def test_upload_train_poll_events_checkpoints_and_chat(client, ft_server, tmp_pa
                                             messages=[{"role": "user", "content": "Name colour number 3."}])
     assert answer.choices[0].message.content is not None
     assert answer.model == done.fine_tuned_model
+    chat_with_checkpoint(client, run, checkpoints[0].fine_tuned_model_checkpoint)
+
+
+def chat_with_checkpoint(client, run: Path, name: str) -> None:
+    """A checkpoint's name answers chat, served from exactly that checkpoint's weights; other steps 404."""
+    import openai
+    import torch
+    from safetensors.torch import load_file
+
+    answer = client.chat.completions.create(model=name, max_tokens=4,
+                                            messages=[{"role": "user", "content": "Name colour number 3."}])
+    assert answer.model == name and answer.choices[0].message.content is not None
+    assert name in [m.id for m in client.models.list().data]
+    step = int(name.rsplit("-", 1)[1])
+    served = load_file(str(run.parent.parent / "jobs" / run.name / "checkpoint-models" / f"step-{step}"
+                           / "adapter_model.safetensors"))
+    trained = load_file(str(run / "checkpoints" / f"checkpoint-{step:06d}" / "trainable.safetensors"))
+    assert sorted(served) == sorted(k.replace(".default.", ".") for k in trained)
+    assert all(torch.equal(served[k.replace(".default.", ".")], v) for k, v in trained.items())
+    final = adapter_tensors(run)
+    assert any(not torch.equal(served[k], final[k]) for k in final)  # an earlier model, not the final one
+    with pytest.raises(openai.NotFoundError, match="not found"):
+        client.chat.completions.create(model=name.replace(f"ckpt-step-{step}", "ckpt-step-3"), max_tokens=2,
+                                       messages=[{"role": "user", "content": "hi"}])
 
 
 def test_malformed_file_fails_with_line_numbers(client, tmp_path):

@@ -27,7 +27,7 @@ from tuneforge.config.recipe import ModelConfig, Recipe
 from tuneforge.config.serve import ServeConfig
 from tuneforge.runs import ADAPTER, METRICS, TRAIN_RESULT
 from tuneforge.serve.errors import ApiError
-from tuneforge.serve.finetune import files, progress, spec, worker
+from tuneforge.serve.finetune import checkpoint_models, files, progress, spec, worker
 from tuneforge.serve.finetune.store import Store
 from tuneforge.serve.finetune.validate import BadFile, prepare_job_data
 
@@ -158,6 +158,18 @@ class FineTuning:
                 "metrics": {"step": step, "train_loss": m.get("train_loss"), "valid_loss": m.get("valid_loss")},
             })
         return out
+
+    def checkpoint_model(self, name: str) -> Path | None:
+        """The adapter folder answering a checkpoint model name (``...:ckpt-step-N``), made on first use;
+        None when the name is no checkpoint of a succeeded job of this server."""
+        parsed = checkpoint_models.parse(name)
+        if parsed is None:
+            return None
+        model, job_id, step = parsed
+        job = self.store.job(job_id)
+        if job is None or job["fine_tuned_model"] != model:
+            return None
+        return checkpoint_models.adapter_folder(self.dir, job, self.run_path(job_id), step)
 
     # -- the thread ------------------------------------------------------------------------------
 
