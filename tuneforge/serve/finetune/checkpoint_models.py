@@ -59,15 +59,15 @@ def write_adapter(checkpoint: Path, final_adapter: Path, out: Path) -> None:
         (tmp / CONFIG).write_bytes((final_adapter / CONFIG).read_bytes())
 
 
-def adapter_folder(state_dir: Path, job: dict, run: Path, step: int) -> Path | None:
-    """The adapter folder serving ``job``'s checkpoint at ``step`` (made on first use); None if there is
-    no such checkpoint to serve."""
+def adapter_folder(job: dict, run: Path, job_dir: Path, step: int) -> Path | None:
+    """The adapter folder (under ``job_dir``) serving ``job``'s checkpoint at ``step``, made on first use;
+    None if there is no such checkpoint to serve."""
     if job["status"] != "succeeded" or not (run / ADAPTER / CONFIG).is_file():
         return None
     found = dict(progress.checkpoints(run)).get(step)
     if found is None:
         return None
-    out = state_dir / "jobs" / job["id"] / FOLDER / f"step-{step}"
+    out = job_dir / FOLDER / f"step-{step}"
     if not (out / WEIGHTS).is_file():
         write_adapter(found, run / ADAPTER, out)
     return out

@@ -169,7 +169,7 @@ class FineTuning:
         job = self.store.job(job_id)
         if job is None or job["fine_tuned_model"] != model:
             return None
-        return checkpoint_models.adapter_folder(self.dir, job, self.run_path(job_id), step)
+        return checkpoint_models.adapter_folder(job, self.run_path(job_id), self.job_dir(job_id), step)
 
     # -- the thread ------------------------------------------------------------------------------
 
