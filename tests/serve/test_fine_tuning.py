@@ -114,6 +114,30 @@ def test_upload_train_poll_events_checkpoints_and_chat(client, ft_server, tmp_pa
                                             messages=[{"role": "user", "content": "Name colour number 3."}])
     assert answer.choices[0].message.content is not None
     assert answer.model == done.fine_tuned_model
+    chat_with_checkpoint(client, run, checkpoints[0].fine_tuned_model_checkpoint)
+
+
+def chat_with_checkpoint(client, run: Path, name: str) -> None:
+    """A checkpoint's name answers chat, served from exactly that checkpoint's weights; other steps 404."""
+    import openai
+    import torch
+    from safetensors.torch import load_file
+
+    answer = client.chat.completions.create(model=name, max_tokens=4,
+                                            messages=[{"role": "user", "content": "Name colour number 3."}])
+    assert answer.model == name and answer.choices[0].message.content is not None
+    assert name in [m.id for m in client.models.list().data]
+    step = int(name.rsplit("-", 1)[1])
+    served = load_file(str(run.parent.parent / "jobs" / run.name / "checkpoint-models" / f"step-{step}"
+                           / "adapter_model.safetensors"))
+    trained = load_file(str(run / "checkpoints" / f"checkpoint-{step:06d}" / "trainable.safetensors"))
+    assert sorted(served) == sorted(k.replace(".default.", ".") for k in trained)
+    assert all(torch.equal(served[k.replace(".default.", ".")], v) for k, v in trained.items())
+    final = adapter_tensors(run)
+    assert any(not torch.equal(served[k], final[k]) for k in final)  # an earlier model, not the final one
+    with pytest.raises(openai.NotFoundError, match="not found"):
+        client.chat.completions.create(model=name.replace(f"ckpt-step-{step}", "ckpt-step-3"), max_tokens=2,
+                                       messages=[{"role": "user", "content": "hi"}])
 
 
 def test_malformed_file_fails_with_line_numbers(client, tmp_path):
@@ -181,6 +205,33 @@ def test_jobs_list_pages_newest_first(client, tmp_path):
     assert deleted.deleted
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(train.id)
+
+
+def test_jobs_list_filters_by_metadata_then_pages(client, tmp_path):
+    """jobs.list(metadata={...}) (sent as metadata[k]=v) keeps only jobs with every pair; pages of the
+    filtered list still follow after/limit, and the client's auto-pagination walks them."""
+    import openai
+
+    train = upload(client, write_jsonl(tmp_path / "t.jsonl", ["{broken"]))
+    tag = tmp_path.name  # unique to this test: the server is shared with the module's other tests
+
+    def create(metadata: dict | None) -> str:
+        return client.fine_tuning.jobs.create(model="tiny", training_file=train.id, metadata=metadata).id
+
+    team_a = [create({"run": tag, "team": "a"}) for _ in range(3)]
+    team_b = create({"run": tag, "team": "b"})
+    plain = create(None)
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"run": tag}, limit=10).data] == [team_b, *team_a[::-1]]
+    first = client.fine_tuning.jobs.list(metadata={"run": tag, "team": "a"}, limit=2)
+    assert [j.id for j in first.data] == team_a[::-1][:2] and first.has_more
+    second = client.fine_tuning.jobs.list(metadata={"run": tag, "team": "a"}, limit=2, after=first.data[-1].id)
+    assert [j.id for j in second.data] == [team_a[0]] and not second.has_more
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "a", "run": tag}, limit=1)] == team_a[::-1]
+    assert client.fine_tuning.jobs.list(metadata={"run": tag, "team": "c"}).data == []
+    without = [j.id for j in client.fine_tuning.jobs.list(extra_query={"metadata": "null"}, limit=100)]
+    assert plain in without and not {team_b, *team_a} & set(without)
+    with pytest.raises(openai.BadRequestError, match="metadata\\[key\\]=value"):
+        client.fine_tuning.jobs.list(extra_query={"metadata": "team"})
 
 
 def test_second_server_on_the_same_state_folder_is_refused(ft_server, tiny_model_dir):

@@ -55,7 +55,8 @@ def create_app(engine: Engine, cfg: ServeConfig, base_id: str, api_key: str | No
 
     # No /docs or /openapi.json routes: every route but /health is behind the key.
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.serve = ServeState(engine, cfg, base_id, api_key)
+    app.state.serve = ServeState(engine, cfg, base_id, api_key,
+                                 resolve=finetune.checkpoint_model if finetune is not None else None)
     app.state.finetune = finetune
     # Uploads have their own cap (serve.max_file_bytes), counted as they stream in (routes/files.py).
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, exempt={("POST", UPLOAD_PATH)})

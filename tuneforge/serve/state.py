@@ -3,6 +3,7 @@ model ids and the API key; plus the dependencies that read it (the state itself,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -24,6 +25,9 @@ class ServeState:
     cfg: ServeConfig
     base_id: str
     api_key: str | None
+    # Names served on demand beyond the adapters given at startup (a fine-tuning job's checkpoints): the
+    # adapter folder for a name, or None when the name is not one of them.
+    resolve: Callable[[str], Path | None] | None = None
 
     @property
     def model_ids(self) -> list[str]:
@@ -44,6 +48,9 @@ class ServeState:
         if model == self.base_id:
             return BASE
         if model in self.engine.adapters:
+            return model
+        if self.resolve is not None and (folder := self.resolve(model)) is not None:
+            self.add_adapter(model, folder)  # listed in /v1/models from now on, loaded on first use
             return model
         raise ApiError(404, f"model {model!r} not found; available: {', '.join(self.model_ids)}",
                        "model_not_found", "model")

@@ -27,7 +27,7 @@ from tuneforge.config.recipe import ModelConfig, Recipe
 from tuneforge.config.serve import ServeConfig
 from tuneforge.runs import ADAPTER, METRICS, TRAIN_RESULT
 from tuneforge.serve.errors import ApiError
-from tuneforge.serve.finetune import files, progress, spec, worker
+from tuneforge.serve.finetune import checkpoint_models, files, progress, spec, worker
 from tuneforge.serve.finetune.store import Store
 from tuneforge.serve.finetune.validate import BadFile, prepare_job_data
 
@@ -56,9 +56,19 @@ class FineTuning:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _recover(self) -> None:
+        """Jobs the last server left "running": resumed when their run folder has something to resume
+        from, failed with the reason when it has not (never left running with no worker)."""
         for job in self.store.jobs(status=("running",)):
-            self.store.update_job(job["id"], status="queued")
-            self.store.add_event(job["id"], "The server restarted: the job resumes from its newest checkpoint")
+            run = self.run_path(job["id"])
+            if progress.checkpoints(run) or (run / TRAIN_RESULT).is_file():
+                self.store.update_job(job["id"], status="queued")
+                self.store.add_event(job["id"], "The server restarted: the job resumes from its newest checkpoint")
+                continue
+            every = self.store.spec(job["id"])["extras"].get("save_every")
+            reason = (f"the server stopped before the job's first checkpoint (one is written every {every} steps, "
+                      "tuneforge.save_every), so there is nothing to resume from; create the job again")
+            self._end(job["id"], "failed", reason, level="error",
+                      error={"code": "training_interrupted", "message": reason, "param": None})
         for job in self.store.jobs(status=("succeeded",)):
             self._serve_result(job)
 
@@ -149,6 +159,18 @@ class FineTuning:
             })
         return out
 
+    def checkpoint_model(self, name: str) -> Path | None:
+        """The adapter folder answering a checkpoint model name (``...:ckpt-step-N``), made on first use;
+        None when the name is no checkpoint of a succeeded job of this server."""
+        parsed = checkpoint_models.parse(name)
+        if parsed is None:
+            return None
+        model, job_id, step = parsed
+        job = self.store.job(job_id)
+        if job is None or job["fine_tuned_model"] != model:
+            return None
+        return checkpoint_models.adapter_folder(job, self.run_path(job_id), self.job_dir(job_id), step)
+
     # -- the thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -233,9 +255,22 @@ class FineTuning:
         resume = self.run_path(job_id).is_dir()
         attempt = self.store.count_attempt(job_id)
         self.workers[job_id] = worker.start(job_id, self.job_dir(job_id) / "recipe.yaml", self.job_dir(job_id), resume)
-        self.tails[job_id] = progress.Tail(self.run_path(job_id) / METRICS)
+        self.tails[job_id] = self._tail(job_id, resume)
         self.store.update_job(job_id, status="running")
         self.store.add_event(job_id, "Fine-tuning job started" + (f" (attempt {attempt}, resuming)" if resume else ""))
+
+    def _tail(self, job_id: str, resume: bool) -> progress.Tail:
+        """A reader of the run's metrics; when resuming, it starts past what the earlier attempts
+        reported, so the events list each step and checkpoint once."""
+        tail = progress.Tail(self.run_path(job_id) / METRICS)
+        if resume:
+            for event in self.store.events(job_id):
+                step = event["data"].get("step")
+                if event["type"] == "metrics" and isinstance(step, int):
+                    split = "train" if "train_loss" in event["data"] else "val"
+                    tail.reported[split] = max(step, tail.reported.get(split, -1))
+            tail.checkpoints.update(folder.name for _, folder in progress.checkpoints(self.run_path(job_id)))
+        return tail
 
     def _report(self, job_id: str) -> None:
         tail = self.tails[job_id]

@@ -96,12 +96,21 @@ class Store:
             self._db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job_id,))
             return self._db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
 
-    def jobs(self, after: str | None = None, limit: int | None = None, status: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        """Newest first; ``after``: only jobs older than that job (the OpenAI cursor)."""
+    def jobs(self, after: str | None = None, limit: int | None = None, status: tuple[str, ...] = (),
+             metadata: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Newest first; ``after``: only jobs older than that job (the OpenAI cursor); ``metadata``: only
+        jobs whose metadata has every one of these pairs ({} : only jobs without metadata). Filtered in
+        SQL, before the limit, so pages stay full."""
         sql, args = "SELECT body FROM jobs WHERE 1 = 1", []
         if after is not None:
             sql += " AND seq < COALESCE((SELECT seq FROM jobs WHERE id = ?), 0)"
             args.append(after)
+        if metadata == {}:
+            sql += " AND COALESCE(json_type(body, '$.metadata'), 'null') = 'null'"
+        for key, value in (metadata or {}).items():
+            sql += (" AND EXISTS (SELECT 1 FROM json_each(jobs.body, '$.metadata') AS m"
+                    " WHERE m.key = ? AND m.type = 'text' AND m.value = ?)")
+            args.extend((key, value))
         if status:
             sql += f" AND status IN ({', '.join('?' * len(status))})"
             args.extend(status)

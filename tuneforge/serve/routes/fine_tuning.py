@@ -1,7 +1,8 @@
 """/v1/fine_tuning/jobs: create, list, retrieve, cancel, events and checkpoints (OpenAI's shapes).
 
 Lists are newest first with OpenAI's cursor: ``after`` is the id of the last item already seen and
-``has_more`` says whether another page follows. The work itself happens in the manager's thread and
+``has_more`` says whether another page follows. The jobs list filters by ``metadata[k]=v`` (as the
+official client sends ``jobs.list(metadata={...})``) before it pages. The work itself happens in the manager's thread and
 the jobs' worker processes; these routes only read and write the jobs database.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from tuneforge.serve.errors import ApiError
 from tuneforge.serve.finetune.manager import FineTuning
@@ -37,9 +38,30 @@ async def create_job(body: JobRequest, ft: FT) -> dict[str, Any]:
     return ft.create(body)
 
 
-@router.get("/v1/fine_tuning/jobs")
-async def list_jobs(ft: FT, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
-    return _page(ft.store.jobs(after=after, limit=limit + 1), limit)
+def metadata_filter(request: Request) -> dict[str, str] | None:
+    """OpenAI's metadata filter from the query: ``metadata[k]=v`` pairs (all must match), or the literal
+    ``metadata=null`` for jobs without metadata ({} here). None: no filter."""
+    pairs = {key[len("metadata["):-1]: value for key, value in request.query_params.multi_items()
+             if key.startswith("metadata[") and key.endswith("]")}
+    plain = request.query_params.getlist("metadata")
+    if plain and (plain != ["null"] or pairs):
+        raise ApiError(400, "metadata: filter with metadata[key]=value query parameters, or metadata=null alone "
+                       "for jobs without metadata", "invalid_metadata", "metadata")
+    if len(pairs) > 16:
+        raise ApiError(400, "metadata: at most 16 key-value pairs", "invalid_metadata", "metadata")
+    return {} if plain else pairs or None
+
+
+# FastAPI does not read OpenAI's deepObject parameter itself; declared here so the schema (and fuzzing) has it.
+METADATA_PARAM = {"parameters": [{
+    "name": "metadata", "in": "query", "required": False, "style": "deepObject", "explode": True,
+    "description": "Only jobs with every one of these metadata pairs (metadata[k]=v).",
+    "schema": {"type": "object", "additionalProperties": {"type": "string"}}}]}
+
+
+@router.get("/v1/fine_tuning/jobs", openapi_extra=METADATA_PARAM)
+async def list_jobs(request: Request, ft: FT, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
+    return _page(ft.store.jobs(after=after, limit=limit + 1, metadata=metadata_filter(request)), limit)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}")
