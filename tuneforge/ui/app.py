@@ -21,13 +21,10 @@ from tuneforge.errors import UserError
 from tuneforge.eval.compare import fmt_metric
 from tuneforge.eval.results import read_results
 from tuneforge.runs import RECIPE, REPORT, TRAIN_RESULT, tuned_weights_in
-from tuneforge.ui import auth, catalog, launch
+from tuneforge.ui import auth, catalog, export_pages, indexes, launch, rag_pages
+from tuneforge.ui.web import CrossSite, Site
 
 HERE = Path(__file__).resolve().parent
-
-
-class CrossSite(Exception):
-    """A POST without the matching CSRF token or from another origin."""
 PUBLIC = ("/login", "/static/")
 
 
@@ -37,7 +34,8 @@ def _examples() -> dict[str, str]:
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.yaml"))}
 
 
-def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
+def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str | Path] = ()) -> FastAPI:
+    """The app over ``runs_dir`` (and the RAG indexes in ``index_dirs``), asking for ``api_key`` (None: no login)."""
     runs = Path(runs_dir).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
@@ -225,12 +223,8 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
     async def cross_site(request: Request, exc: CrossSite):
         return Response("cross-site request refused (missing or wrong CSRF token)", status_code=403)
 
-    def _csrf(request: Request, submitted: str) -> None:
-        """Every state-changing POST carries the CSRF cookie's value (form field or X-CSRF-Token header)."""
-        if not auth.csrf_ok(request, request.headers.get("x-csrf-token") or submitted or None):
-            raise CrossSite()
-
-    def _folder(name: str) -> Path:
-        return catalog.run_path(runs, name)
-
+    site = Site(runs, indexes.named(list(index_dirs)), page)
+    _csrf, _folder = site.csrf, site.folder
+    rag_pages.register(app, site)
+    export_pages.register(app, site)
     return app
