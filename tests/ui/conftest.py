@@ -67,9 +67,9 @@ def serve_ui():
 
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(runs: Path, key: str | None = KEY) -> str:
+    def start(runs: Path, key: str | None = KEY, indexes: list[Path] = ()) -> str:
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(runs, key), host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(uvicorn.Config(create_app(runs, key, indexes), host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
