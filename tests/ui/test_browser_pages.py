@@ -75,3 +75,26 @@ def test_exporting_a_tiny_lora_run_shows_the_size_table_and_the_merge_check(tmp_
     assert "int8 vs merged" in check
     assert (folder / "export" / "merged" / "config.json").is_file()
     shot(page, tmp_path, "export-done")
+
+
+def test_the_arena_streams_base_plus_rag_beside_the_others_and_keeps_it(tmp_path, serve_ui, page, rag_index,
+                                                                        tiny_model_dir):
+    runs = tmp_path / "runs"
+    folder = _finished_lora_run(runs, tiny_model_dir)
+    url = serve_ui(runs, indexes=[index_copy(rag_index, tmp_path / "kb")])
+    login(page, url)
+    page.goto(url + "/arena")
+    assert page.input_value("#arena-index") == "kb"
+    page.fill("#prompt", QUESTION)
+    page.click("#ask")
+    for system in ("base", "tuned", "rag"):
+        page.wait_for_function(f"document.querySelector('#answer-{system}').dataset.done === '1'", timeout=240_000)
+    shown = page.eval_on_selector_all("#rag-sources li", "items => items.map(i => i.dataset.doc)")
+    assert shown and shown[0] == "topics/pass"  # retrieved from the index, best first
+    shot(page, tmp_path, "arena-rag")
+    kept = {k["system"]: k for k in map(json.loads, (folder / "arena.jsonl").read_text().splitlines())}
+    assert set(kept) == {"base", "tuned", "base + RAG"}
+    rag = kept["base + RAG"]
+    assert rag["sources"] == shown and rag["index"] == "kb"
+    assert rag["answer"] == page.inner_text("#answer-rag")
+    assert "\x1e" not in page.inner_text("#answer-rag")

@@ -50,6 +50,9 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
             response.set_cookie(auth.CSRF_COOKIE, token, samesite="strict")
         return response
 
+    site = Site(runs, indexes.named(list(index_dirs)), page)
+    _csrf, _folder = site.csrf, site.folder
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         path = request.url.path
@@ -184,7 +187,7 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
         choices = [r.name for r in catalog.list_runs(runs, with_verdict=False)
                    if r.status == "finished" and tuned_weights_in(runs / r.name) is not None]
         return page(request, "arena.html", run=run if run in choices else (choices[0] if choices else ""),
-                    choices=choices)
+                    choices=choices, indexes=list(site.indexes))
 
     @app.post("/api/arena")
     async def arena_answer(request: Request):
@@ -198,7 +201,12 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
             raise UserError(f"run {folder.name!r} is still training: ask it when it has finished")
         from tuneforge.ui import arena
 
-        pieces = await run_in_threadpool(arena.answer, folder, str(body.get("system", "")), str(body.get("prompt", "")))
+        system, prompt = str(body.get("system", "")), str(body.get("prompt", ""))
+        if system == "rag":
+            index = indexes.pick(site.indexes, str(body.get("index", "")))
+            pieces = await run_in_threadpool(arena.answer_rag, folder, index, prompt)
+        else:
+            pieces = await run_in_threadpool(arena.answer, folder, system, prompt)
         return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")
 
     @app.post("/runs/{name}/stop")
@@ -223,8 +231,6 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
     async def cross_site(request: Request, exc: CrossSite):
         return Response("cross-site request refused (missing or wrong CSRF token)", status_code=403)
 
-    site = Site(runs, indexes.named(list(index_dirs)), page)
-    _csrf, _folder = site.csrf, site.folder
     rag_pages.register(app, site)
     export_pages.register(app, site)
     return app
