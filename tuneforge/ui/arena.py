@@ -53,7 +53,7 @@ def _model(name: str, adapter: str | None, full: str | None):
         return _models[key]
 
 
-def answer(folder: Path, system: str, prompt: str, max_new_tokens: int = MAX_NEW_TOKENS) -> Iterator[str]:
+def answer(folder: Path, system: str, prompt: str, max_new_tokens: int | None = None) -> Iterator[str]:
     """``system``'s answer (``base`` or ``tuned``) for the run in ``folder`` as a stream of text pieces.
 
     Everything that can be refused is checked here, before the first piece: a mistake is an error
@@ -68,7 +68,7 @@ def answer(folder: Path, system: str, prompt: str, max_new_tokens: int = MAX_NEW
     adapter = str(weights.adapter) if weights and weights.adapter else None
     full = str(weights.model) if weights and weights.model else None
     model, tokenizer, lock = _model(run.recipe.model.name, adapter, full)
-    return _stream(folder, model, tokenizer, lock, system, prompt, max_new_tokens, run.recipe.run.seed,
+    return _stream(folder, model, tokenizer, lock, system, prompt, max_new_tokens or MAX_NEW_TOKENS, run.recipe.run.seed,
                    str(weights.path) if weights else None, run.recipe.model.name)
 
 
