@@ -39,7 +39,8 @@ _models: OrderedDict[tuple[str, str | None, str | None], tuple[Any, Any, threadi
 _loading = threading.Lock()
 
 
-def _model(name: str, adapter: str | None, full: str | None):
+def _model(name: str, adapter: str | None = None, full: str | None = None):
+    """(model, tokenizer, generation lock), loaded once (one load at a time) and kept for the next question."""
     key = (name, adapter, full)
     with _loading:
         if key in _models:
@@ -95,7 +96,14 @@ def answer_rag(folder: Path, index: indexes.Index, prompt: str) -> Iterator[str]
     recipe = indexes.recipe_for(run.recipe, index)
     recipe = recipe.model_copy(update={"rag": recipe.rag.model_copy(
         update={"max_new_tokens": min(recipe.rag.max_new_tokens, MAX_NEW_TOKENS)})})
-    return _stream_rag(folder, indexes.stream_ask(recipe, prompt), prompt, index, recipe.model.name)
+    items = ask_base(recipe, prompt)
+    return _stream_rag(folder, items, prompt, index, recipe.model.name)
+
+
+def ask_base(recipe, question: str) -> Iterator:
+    """``rag ask`` with the recipe's base model, the one the arena keeps loaded (see ``stream_ask``)."""
+    model, tokenizer, lock = _model(recipe.model.name)
+    return indexes.stream_ask(recipe, question, loaded=(tokenizer, model), lock=lock)
 
 
 def _stream_rag(folder: Path, items: Iterator, prompt: str, index: indexes.Index, base: str) -> Iterator[str]:

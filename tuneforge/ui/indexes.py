@@ -13,6 +13,7 @@ piece by piece (the CLI prints the same pieces through ``on_token``), then the w
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -87,9 +88,13 @@ def recipe_for(recipe: Recipe, index: Index) -> Recipe:
     return recipe.model_copy(update={"rag": config(index, recipe.rag), "model": model})
 
 
-def stream_ask(recipe: Recipe, question: str, generate: bool = True) -> Iterator[str | RagAnswer]:
+def stream_ask(recipe: Recipe, question: str, generate: bool = True, loaded: tuple | None = None,
+               lock: threading.Lock | None = None) -> Iterator[str | RagAnswer]:
     """The answer's pieces as ``ask`` generates them, then the whole RagAnswer (sources, citations).
 
+    ``loaded`` is ``(tokenizer, model)`` from the arena's loaded models and ``lock`` that model's
+    generation lock: one model object never generates for two questions at once, and loading stays
+    with the arena (two threads loading weights at the same time break transformers' loader).
     What can be refused (an empty question, a missing or empty index) is refused before this returns,
     so a mistake is an error response, never a half-sent stream.
     """
@@ -102,7 +107,8 @@ def stream_ask(recipe: Recipe, question: str, generate: bool = True) -> Iterator
 
     def work() -> None:
         try:
-            pieces.put(ask(recipe, question, generate=generate, on_token=pieces.put))
+            with lock or contextlib.nullcontext():
+                pieces.put(ask(recipe, question, generate=generate, on_token=pieces.put, loaded=loaded))
         except BaseException as exc:  # handed to the reader, which raises it in the request's thread
             pieces.put(exc)
         pieces.put(_DONE)

@@ -26,8 +26,11 @@ def _ask(site: Site, index: indexes.Index, run: str, question: str) -> RagAnswer
         from tuneforge.config.recipe import Recipe
 
         recipe = Recipe().model_copy(update={"rag": indexes.config(index)})
+    from tuneforge.ui import arena
+
+    items = arena.ask_base(recipe, question) if run else indexes.stream_ask(recipe, question, generate=False)
     result = None
-    for item in indexes.stream_ask(recipe, question, generate=bool(run)):
+    for item in items:
         if isinstance(item, RagAnswer):
             result = item
     assert result is not None
