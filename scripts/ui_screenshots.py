@@ -7,8 +7,8 @@ the bundled SmolLM2-135M-Instruct) into a scratch runs directory, so the arena's
 land in the copies, never in your runs. It builds a small RAG index there (six of Python's reference
 topics, bundled MiniLM embedder), starts the UI on a free loopback port, and saves PNGs (1100x760,
 under 200 KB each) of the runs list, a run page, the Launch editor with two mistakes marked, the
-Arena (base, tuned, base + RAG; answers cut to ``--tokens``), the RAG page (retrieval only) and the
-Export page after an export.
+Arena (base, tuned, base + RAG; answers cut to ``--tokens``), the RAG page (answered by the run's base model)
+and the Export page after an export.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def shoot(url: str, run: str, out: Path) -> None:
                 raise SystemExit(f"arena {system}: {page.inner_text(f'#answer-{system}')}")
         take(page, out, "arena")
         page.goto(url + "/rag")
-        page.fill("#question", QUESTION)  # retrieval only: a 135M model's answer adds minutes on a CPU
+        page.fill("#question", QUESTION)  # answered by the run's base model (the RAG page's default)
         page.click("#ask")
         page.wait_for_selector("#sources")
         take(page, out, "rag")

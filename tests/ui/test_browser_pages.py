@@ -10,6 +10,7 @@ from tests.ui.test_browser import shot
 from tuneforge import atomic
 
 QUESTION = "What does the pass statement do? It is a null operation."
+SLOW = 300_000  # ms: a form post that answers with a model, on a shared 2-core machine
 
 
 def _finished_lora_run(runs, tiny_model_dir, name: str = "tuned"):
@@ -30,6 +31,7 @@ def test_deleting_a_rag_document_removes_it_from_the_answers_sources(tmp_path, s
     _finished_lora_run(runs, tiny_model_dir)
     index = index_copy(rag_index, tmp_path / "kb")
     url = serve_ui(runs, indexes=[index])
+    page.set_default_timeout(SLOW)
     login(page, url)
     page.click("nav >> text=RAG")
     docs = page.eval_on_selector_all("#documents tr[data-doc]", "rows => rows.map(r => r.dataset.doc)")
@@ -59,6 +61,7 @@ def test_exporting_a_tiny_lora_run_shows_the_size_table_and_the_merge_check(tmp_
     runs = tmp_path / "runs"
     folder = _finished_lora_run(runs, tiny_model_dir)
     url = serve_ui(runs)
+    page.set_default_timeout(SLOW)
     login(page, url)
     page.click("nav >> text=Export")
     page.check("#int8")
@@ -82,6 +85,7 @@ def test_the_arena_streams_base_plus_rag_beside_the_others_and_keeps_it(tmp_path
     runs = tmp_path / "runs"
     folder = _finished_lora_run(runs, tiny_model_dir)
     url = serve_ui(runs, indexes=[index_copy(rag_index, tmp_path / "kb")])
+    page.set_default_timeout(SLOW)
     login(page, url)
     page.goto(url + "/arena")
     assert page.input_value("#arena-index") == "kb"
