@@ -20,8 +20,9 @@ RANK = {
     "strategies": 6, "rag": 6, "export": 6, "serve": 6, "ui": 6, "cli": 8,
 }
 FOUNDATION = 0  # top-level helper modules: tuneforge.errors, tuneforge.atomic, tuneforge.locks, ...
-# Same-rank imports that are part of the design: the server can serve an int8 export.
-ALLOWED_SIDEWAYS = {("serve", "export")}
+# Same-rank imports that are part of the design: the server can serve an int8 export; the browser UI
+# lists, asks and deletes through the CLI's own RAG functions and reads an export's report.
+ALLOWED_SIDEWAYS = {("serve", "export"), ("ui", "rag"), ("ui", "export")}
 
 
 def _module_name(path: Path) -> str:

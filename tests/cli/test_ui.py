@@ -14,3 +14,9 @@ def test_ui_without_a_key_is_refused(run_dir, monkeypatch, capsys):
 def test_no_auth_off_loopback_is_refused(run_dir, capsys):
     assert main(["ui", "--host", "0.0.0.0", "--no-auth", "--port", "0"]) == 2
     assert "loopback" in capsys.readouterr().err
+
+
+def test_an_index_folder_without_an_index_is_refused(run_dir, tmp_path, capsys):
+    assert main(["ui", "--no-auth", "--port", "0", "--index", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "--index" in err and "no RAG index here" in err and "Traceback" not in err

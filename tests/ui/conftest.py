@@ -67,9 +67,9 @@ def serve_ui():
 
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(runs: Path, key: str | None = KEY) -> str:
+    def start(runs: Path, key: str | None = KEY, indexes: list[Path] = ()) -> str:
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(runs, key), host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(uvicorn.Config(create_app(runs, key, indexes), host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
@@ -110,3 +110,34 @@ def login(page, url: str, key: str = KEY) -> None:
     page.fill("#key", key)
     page.click("#login")
     page.wait_for_url(url + "/")
+
+
+DOCS = [  # three real documents: Python's own reference topics (shipped with CPython)
+    ("pass", "The pass statement"), ("break", "The break statement"), ("while", "The while statement"),
+]
+
+
+@pytest.fixture(scope="session")
+def rag_index(tmp_path_factory) -> Path:
+    """A small real LanceDB index (bundled MiniLM embedder) of three documents, built once per session.
+
+    Tests that delete from it copy it first (:func:`index_copy`)."""
+    from pydoc_data.topics import topics
+
+    from tuneforge.config.rag import RagConfig
+    from tuneforge.rag.pipeline import index_sources
+
+    root = tmp_path_factory.mktemp("rag")
+    docs = root / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"topics/{name}", "title": title, "text": topics[name]}) + "\n"
+                            for name, title in DOCS))
+    cfg = RagConfig(index_dir=str(root / "index"), chunk_tokens=64, chunk_overlap=16, top_k=3)
+    index_sources(cfg, [str(docs)], progress=False)
+    return root / "index"
+
+
+def index_copy(rag_index: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(rag_index, dest)
+    return dest

@@ -69,3 +69,26 @@ def test_a_runs_report_is_served_sandboxed(client, tmp_path):
     r = client.get("/runs/done/report")
     assert r.status_code == 200 and "verdict" in r.text
     assert r.headers["content-security-policy"] == "sandbox"  # its scripts cannot act as this UI
+
+
+def test_only_the_given_indexes_are_reachable(tmp_path, rag_index):
+    from tests.ui.conftest import index_copy
+
+    index = index_copy(rag_index, tmp_path / "kb")
+    client = TestClient(create_app(tmp_path / "runs", KEY, [index]))
+    token = _login(client)
+    assert "topics/pass" in client.get("/rag").text
+    for name in ("..", "..%2F..%2Fetc", str(rag_index), "other"):
+        assert client.get(f"/rag?index={name}").status_code == 400, name
+        r = client.post(f"/rag/{name}/delete", data={"doc_id": "topics/pass", "csrf": token})
+        assert r.status_code in (400, 404), name
+    # a document id that names a file or folder instead of an indexed document is refused too
+    assert client.post("/rag/kb/delete", data={"doc_id": str(tmp_path), "csrf": token}).status_code == 400
+    assert client.post("/rag/kb/delete", data={"doc_id": "topics/pass"}).status_code == 403  # no CSRF token
+    assert "topics/pass" in client.get("/rag?index=kb").text  # nothing was deleted
+
+
+def test_export_of_a_run_without_tuned_weights_is_refused(client):
+    token = _login(client)
+    assert client.post("/export/done", data={"csrf": token}).status_code == 400
+    assert client.post("/export/..%2Fdone", data={"csrf": token}).status_code in (400, 404)

@@ -66,10 +66,19 @@ def test_a_recipe_with_two_mistakes_shows_both_with_their_lines(tmp_path, serve_
     page.wait_for_function("document.querySelector('#live-problems').dataset.count === '2'")
     live = page.inner_text("#live-problems")
     assert "recipe.yaml:4: train.learning_rate" in live and "recipe.yaml:5: train.epochz" in live
+    # ...and marked beside their lines in the editor: the gutter's numbers and a note on the same row.
+    assert page.get_attribute("#gutter", "data-marked") == "4,5"
+    assert page.locator("#gutter .bad").all_inner_texts() == ["4", "5"]
+    notes = page.locator("#notes .bad")
+    assert [notes.nth(i).get_attribute("data-line") for i in range(2)] == ["4", "5"]
+    assert "learning_rate" in notes.nth(0).inner_text() and "epochz" in notes.nth(1).inner_text()
+    row4, note4 = page.locator("#gutter [data-line='4']").bounding_box(), notes.nth(0).bounding_box()
+    assert abs(row4["y"] - note4["y"]) < 1  # the note sits on its line's row
     page.click("#start")
     problems = page.inner_text("#problems")
     assert "recipe.yaml:4: train.learning_rate" in problems
     assert "recipe.yaml:5: train.epochz" in problems and "epochs" in problems
+    assert page.get_attribute("#gutter", "data-marked") == "4,5"  # still marked after the submit
     shot(page, tmp_path, "launch-problems")
     assert not list((tmp_path / "runs" / ".ui").glob("*.json"))  # nothing started
 

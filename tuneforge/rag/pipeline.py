@@ -142,11 +142,12 @@ def load_answer_model(recipe: Recipe, adapter: str | None = None):
 
 
 def ask(recipe: Recipe, question: str, generate: bool = True,
-        on_token: Callable[[str], None] | None = None) -> RagAnswer:
+        on_token: Callable[[str], None] | None = None, loaded: tuple | None = None) -> RagAnswer:
     """Retrieve ``rag.top_k`` chunks and answer with the base model or the recipe's adapter.
 
     With ``on_token``, the answer is streamed to it piece by piece as it is generated (the CLI prints
-    it live); the returned answer holds the whole text and its parsed citations either way.
+    it live); the returned answer holds the whole text and its parsed citations either way. ``loaded``
+    is a ``(tokenizer, model)`` already in memory (the browser UI keeps its models loaded).
     """
     from tuneforge.models.generate import stream_chat
     from tuneforge.rag.answer import RagAnswer, build_messages, parse_citations, retrieve
@@ -158,7 +159,7 @@ def ask(recipe: Recipe, question: str, generate: bool = True,
     hits = retrieve(store, embedder, question, cfg.top_k)
     if not generate:
         return RagAnswer(question, "", hits)
-    tokenizer, model = load_answer_model(recipe)
+    tokenizer, model = loaded or load_answer_model(recipe)
     messages = build_messages(question, hits, tokenizer, cfg.max_context_tokens)
     pieces = []
     for piece in stream_chat(model, tokenizer, messages, max_new_tokens=cfg.max_new_tokens, seed=recipe.run.seed):

@@ -21,13 +21,10 @@ from tuneforge.errors import UserError
 from tuneforge.eval.compare import fmt_metric
 from tuneforge.eval.results import read_results
 from tuneforge.runs import RECIPE, REPORT, TRAIN_RESULT, tuned_weights_in
-from tuneforge.ui import auth, catalog, launch
+from tuneforge.ui import auth, catalog, export_pages, indexes, launch, rag_pages
+from tuneforge.ui.web import CrossSite, Site
 
 HERE = Path(__file__).resolve().parent
-
-
-class CrossSite(Exception):
-    """A POST without the matching CSRF token or from another origin."""
 PUBLIC = ("/login", "/static/")
 
 
@@ -37,7 +34,8 @@ def _examples() -> dict[str, str]:
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.yaml"))}
 
 
-def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
+def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str | Path] = ()) -> FastAPI:
+    """The app over ``runs_dir`` (and the RAG indexes in ``index_dirs``), asking for ``api_key`` (None: no login)."""
     runs = Path(runs_dir).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
@@ -51,6 +49,9 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
         if request.cookies.get(auth.CSRF_COOKIE) != token:
             response.set_cookie(auth.CSRF_COOKIE, token, samesite="strict")
         return response
+
+    site = Site(runs, indexes.named(list(index_dirs)), page)
+    _csrf, _folder = site.csrf, site.folder
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -186,7 +187,7 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
         choices = [r.name for r in catalog.list_runs(runs, with_verdict=False)
                    if r.status == "finished" and tuned_weights_in(runs / r.name) is not None]
         return page(request, "arena.html", run=run if run in choices else (choices[0] if choices else ""),
-                    choices=choices)
+                    choices=choices, indexes=list(site.indexes))
 
     @app.post("/api/arena")
     async def arena_answer(request: Request):
@@ -200,7 +201,12 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
             raise UserError(f"run {folder.name!r} is still training: ask it when it has finished")
         from tuneforge.ui import arena
 
-        pieces = await run_in_threadpool(arena.answer, folder, str(body.get("system", "")), str(body.get("prompt", "")))
+        system, prompt = str(body.get("system", "")), str(body.get("prompt", ""))
+        if system == "rag":
+            index = indexes.pick(site.indexes, str(body.get("index", "")))
+            pieces = await run_in_threadpool(arena.answer_rag, folder, index, prompt)
+        else:
+            pieces = await run_in_threadpool(arena.answer, folder, system, prompt)
         return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")
 
     @app.post("/runs/{name}/stop")
@@ -225,12 +231,6 @@ def create_app(runs_dir: str | Path, api_key: str | None) -> FastAPI:
     async def cross_site(request: Request, exc: CrossSite):
         return Response("cross-site request refused (missing or wrong CSRF token)", status_code=403)
 
-    def _csrf(request: Request, submitted: str) -> None:
-        """Every state-changing POST carries the CSRF cookie's value (form field or X-CSRF-Token header)."""
-        if not auth.csrf_ok(request, request.headers.get("x-csrf-token") or submitted or None):
-            raise CrossSite()
-
-    def _folder(name: str) -> Path:
-        return catalog.run_path(runs, name)
-
+    rag_pages.register(app, site)
+    export_pages.register(app, site)
     return app

@@ -58,12 +58,19 @@ def _free_name(runs_dir: Path, wanted: str | None) -> str:
     return name
 
 
-def _spawn(runs_dir: Path, name: str, argv: list[str], record: dict[str, Any]) -> dict[str, Any]:
-    ui = runs_dir / UI_DIR
-    with open(ui / f"{name}.log", "ab") as out:
+def start_process(argv: list[str], log: Path) -> subprocess.Popen:
+    """``argv`` in a session of its own (it outlives the browser and the UI), its output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _CHILDREN.append(proc)
+    return proc
+
+
+def _spawn(runs_dir: Path, name: str, argv: list[str], record: dict[str, Any]) -> dict[str, Any]:
+    ui = runs_dir / UI_DIR
+    proc = start_process(argv, ui / f"{name}.log")
     record.update(pid=proc.pid, argv=argv, started=_dt.datetime.now().isoformat(timespec="seconds"),
                   stopped=None)
     atomic.write_json(ui / f"{name}.json", record)
@@ -80,7 +87,7 @@ def reap() -> None:
             _CHILDREN.remove(proc)
 
 
-def _cli(*args: str) -> list[str]:
+def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "tuneforge.cli.main", *args]
 
 
@@ -92,7 +99,7 @@ def launch(runs_dir: Path, text: str) -> tuple[str | None, list[str]]:
     name = _free_name(runs_dir, recipe.run.name)
     saved = runs_dir / UI_DIR / f"{name}.yaml"
     atomic.write_text(saved, text)
-    argv = _cli("train", str(saved), "--name", name, "--set", f"run.output_dir={runs_dir.resolve()}")
+    argv = cli("train", str(saved), "--name", name, "--set", f"run.output_dir={runs_dir.resolve()}")
     _spawn(runs_dir, name, argv, {"command": "train"})
     return name, []
 
@@ -122,6 +129,6 @@ def resume(runs_dir: Path, name: str) -> None:
     status = status_of(folder, ui_record(runs_dir, name))
     if status == "running":
         raise UserError(f"run {name!r} is still running")
-    argv = _cli("train", str(folder / RECIPE), "--name", name, "--resume",
+    argv = cli("train", str(folder / RECIPE), "--name", name, "--resume",
                 "--set", f"run.output_dir={runs_dir.resolve()}")
     _spawn(runs_dir, name, argv, {**ui_record(runs_dir, name), "command": "train", "resumed": True})

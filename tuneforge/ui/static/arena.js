@@ -1,26 +1,45 @@
-// Arena: one prompt, two streamed answers (base and tuned) side by side, read piece by piece.
+// Arena: one prompt, streamed answers side by side (base, tuned and, with an index picked, base + RAG),
+// read piece by piece. A base + RAG stream ends with "\x1e" and its sources as JSON.
 const csrf = document.querySelector("meta[name=csrf]").content;
+const MARK = "\x1e";
 
-async function stream(run, system, prompt) {
-  const out = document.getElementById(`answer-${system}`);
+function showSources(list) {
+  const ol = document.getElementById("rag-sources");
+  ol.replaceChildren(...list.map((s) => {
+    const li = document.createElement("li");
+    li.dataset.doc = s.doc_id;
+    li.textContent = `${s.doc_id} (${s.score.toFixed(3)})${s.cited ? " cited" : ""}`;
+    if (s.cited) li.className = "cited";
+    return li;
+  }));
+}
+
+async function stream(body) {
+  const out = document.getElementById(`answer-${body.system}`);
   out.textContent = ""; out.dataset.done = "0"; out.dataset.chunks = "0";
   const r = await fetch("/api/arena", {method: "POST", credentials: "same-origin",
-    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
-    body: JSON.stringify({run, system, prompt})});
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify(body)});
   if (!r.ok) { out.textContent = await r.text(); out.dataset.done = "error"; return; }
   const reader = r.body.getReader(), decoder = new TextDecoder();
+  let text = "";
   for (;;) {
     const {value, done} = await reader.read();
     if (done) break;
-    out.textContent += decoder.decode(value, {stream: true});
+    text += decoder.decode(value, {stream: true});
+    out.textContent = text.split(MARK)[0];
     out.dataset.chunks = String(Number(out.dataset.chunks) + 1);
   }
+  if (text.includes(MARK)) showSources(JSON.parse(text.slice(text.indexOf(MARK) + 1)));
   out.dataset.done = "1";
 }
 
 document.getElementById("arena-form").addEventListener("submit", (e) => {
   e.preventDefault();
   const run = document.getElementById("arena-run").value, prompt = document.getElementById("prompt").value;
-  stream(run, "base", prompt);
-  stream(run, "tuned", prompt);
+  const index = document.getElementById("arena-index")?.value;
+  stream({run, system: "base", prompt});
+  stream({run, system: "tuned", prompt});
+  const rag = document.getElementById("answer-rag");
+  if (index) stream({run, system: "rag", prompt, index});
+  else if (rag) { rag.textContent = ""; rag.dataset.done = "skipped"; }
 });
