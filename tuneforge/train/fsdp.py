@@ -93,7 +93,21 @@ def full_state(model: torch.nn.Module, trainable_only: bool) -> dict[str, torch.
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
-    return get_model_state_dict(model, options=options)
+    tensors = get_model_state_dict(model, options=options)
+    # Gathered copies no longer share storage, so save_pretrained would keep both names of a tied weight
+    # (e.g. lm_head and embed_tokens): keep the first, as an unsharded model's output does.
+    return {k: v for k, v in tensors.items() if k not in tied_duplicates(model)}
+
+
+def tied_duplicates(model: torch.nn.Module) -> set[str]:
+    """Names of parameters that are another name's parameter (tied weights), all but the first name."""
+    seen: set[int] = set()
+    duplicates = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            duplicates.add(name)
+        seen.add(id(param))
+    return duplicates
 
 
 def load_full_state(model: torch.nn.Module, tensors: dict[str, Any] | None) -> None:
