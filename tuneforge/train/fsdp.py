@@ -76,17 +76,6 @@ def shard(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return model
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    """The model is an FSDP module (ours or accelerate's): its parameters are shards, not whole tensors."""
-    from torch.distributed.fsdp import FSDPModule
-
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP1
-    except ImportError:  # pragma: no cover - FSDP1 removed
-        FSDP1 = ()  # noqa: N806
-    return isinstance(model, FSDPModule | FSDP1) or any(isinstance(m, FSDPModule | FSDP1) for m in model.modules())
-
-
 def full_state(model: torch.nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
     """Whole (unsharded) tensors on the CPU of the main process (empty dict elsewhere). A collective:
     every process must call it. ``trainable_only`` leaves frozen weights out (what checkpoints keep)."""
