@@ -91,6 +91,11 @@ class TrainConfig(Section):
     memory_limit_gb: float | None = Field(
         None, gt=0, description="Memory the run may use; default: free RAM (CPU) or free GPU memory."
     )
+    distributed: Literal["auto", "fsdp"] = Field(
+        "auto", description="With several processes (torchrun / accelerate launch): auto keeps what the launcher set "
+        "up (DDP, or accelerate's FSDP/DeepSpeed on GPUs); fsdp shards weights, gradients and optimizer state over "
+        "the processes with PyTorch FSDP2 (fully_shard), on CPUs (gloo) too, with resumable sharded checkpoints.",
+    )
     resume: bool = Field(
         False, description="Continue the run folder run.name from its newest complete checkpoint (from step 0 "
         "if it has none yet; straight to evaluation if its training had finished).",

@@ -16,6 +16,8 @@ from tuneforge.config.train import TrainConfig
 from tuneforge.errors import UserError
 from tuneforge.runs import ADAPTER, CHECKPOINTS, METRICS, MODEL, TRAIN_RESULT, Run
 from tuneforge.train import checkpoint as ckpt
+from tuneforge.train import dist_checkpoint as dist_ckpt
+from tuneforge.train import fsdp
 from tuneforge.train.chunked_loss import chunkable
 from tuneforge.train.data import tokenize_file
 from tuneforge.train.logger import MetricsLogger
@@ -195,19 +197,24 @@ def _plan_memory(recipe: Recipe, model, data: LoopData, accelerator, say) -> Rec
 def _setup_loop(recipe: Recipe, run: Run, model, data: LoopData, accelerator, n_steps: int,
                 on_eval: OnEval | None, on_step: OnStep | None, say) -> Loop:
     cfg = recipe.train
+    kind = fsdp.engine(cfg.distributed, accelerator.distributed_type.value, accelerator.num_processes)
+    if kind == "fsdp":  # FSDP2 replaces parameters by shards: the optimizer is built over the shards
+        model = fsdp.shard(model, accelerator.device)
+        say(f"FSDP2: weights, gradients and optimizer state sharded over {accelerator.num_processes} processes")
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, n_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
-    if sharded:
-        # Our checkpoint format holds whole (unsharded) tensors; sharded runs train and export, not resume.
+    if kind != "fsdp":
+        model, optimizer = accelerator.prepare(model, optimizer)
+    sharded = kind in fsdp.SHARDED_ENGINES
+    if kind not in fsdp.RESUMABLE_ENGINES:
+        # Only FSDP's shards have a checkpoint format here (torch.distributed.checkpoint); DeepSpeed's has not.
         say(f"note: {accelerator.distributed_type.value} run: periodic checkpoints and resume are off")
         if cfg.resume:
             raise UserError(f"train.resume is not supported under {accelerator.distributed_type.value} yet")
     logger = MetricsLogger(run, enabled=accelerator.is_main_process)
     return Loop(model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, data=data, cfg=cfg,
                 run=run, n_steps=n_steps, seed=recipe.run.seed, logger=logger, on_eval=on_eval, on_step=on_step,
-                sharded=sharded)
+                sharded=sharded, dist_checkpoints=sharded and kind in fsdp.RESUMABLE_ENGINES)
 
 
 def _start(loop: Loop, say) -> tuple[LoopState, int | None]:
@@ -239,12 +246,18 @@ def _finish(loop: Loop, state: LoopState, tokenizer, counts, out: Path, resumed_
     best_file = run.path / CHECKPOINTS / "best.safetensors"
     exported_step = state.step
     if cfg.load_best_at_end and state.best_step is not None and state.best_step != state.step and best_file.is_file():
-        ckpt.load_weights(unwrapped, best_file)
+        if loop.dist_checkpoints:
+            dist_ckpt.load_best(loop.model, best_file, loop.main)
+        else:
+            ckpt.load_weights(unwrapped, best_file)
         exported_step = state.best_step
         say(f"exporting the best weights (step {state.best_step}, validation loss {state.best_val_loss:.4f})")
     accelerator.wait_for_everyone()
     # Sharded engines gather the full weights on every process; plain runs read them directly.
-    full_state = accelerator.get_state_dict(loop.model) if loop.sharded else None
+    if loop.dist_checkpoints:
+        full_state = fsdp.full_state(loop.model, trainable_only=False)
+    else:
+        full_state = accelerator.get_state_dict(loop.model) if loop.sharded else None
     if loop.main:
         save_output(unwrapped, tokenizer, out, full_state)
     result = TrainResult(

@@ -163,6 +163,8 @@ def chunkable(model: torch.nn.Module, prompt_learning: bool) -> tuple[torch.nn.M
     """
     if prompt_learning:
         return None, "prompt/prefix tuning adds virtual tokens in the PEFT forward"
+    if _fsdp_module(model):  # its root unit (embeddings, head) gathers its weights in the root's forward only
+        return None, "an FSDP model gathers its weights in its own forward"
     lm = model
     peft_base = getattr(model, "get_base_model", None)
     if callable(peft_base) and hasattr(model, "peft_config"):
@@ -175,6 +177,12 @@ def chunkable(model: torch.nn.Module, prompt_learning: bool) -> tuple[torch.nn.M
     if lm.get_output_embeddings() is None:
         return None, "the model has no output embeddings"
     return lm, ""
+
+
+def _fsdp_module(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 def hidden_states(lm: torch.nn.Module, **inputs) -> torch.Tensor:

@@ -21,6 +21,7 @@ from tuneforge.config.train import TrainConfig
 from tuneforge.provenance import seed_everything
 from tuneforge.runs import CHECKPOINTS, Run
 from tuneforge.train import checkpoint as ckpt
+from tuneforge.train import dist_checkpoint as dist_ckpt
 from tuneforge.train.data import TokenizedExample
 from tuneforge.train.packing import collate, plan_epoch
 from tuneforge.train.steps import loss_sum, loss_sum_by_task
@@ -90,7 +91,8 @@ class Loop:
     logger: Any
     on_eval: OnEval | None = None
     on_step: OnStep | None = None
-    sharded: bool = False  # FSDP/DeepSpeed: our checkpoint format holds whole tensors, so no checkpoints
+    sharded: bool = False  # FSDP/DeepSpeed: parameters are shards, not whole tensors
+    dist_checkpoints: bool = False  # FSDP: checkpoints through torch.distributed.checkpoint (dist_checkpoint.py)
 
     @property
     def main(self) -> bool:
@@ -98,7 +100,7 @@ class Loop:
 
     @property
     def checkpoints(self) -> bool:
-        return not self.sharded
+        return not self.sharded or self.dist_checkpoints
 
 
 def micro_batches_for_step(step: int, data: LoopData, cfg, world: int, seed: int) -> list[list[int]]:
@@ -234,7 +236,9 @@ def _validate(loop: Loop, state: LoopState, bar) -> None:
     bar.write(f"step {state.step}: validation loss {val_loss:.4f}") if loop.main else None
     if state.best_val_loss is None or val_loss < state.best_val_loss:
         state.best_val_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
-        if loop.main and loop.checkpoints:
+        if loop.dist_checkpoints:  # a collective: every process sends its shards
+            dist_ckpt.save_best(loop.model, loop.run.path / CHECKPOINTS, state.step, val_loss, loop.main)
+        elif loop.main and loop.checkpoints:
             ckpt.save_best(accelerator.unwrap_model(loop.model), loop.run.path / CHECKPOINTS, state.step, val_loss)
     else:
         state.bad_evals += 1
@@ -254,8 +258,12 @@ def save_checkpoint(loop: Loop, state: LoopState) -> None:
         root.mkdir(parents=True, exist_ok=True)
         tmp.mkdir(exist_ok=True)
     accelerator.wait_for_everyone()
-    main_model = accelerator.unwrap_model(loop.model) if loop.main else None
-    ckpt.write_local(tmp, accelerator.process_index, main_model, loop.optimizer, loop.scheduler, asdict(state))
+    if loop.dist_checkpoints:
+        dist_ckpt.write_sharded(tmp, accelerator.process_index, loop.model, loop.optimizer, loop.scheduler,
+                                asdict(state))
+    else:
+        main_model = accelerator.unwrap_model(loop.model) if loop.main else None
+        ckpt.write_local(tmp, accelerator.process_index, main_model, loop.optimizer, loop.scheduler, asdict(state))
     accelerator.wait_for_everyone()
     if loop.main:
         ckpt.finalize(root, state.step, loop.cfg.keep_checkpoints)
@@ -268,8 +276,11 @@ def restore_checkpoint(loop: Loop) -> tuple[LoopState, int] | None:
     if latest is None:
         return None
     accelerator = loop.accelerator
-    saved = ckpt.load_local(latest, accelerator.process_index, accelerator.unwrap_model(loop.model), loop.optimizer,
-                            loop.scheduler)
+    if loop.dist_checkpoints:
+        saved = dist_ckpt.load_sharded(latest, accelerator.process_index, loop.model, loop.optimizer, loop.scheduler)
+    else:
+        saved = ckpt.load_local(latest, accelerator.process_index, accelerator.unwrap_model(loop.model),
+                                loop.optimizer, loop.scheduler)
     state = LoopState(**saved)
     return state, state.step
 
