@@ -96,11 +96,19 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
                 print(exc, flush=True)
                 report.setup.append(f"repeat {rep + 1}, {label}: failed (see the run's output)")
     load_after = common.load_average()
+    build_report(report, runs, cfg, settings, repeats, load_before, load_after)
+    common.finish(report, write=write)
+    return report
+
+
+def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, Any]], cfg: dict, settings: dict,
+                 repeats: int, load_before, load_after) -> None:
+    """Setup lines, the per-run table, the ratio summary and the targets, from whatever runs completed."""
     ratios = pair_ratios(runs)
     report.setup += [
         f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after "
         f"{'/'.join(f'{x:.1f}' for x in load_after)} (2 cores shared with other sessions)",
-        f"{repeats} repeats of the pair, order flipping every repeat (TRL first on odd repeats); each run a fresh "
+        f"{len(ratios)} of {repeats} repeats of the pair completed, order flipping every repeat (TRL first on odd repeats); each run a fresh "
         "process; ratio per repeat = tuneforge / TRL of the same repeat",
         f"data: {cfg['n_train']} training + {cfg['n_val']} validation lines (bench/data.py), {cfg['steps']} optimizer "
         f"steps of {settings['packed_batch']} packed row of {settings['max_length']} tokens, LoRA r=16 alpha=32 "
@@ -128,5 +136,3 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
             common.target_line("|val loss difference| vs TRL (median)", abs(med["val loss diff %"]), 2.0,
                                higher_is_better=False, unit="%"),
         ]
-    common.finish(report, write=write)
-    return report
