@@ -125,7 +125,7 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
         learning_rate=s["lr"][method], lr_scheduler_type="cosine", warmup_steps=s["warmup_ratio"],
         max_grad_norm=s["max_grad_norm"], weight_decay=0.0, max_length=s["max_length"], packing=packing,
         logging_steps=10_000, save_strategy="no", eval_strategy="no", report_to="none", seed=s["seed"],
-        use_cpu=True, dataloader_num_workers=0,
+        use_cpu=True, dataloader_num_workers=0, completion_only_loss=True,  # its default for this data, made explicit
         **({"bf16": False, "gradient_checkpointing": False} if tuned else {}),
     )
     lc = s["lora"]
@@ -351,9 +351,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="run the contenders at the same time (fairer wall-clock ratios on a busy machine)")
     p.add_argument("--vs-tuned", action="store_true",
                    help="against TRL in fp32 without gradient checkpointing (its defaults are bf16 + checkpointing)")
+    p.add_argument("--vs-best", action="store_true",
+                   help="tuneforge LoRA vs TRL fp32, no checkpointing, packing=True, alternated and repeated "
+                        "(bench/train_vs_best.py)")
+    p.add_argument("--repeats", type=int, default=3, help="pairs of runs for --vs-best")
     p.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if a.vs_best:
+        from bench import train_vs_best
+
+        train_vs_best.run("full" if a.full else "small", SIZES, SETTINGS, a.repeats, write=not a.no_write,
+                          threads=a.threads)
+        return
     run("full" if a.full else "small", a.only, write=not a.no_write, threads=a.threads,
         parallel=a.parallel, vs_tuned=a.vs_tuned)
 

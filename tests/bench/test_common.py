@@ -10,7 +10,7 @@ from bench import common
 
 
 def test_every_benchmark_module_imports():
-    for name in ("train", "generation", "rag", "serve", "serve_soak", "run_all", "data", "memory"):
+    for name in ("train", "train_vs_best", "profile_train", "generation", "rag", "serve", "serve_soak", "run_all", "data", "memory"):
         assert importlib.import_module(f"bench.{name}")
 
 

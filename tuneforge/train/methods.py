@@ -118,7 +118,12 @@ def apply_method(model: PreTrainedModel, cfg: TrainConfig, tokenizer: PreTrained
     from peft import get_peft_model
 
     peft_config = peft_config_for(cfg, model, tokenizer)
-    return get_peft_model(model, peft_config)
+    model = get_peft_model(model, peft_config)
+    if method in ("lora", "qlora"):
+        from tuneforge.train.fast_lora import use_fast_lora
+
+        use_fast_lora(model)  # same maths, fewer passes over activations (falls back where it does not apply)
+    return model
 
 
 def peft_config_for(cfg: TrainConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None):

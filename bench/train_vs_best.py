@@ -1,0 +1,138 @@
+"""tuneforge LoRA against TRL's SFTTrainer in its best CPU configuration, alternated and repeated.
+
+The issue's figure: LoRA tokens/s >= 2.0x TRL's SFTTrainer set up as well as it can be for a CPU (fp32,
+no gradient checkpointing, ``packing=True``, completion-only loss), at <= 0.7x its peak RSS and the
+same validation loss (+-2%), over the ``--full`` size (40 steps). On a shared machine one pair of runs
+says little: the load changes from minute to minute. So the two contenders run in pairs, the order
+flipping every repeat (TRL first, then tuneforge first, ...), each run a fresh process; every pair
+gives one ratio, and the report is the median ratio with its spread (min..max) over the repeats,
+plus the load average before and after.
+
+Run it as ``python -m bench.train --full --vs-best`` (``--repeats`` to change the count).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.data import write_splits
+
+TRL_BEST = "TRL SFTTrainer fp32, no checkpointing, packing=True"
+TUNEFORGE = "tuneforge (defaults: packing)"
+# label -> (worker, keyword arguments besides the data files and the size)
+CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    TRL_BEST: ("bench.train:trl_worker", {"method": "lora", "packing": True, "tuned": True}),
+    TUNEFORGE: ("bench.train:tuneforge_worker", {"method": "lora", "packing": True}),
+}
+
+
+def schedule(repeats: int) -> list[tuple[int, str]]:
+    """(repeat, contender) in run order: pairs whose order flips every repeat (A B, B A, A B, ...).
+
+    Flipping cancels a steady drift of the load (rising or falling) out of the median ratio, which a
+    fixed order would fold into it.
+    """
+    pair = [TRL_BEST, TUNEFORGE]
+    return [(r, label) for r in range(repeats) for label in (pair if r % 2 == 0 else pair[::-1])]
+
+
+def median_spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max of per-repeat values (the spread says how much one repeat can be trusted)."""
+    if not values:
+        raise ValueError("no values")
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def pair_ratios(runs: dict[tuple[int, str], dict[str, Any]]) -> list[dict[str, float]]:
+    """Per repeat with both runs: tuneforge / TRL for throughput and RSS, val-loss difference in %."""
+    out = []
+    for r in sorted({rep for rep, _ in runs}):
+        tf, trl = runs.get((r, TUNEFORGE)), runs.get((r, TRL_BEST))
+        if tf is None or trl is None:
+            continue
+        out.append({
+            "repeat": r + 1,
+            "tokens/s x TRL": tf["tokens_per_s"] / trl["tokens_per_s"],
+            "tokens/CPU-s x TRL": tf["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"],
+            "RSS x TRL": tf["peak_rss_mb"] / trl["peak_rss_mb"],
+            "val loss diff %": 100 * (tf["val_loss"] - trl["val_loss"]) / trl["val_loss"],
+        })
+    return out
+
+
+def summary_rows(ratios: list[dict[str, float]]) -> list[dict[str, Any]]:
+    rows = []
+    for key in ("tokens/s x TRL", "tokens/CPU-s x TRL", "RSS x TRL", "val loss diff %"):
+        s = median_spread([p[key] for p in ratios])
+        rows.append({"ratio (tuneforge / TRL)": key, "median": s["median"], "min": s["min"], "max": s["max"]})
+    return rows
+
+
+def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = True,
+        threads: int | None = None) -> common.Report:
+    cfg = sizes[size]
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    report = common.Report(
+        name="train-vs-best", size=size,
+        command="python -m bench.train --vs-best" + (" --full" if size == "full" else "") + f" --repeats {repeats}",
+        title="Training: tuneforge LoRA vs TRL SFTTrainer in its best CPU configuration (alternated, repeated)")
+    load_before = common.load_average()
+    runs: dict[tuple[int, str], dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="tf-bench-data-") as tmp:
+        train_file, val_file = write_splits(Path(tmp), cfg["n_train"], cfg["n_val"])
+        for rep, label in schedule(repeats):
+            worker, extra = CONTENDERS[label]
+            print(f"\n=== repeat {rep + 1}/{repeats}: {label} ===", flush=True)
+            kwargs = {"train_file": str(train_file), "val_file": str(val_file), "steps": cfg["steps"], **extra}
+            try:
+                runs[(rep, label)] = common.run_worker(worker, kwargs, env=env)
+            except RuntimeError as exc:
+                print(exc, flush=True)
+                report.setup.append(f"repeat {rep + 1}, {label}: failed (see the run's output)")
+    load_after = common.load_average()
+    build_report(report, runs, cfg, settings, repeats, load_before, load_after)
+    common.finish(report, write=write)
+    return report
+
+
+def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, Any]], cfg: dict, settings: dict,
+                 repeats: int, load_before, load_after) -> None:
+    """Setup lines, the per-run table, the ratio summary and the targets, from whatever runs completed."""
+    ratios = pair_ratios(runs)
+    report.setup += [
+        f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after "
+        f"{'/'.join(f'{x:.1f}' for x in load_after)} (2 cores shared with other sessions)",
+        f"{len(ratios)} of {repeats} repeats of the pair completed, order flipping every repeat (TRL first on odd repeats); each run a fresh "
+        "process; ratio per repeat = tuneforge / TRL of the same repeat",
+        f"data: {cfg['n_train']} training + {cfg['n_val']} validation lines (bench/data.py), {cfg['steps']} optimizer "
+        f"steps of {settings['packed_batch']} packed row of {settings['max_length']} tokens, LoRA r=16 alpha=32 "
+        "dropout 0 all-linear, lr 2e-4 cosine, 3% warmup, clip 1.0, fp32, no gradient checkpointing, loss on the "
+        "answer tokens only (TRL: prompt/completion data, completion_only_loss=True, packing=True)",
+        "timed = steps 2..S; tokens = non-padding tokens; val loss = the shared evaluator of bench/train.py on "
+        "each trained model in place",
+    ]
+    per_run = [{"repeat": rep + 1, "contender": label, "timed tokens": r["tokens"], "wall s": r["seconds"],
+                "tokens/s": r["tokens_per_s"], "tokens/CPU-s": r["tokens_per_cpu_s"],
+                "peak RSS MB": r["peak_rss_mb"], "val loss": r["val_loss"]}
+               for (rep, label), r in sorted(runs.items(), key=lambda kv: schedule(repeats).index(kv[0]))]
+    report.tables.append(common.table(per_run, ["repeat", "contender", "timed tokens", "wall s", "tokens/s",
+                                                "tokens/CPU-s", "peak RSS MB", "val loss"]))
+    if ratios:
+        summary = summary_rows(ratios)
+        report.tables.append(common.table(summary, ["ratio (tuneforge / TRL)", "median", "min", "max"]))
+        med = {row["ratio (tuneforge / TRL)"]: row["median"] for row in summary}
+        report.targets = [
+            common.target_line("LoRA tokens/s vs TRL best CPU config (wall, median)", med["tokens/s x TRL"], 2.0, unit="x"),
+            common.target_line("LoRA tokens/CPU-s vs TRL best CPU config (median)", med["tokens/CPU-s x TRL"], 2.0,
+                               unit="x"),
+            common.target_line("peak RSS vs TRL best CPU config (median)", med["RSS x TRL"], 0.7,
+                               higher_is_better=False, unit="x"),
+            common.target_line("|val loss difference| vs TRL (median)", abs(med["val loss diff %"]), 2.0,
+                               higher_is_better=False, unit="%"),
+        ]

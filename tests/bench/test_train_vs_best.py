@@ -1,0 +1,39 @@
+"""The alternated, repeated comparison against TRL's best CPU configuration: order and ratios."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.train_vs_best import TRL_BEST, TUNEFORGE, median_spread, pair_ratios, schedule, summary_rows
+
+
+def test_schedule_flips_the_order_every_repeat():
+    assert schedule(3) == [(0, TRL_BEST), (0, TUNEFORGE), (1, TUNEFORGE), (1, TRL_BEST), (2, TRL_BEST), (2, TUNEFORGE)]
+
+
+def test_median_and_spread_of_repeats():
+    assert median_spread([2.0, 1.0, 4.0]) == {"median": 2.0, "min": 1.0, "max": 4.0}
+    with pytest.raises(ValueError):
+        median_spread([])
+
+
+def _run(tps, cpu, rss, val):
+    return {"tokens_per_s": tps, "tokens_per_cpu_s": cpu, "peak_rss_mb": rss, "val_loss": val}
+
+
+def test_ratios_pair_runs_of_the_same_repeat_and_skip_incomplete_ones():
+    runs = {
+        (0, TRL_BEST): _run(100, 50, 2000, 4.0), (0, TUNEFORGE): _run(250, 100, 1200, 4.04),
+        (1, TUNEFORGE): _run(150, 90, 1300, 3.96), (1, TRL_BEST): _run(100, 60, 2000, 4.0),
+        (2, TRL_BEST): _run(100, 50, 2000, 4.0),  # its tuneforge run failed: no ratio from this repeat
+    }
+    ratios = pair_ratios(runs)
+    assert [r["repeat"] for r in ratios] == [1, 2]
+    assert ratios[0]["tokens/s x TRL"] == pytest.approx(2.5)
+    assert ratios[1]["tokens/CPU-s x TRL"] == pytest.approx(1.5)
+    assert ratios[0]["RSS x TRL"] == pytest.approx(0.6)
+    assert ratios[0]["val loss diff %"] == pytest.approx(1.0)
+    summary = {r["ratio (tuneforge / TRL)"]: r for r in summary_rows(ratios)}
+    assert summary["tokens/s x TRL"]["median"] == pytest.approx(2.0)
+    assert summary["tokens/s x TRL"]["min"] == pytest.approx(1.5)
+    assert summary["val loss diff %"]["max"] == pytest.approx(1.0)
