@@ -82,7 +82,7 @@ def run(cmd: list[str], interval: float = 0.25) -> tuple[list[Phase], int]:
 
 
 def table(phases: list[Phase]) -> str:
-    rows = ["| phase (ended by) | from s | to s | peak RSS GB (10^9 B, as GNU time) |", "|---|---:|---:|---:|"]
+    rows = ["| phase (ended by) | from s | to s | peak RSS GB (10^6 kB, as GNU time) |", "|---|---:|---:|---:|"]
     rows += [f"| {p.label} | {p.start:.0f} | {p.end:.0f} | {p.peak_kb / 1e6:.2f} |" for p in phases]
     rows.append(f"| **whole run** | 0 | {phases[-1].end:.0f} | **{max(p.peak_kb for p in phases) / 1e6:.2f}** |")
     return "\n".join(rows)
