@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from tuneforge.models import load_tokenizer, resolve_device
     from tuneforge.runs import Run, Splits, create_run
-    from tuneforge.strategies.sft import evaluate_trained, prepare_splits
+    from tuneforge.strategies.sft import evaluate_trained, hand_over, prepare_splits
     from tuneforge.train import train
 
     recipe = recipe_from_args(args)
@@ -90,7 +90,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"tokens/s; validation loss {init} -> best {best}")
             print(f"output: {result.output_dir}")
             if recipe.eval.after_train:
-                # Under torchrun the other processes' copies are gone here; a single process hands its model on.
-                tuned = result.model if state.num_processes == 1 else None
+                # A single process hands its model on (or drops it, see hand_over). Under torchrun the other
+                # processes' copies are gone here: the evaluation loads the weights again, and only them.
+                tuned = hand_over(result)
+                if state.num_processes > 1:
+                    tuned = result.model = None
                 evaluate_trained(recipe, run, splits, tokenizer=tokenizer, tuned_model=tuned)
     return 0

@@ -12,6 +12,12 @@ class EvalConfig(Section):
 
     max_new_tokens: int = Field(32, ge=1, description="Tokens to generate per test prompt.")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
+    batch_tokens: int | None = Field(
+        4096, ge=1, description="Cap on a generation or log-likelihood batch's rows x padded length (tokens, "
+        "generated ones included): long prompts are taken fewer at a time, so one long example does not "
+        "raise the peak memory. Results do not depend on it. None: rows only (batch_size, "
+        "forgetting_batch_size).",
+    )
     classification_max_new_tokens: int | None = Field(
         12, ge=1, description="Cap on generated tokens when every test example is classification (has "
         "meta.label_set): the label is read from the first words, so longer answers only cost time. "

@@ -53,9 +53,10 @@ class DriftReference:
     top_ids: list[Any] = field(default_factory=list)  # per input: int64 tensor [positions, k]
 
 
-def _batches(tokens: list[list[int]], batch: int) -> list[list[int]]:
-    order = sorted(range(len(tokens)), key=lambda i: -len(tokens[i]))
-    return [order[s : s + batch] for s in range(0, len(order), batch)]
+def _batches(tokens: list[list[int]], batch: int, max_tokens: int | None = None) -> list[list[int]]:
+    from tuneforge.eval.batching import token_batches
+
+    return token_batches([len(t) for t in tokens], batch, max_tokens)
 
 
 def _next_token_logprobs(model: PreTrainedModel, tokens: list[list[int]], idx: list[int], pad: int):
@@ -74,14 +75,16 @@ def _next_token_logprobs(model: PreTrainedModel, tokens: list[list[int]], idx: l
 
 
 def reference(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inputs: list[GeneralInput],
-              max_tokens: int = 128, top_k: int = 256, desc: str = "drift reference") -> DriftReference:
-    """Record the base model's top-k next-token distribution on every input."""
+              max_tokens: int = 128, top_k: int = 256, desc: str = "drift reference",
+              max_batch_tokens: int | None = None) -> DriftReference:
+    """Record the base model's top-k next-token distribution on every input (batches of ``BATCH`` inputs
+    and at most ``max_batch_tokens`` padded tokens; ``kl_per_input`` must be given the same cap)."""
     tokens = [t for t in encode(tokenizer, inputs, max_tokens)]
     keep = [i for i, t in enumerate(tokens) if len(t) >= 2]
     ref = DriftReference([inputs[i].id for i in keep], [tokens[i] for i in keep])
     ref.top_logp, ref.top_ids = [None] * len(keep), [None] * len(keep)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for idx in tqdm(_batches(ref.tokens, BATCH), desc=desc, disable=len(keep) < 2 * BATCH):
+    for idx in tqdm(_batches(ref.tokens, BATCH, max_batch_tokens), desc=desc, disable=len(keep) < 2 * BATCH):
         logp = _next_token_logprobs(model, ref.tokens, idx, pad)
         k = min(top_k, logp.shape[-1])
         for r, i in enumerate(idx):
@@ -91,11 +94,11 @@ def reference(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inputs
 
 
 def kl_per_input(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ref: DriftReference,
-                 desc: str = "drift") -> list[float]:
+                 desc: str = "drift", max_batch_tokens: int | None = None) -> list[float]:
     """Mean KL(base || model) per token, one value per reference input (same inputs, same batches)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = [0.0] * len(ref.tokens)
-    for idx in tqdm(_batches(ref.tokens, BATCH), desc=desc, disable=len(ref.tokens) < 2 * BATCH):
+    for idx in tqdm(_batches(ref.tokens, BATCH, max_batch_tokens), desc=desc, disable=len(ref.tokens) < 2 * BATCH):
         logp = _next_token_logprobs(model, ref.tokens, idx, pad)
         for r, i in enumerate(idx):
             lb = ref.top_logp[i].double()

@@ -79,13 +79,15 @@ def with_shots(prompt: list[dict[str, Any]], shots: list[dict[str, Any]]) -> lis
 
 
 def reference_losses(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], refs: list[str], batch_size: int
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], refs: list[str], batch_size: int,
+    max_batch_tokens: int | None = None,
 ) -> list[tuple[float, int]]:
     """(summed negative log-likelihood, token count) of each reference answer after its prompt."""
     from tuneforge.eval.loglik import score_continuations
 
     pairs = [(render_prompt(tokenizer, p), r) for p, r in zip(prompts, refs, strict=True) if r]
-    scores = iter(score_continuations(model, tokenizer, pairs, batch_size=batch_size, desc="reference loss"))
+    scores = iter(score_continuations(model, tokenizer, pairs, batch_size=batch_size, desc="reference loss",
+                                      max_batch_tokens=max_batch_tokens))
     out = []
     for r in refs:
         if r:
@@ -166,10 +168,11 @@ def evaluate_split(
         max_new = min(max_new, cfg.classification_max_new_tokens)
     preds = generate_batch(
         model, tokenizer, prompts, max_new_tokens=max_new, batch_size=cfg.batch_size,
-        temperature=cfg.temperature, seed=seed, stop=stop,
+        temperature=cfg.temperature, seed=seed, stop=stop, max_batch_tokens=cfg.batch_tokens,
     )
     n_tokens = prompt_token_counts(tokenizer, prompts)
-    losses = reference_losses(model, tokenizer, prompts, refs, cfg.batch_size) if cfg.reference_loss else None
+    losses = (reference_losses(model, tokenizer, prompts, refs, cfg.batch_size, cfg.batch_tokens)
+              if cfg.reference_loss else None)
 
     per_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     records = []

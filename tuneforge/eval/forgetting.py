@@ -90,7 +90,8 @@ class ForgettingSuite:
         if name not in self._questions:
             self._questions[name] = load_probe(name, cfg, self.seed)
         questions = self._questions[name]
-        picks = answer_questions(model, self.tokenizer, questions, cfg.forgetting_batch_size, f"{system}: {name}")
+        picks = answer_questions(model, self.tokenizer, questions, cfg.forgetting_batch_size, f"{system}: {name}",
+                                 cfg.batch_tokens)
         correct = [float(p == q.gold) for p, q in zip(picks, questions, strict=True)]
         value, lo, hi = mean_ci(correct, cfg.bootstrap_samples, cfg.confidence, self.seed)
         chance = sum(1 / len(q.choices) for q in questions) / len(questions)
@@ -106,13 +107,14 @@ class ForgettingSuite:
 
         inputs = drift_inputs(self.cfg.general_examples, self.seed)
         return drift.reference(model, self.tokenizer, inputs, self.cfg.drift_max_tokens, self.cfg.drift_top_k,
-                               desc=f"{system}: drift reference")
+                               desc=f"{system}: drift reference", max_batch_tokens=self.cfg.batch_tokens)
 
     def _drift(self, model: PreTrainedModel, system: str) -> ResultRow:
         from tuneforge.eval import drift
 
         assert self.reference is not None
-        kls = drift.kl_per_input(model, self.tokenizer, self.reference, desc=f"{system}: drift")
+        kls = drift.kl_per_input(model, self.tokenizer, self.reference, desc=f"{system}: drift",
+                                 max_batch_tokens=self.cfg.batch_tokens)
         value, lo, hi = bootstrap_ci(kls, self.cfg.bootstrap_samples, self.cfg.confidence, self.seed)
         return ResultRow(system=system, task=TASK_PREFIX + "drift", metrics={"kl": MetricValue(value, lo, hi, len(kls))},
                          extra={"kind": "forgetting", "probe": "drift", "ids": self.reference.ids, "scores": kls,
@@ -125,7 +127,7 @@ class ForgettingSuite:
         inputs = loss_inputs(self.cfg.general_examples, self.seed)
         pairs = [(render_prompt(self.tokenizer, x.messages or []), x.reference or "") for x in inputs]
         scores = score_continuations(model, self.tokenizer, pairs, batch_size=self.cfg.forgetting_batch_size,
-                                     desc=f"{system}: general loss")
+                                     desc=f"{system}: general loss", max_batch_tokens=self.cfg.batch_tokens)
         losses = [-s.logprob / max(s.tokens, 1) for s in scores]
         value, lo, hi = bootstrap_ci(losses, self.cfg.bootstrap_samples, self.cfg.confidence, self.seed)
         return ResultRow(system=system, task=TASK_PREFIX + "general_loss",
@@ -142,7 +144,8 @@ class ForgettingSuite:
         inputs = behaviour_inputs(cfg.general_examples, self.seed)
         answers = generate_batch(model, self.tokenizer, [x.messages or [] for x in inputs],
                                  max_new_tokens=cfg.behaviour_max_new_tokens, batch_size=cfg.batch_size,
-                                 temperature=0.0, seed=self.seed, stop=list(cfg.stop) or None, progress=False)
+                                 temperature=0.0, seed=self.seed, stop=list(cfg.stop) or None, progress=False,
+                                 max_batch_tokens=cfg.batch_tokens)
         a = Answers(answers, self.task_answers, cfg.short_answer_words)
         return ResultRow(system=system, task=TASK_PREFIX + "behaviour",
                          metrics={m: MetricValue(a.measure(m), n=len(answers)) for m in MEASURES},

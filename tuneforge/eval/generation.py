@@ -1,6 +1,7 @@
 """Batched generation for evaluation: chat template, left padding, KV cache, stop strings.
 
-Prompts are sorted by length so that each batch pads little, generated with the KV cache (the
+Prompts are sorted by length so that each batch pads little (and bounded by tokens, see
+``batching``), generated with the KV cache (the
 ``generate`` default), then returned in the caller's order. With ``temperature > 0`` sampling is
 reproducible: every batch reseeds torch from ``seed`` and the batch index.
 """
@@ -47,13 +48,17 @@ def generate_batch(
     seed: int = 0,
     stop: list[str] | None = None,
     progress: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> list[str]:
-    """The model's answer to each conversation, in order (greedy unless ``temperature > 0``)."""
+    """The model's answer to each conversation, in order (greedy unless ``temperature > 0``); a batch holds
+    at most ``batch_size`` prompts and ``max_batch_tokens`` padded tokens, new ones included."""
     import torch
+
+    from tuneforge.eval.batching import token_batches
 
     prompts = [render_prompt(tokenizer, c) for c in conversations]
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    batches = token_batches(lengths, batch_size, max_batch_tokens, extra=max_new_tokens)
     outputs: list[str] = [""] * len(prompts)
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
@@ -61,8 +66,7 @@ def generate_batch(
     device = model.device
     bar = tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress or len(prompts) < 2)
     try:
-        for b, start in enumerate(range(0, len(order), batch_size)):
-            idx = order[start : start + batch_size]
+        for b, idx in enumerate(batches):
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(device) for k, v in enc.items()}
             kwargs: dict = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, do_sample=temperature > 0)

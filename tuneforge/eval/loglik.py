@@ -44,9 +44,13 @@ def score_continuations(
     max_length: int = 2048,
     desc: str = "scoring",
     progress: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> list[Score]:
-    """Score each ``(context, continuation)`` pair under the model."""
+    """Score each ``(context, continuation)`` pair under the model, ``batch_size`` pairs and at most
+    ``max_batch_tokens`` padded tokens at a time."""
     import torch
+
+    from tuneforge.eval.batching import token_batches
 
     encoded = []
     bos = bos_prefix(tokenizer)
@@ -57,12 +61,11 @@ def score_continuations(
             raise ValueError(f"empty continuation for context {ctx[-40:]!r}")
         ids = (c + t)[-max_length:]  # keep the continuation, drop the oldest context if too long
         encoded.append((ids, min(len(t), len(ids) - 1)))
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    batches = token_batches([len(ids) for ids, _ in encoded], batch_size, max_batch_tokens)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     results: list[Score | None] = [None] * len(encoded)
-    bar = tqdm(total=len(order), desc=desc, unit="seq", disable=not progress or len(order) < 2)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    bar = tqdm(total=len(encoded), desc=desc, unit="seq", disable=not progress or len(encoded) < 2)
+    for idx in batches:
         width = max(len(encoded[i][0]) for i in idx)
         keep = max(encoded[i][1] for i in idx) + 1
         ids = torch.full((len(idx), width), pad, dtype=torch.long)

@@ -163,11 +163,13 @@ def load_probe(name: str, cfg: EvalConfig, seed: int = 0) -> list[Question]:
 
 
 def answer_questions(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[Question], batch_size: int, desc: str
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[Question], batch_size: int, desc: str,
+    max_batch_tokens: int | None = None,
 ) -> list[int]:
     """The index of the choice the model finds most likely, for each question."""
     pairs = [(q.context, c) for q in questions for c in q.choices]
-    scores = iter(score_continuations(model, tokenizer, pairs, batch_size=batch_size, desc=desc))
+    scores = iter(score_continuations(model, tokenizer, pairs, batch_size=batch_size, desc=desc,
+                                      max_batch_tokens=max_batch_tokens))
     picks = []
     for q in questions:
         vals = []

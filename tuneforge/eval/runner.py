@@ -36,7 +36,7 @@ def shot_system(k: int) -> str:
     return "base zero-shot" if k == 0 else f"base {k}-shot"
 
 
-def _reusable(tuned: Any) -> bool:
+def reusable(tuned: Any) -> bool:
     """A trained PEFT model whose adapter can be switched off gives the base model's outputs exactly, so
     the base rows need no second copy of the base weights. Prompt learning changes the inputs instead of
     the layers: it (and full fine-tuning) loads the base again."""
@@ -76,7 +76,9 @@ def evaluate_run(
     named = adapter_dir or recipe.model.adapter
     tuned = TunedWeights(ADAPTER, Path(named)) if named else tuned_weights_in(run_path)
     tokenizer = tokenizer or load_tokenizer(recipe.model.name, recipe.model.trust_remote_code)
-    reuse = tuned is not None and tuned_model is not None and _reusable(tuned_model)
+    reuse = tuned is not None and tuned_model is not None and reusable(tuned_model)
+    if not reuse:  # this function's reference must not keep a full tuned model beside the base loaded next
+        tuned_model = None
     model = tuned_model.eval() if reuse else load_model(recipe.model, adapter="")
 
     def as_base():  # the base model's outputs: the trained adapter switched off, or the base itself

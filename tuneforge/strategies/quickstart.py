@@ -121,7 +121,7 @@ def _run_stages(recipe: Recipe, run: Run) -> QuickstartResult:
     """The stages, timed and summarised one by one, inside the held run folder."""
     from tuneforge.eval.report import write_report
     from tuneforge.models import load_tokenizer
-    from tuneforge.strategies.sft import evaluate_trained, prepare_splits
+    from tuneforge.strategies.sft import evaluate_trained, hand_over, prepare_splits
     from tuneforge.train import train
 
     result = QuickstartResult(run=run)
@@ -145,7 +145,7 @@ def _run_stages(recipe: Recipe, run: Run) -> QuickstartResult:
     trained = _stage(result, "2. fine-tune (LoRA)", train_stage)
 
     def eval_stage():
-        rows, _ = evaluate_trained(recipe, run, splits, tokenizer=tokenizer, tuned_model=trained.model,
+        rows, _ = evaluate_trained(recipe, run, splits, tokenizer=tokenizer, tuned_model=hand_over(trained),
                                    report=False)
         parts = [f"{shot_system(k)}: {_fmt(_metric(rows, shot_system(k)))}" for k in recipe.eval.shots]
         parts.append(f"tuned: {_fmt(_metric(rows, 'tuned'))}")

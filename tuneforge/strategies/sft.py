@@ -7,7 +7,9 @@
 2. ``tuneforge.train.train`` on the train and validation splits;
 3. ``evaluate_trained`` (``eval.after_train``, on by default): base zero/k-shot, the tuned model and
    the forgetting probes on the test split, then ``report.html``. The trained model and the tokenizer
-   training used are handed to the evaluation, so nothing is loaded twice.
+   training used are handed to the evaluation (``hand_over``), so nothing is held twice: a LoRA-style
+   model is evaluated as the base with its adapter switched off; a fully trained model is dropped, and
+   read back from the run folder only after the base model's rows, never beside the base.
 """
 
 from __future__ import annotations
@@ -63,6 +65,27 @@ def prepare_splits(recipe: Recipe, run: Run, tokenizer: Any) -> Splits:
     return splits_in(prepared_dir)
 
 
+def hand_over(result: TrainResult) -> Any:
+    """The trained model for the evaluation that follows, or None where it must be loaded again later.
+
+    A PEFT model whose adapter can be switched off also serves as the base model: it is handed on (and
+    stays in ``result.model``). Any other trained model (full or freeze training, prompt learning) cannot:
+    the evaluation needs the base weights too, so this drops ``result.model`` and the evaluation reads
+    the tuned weights back from the run folder once the base is gone (one model in memory at a time,
+    where handing it on would hold both).
+    """
+    import gc
+
+    from tuneforge.eval.runner import reusable
+
+    model = result.model
+    if model is None or reusable(model):
+        return model
+    result.model = model = None
+    gc.collect()  # its modules may sit in reference cycles: free them now, before the base is loaded
+    return None
+
+
 def evaluate_trained(recipe: Recipe, run: Run, splits: Splits, *, tokenizer: Any = None,
                      tuned_model: Any = None, report: bool = True) -> tuple[list[ResultRow] | None, Path | None]:
     """Baselines, tuned and forgetting on the test split, then (``report``) the HTML report; skipped, with
@@ -101,7 +124,7 @@ def run_sft(recipe: Recipe, run: Run, *, tokenizer: Any = None, model: Any = Non
     out = SftResult(run=run, splits=splits, train=result)
     if recipe.eval.after_train if evaluate is None else evaluate:
         out.eval_rows, out.report = evaluate_trained(recipe, run, splits, tokenizer=tokenizer,
-                                                     tuned_model=result.model)
+                                                     tuned_model=hand_over(result))
     return out
 
 

@@ -1,0 +1,79 @@
+"""Generation and log-likelihood batches bounded by tokens (rows x padded length), with unchanged results."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneforge.eval.batching import token_batches
+from tuneforge.eval.generation import generate_batch
+from tuneforge.eval.loglik import score_continuations
+
+LONG = "This review goes on and on about the acting, the score, the pacing and the ending. " * 6
+CONVERSATIONS = [[{"role": "user", "content": text}] for text in
+                 ("Say hi", LONG, "Third one", "A medium prompt about a film that was fine", "Bye", "Why?")]
+
+
+def test_a_batch_closes_at_the_token_cap_and_a_long_row_goes_alone():
+    lengths = [5, 100, 6, 30, 4, 5]
+    batches = token_batches(lengths, max_rows=4, max_tokens=64)
+    assert batches == [[1], [3, 2], [0, 5, 4]]  # longest first: 100 alone, then 2 x 30, then 3 x 5
+    assert all(len(b) * lengths[b[0]] <= 64 or len(b) == 1 for b in batches)
+    # Without a cap (or a cap that does not bind) the batches are the plain fixed-size ones.
+    assert token_batches(lengths, max_rows=4) == token_batches(lengths, 4, 10_000) == [[1, 3, 2, 0], [5, 4]]
+
+
+def _forward_sizes(model, monkeypatch) -> list[tuple[int, int]]:
+    """(rows, length) of every forward pass the model runs."""
+    sizes: list[tuple[int, int]] = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        sizes.append(tuple(ids.shape))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", recording)
+    return sizes
+
+
+def test_generation_with_a_small_token_cap_gives_the_same_answers_in_smaller_batches(tiny_model, tokenizer,
+                                                                                     monkeypatch):
+    free = generate_batch(tiny_model, tokenizer, CONVERSATIONS, max_new_tokens=5, batch_size=6)
+    sizes = _forward_sizes(tiny_model, monkeypatch)
+    capped = generate_batch(tiny_model, tokenizer, CONVERSATIONS, max_new_tokens=5, batch_size=6,
+                            max_batch_tokens=80)
+    assert capped == free
+    prefill = [s for s in sizes if s[1] > 1]  # the prompt passes (each generated token is a 1-wide pass)
+    assert len(prefill) > 1  # the long prompt no longer shares a batch with the five short ones
+    assert all(rows == 1 or rows * (width + 5) <= 80 for rows, width in prefill)
+
+
+def test_loglik_with_a_small_token_cap_gives_the_same_scores(tiny_model, tokenizer, monkeypatch):
+    pairs = [(LONG, " fresh"), ("Short.", " rotten"), ("Also short, a bit longer.", " fresh"), ("Hm.", " no")]
+    free = score_continuations(tiny_model, tokenizer, pairs, batch_size=4)
+    sizes = _forward_sizes(tiny_model, monkeypatch)
+    capped = score_continuations(tiny_model, tokenizer, pairs, batch_size=4, max_batch_tokens=32)
+    assert [s.tokens for s in capped] == [s.tokens for s in free]
+    assert [s.greedy for s in capped] == [s.greedy for s in free]
+    assert [s.logprob for s in capped] == pytest.approx([s.logprob for s in free], abs=1e-4)
+    assert len(sizes) >= 2 and all(rows == 1 or rows * width <= 32 for rows, width in sizes)
+
+
+def test_drift_with_a_small_token_cap_gives_the_same_kl(tiny_model, tokenizer):
+    from tuneforge.eval import drift
+    from tuneforge.eval.general_data import GeneralInput
+    from tuneforge.models.tiny import tiny_model as make_tiny
+
+    inputs = [GeneralInput(id=str(i), kind="text", text=t) for i, t in enumerate((LONG, "A short text.", "Another short one here."))]
+    other = make_tiny(tokenizer, seed=1)
+    free = drift.kl_per_input(other, tokenizer, drift.reference(tiny_model, tokenizer, inputs, top_k=16))
+    ref = drift.reference(tiny_model, tokenizer, inputs, top_k=16, max_batch_tokens=24)
+    capped = drift.kl_per_input(other, tokenizer, ref, max_batch_tokens=24)
+    assert capped == pytest.approx(free, abs=1e-5)
+    assert all(k > 0 for k in capped)
+
+
+def test_the_eval_config_caps_batches_by_tokens_by_default():
+    from tuneforge.config.eval import EvalConfig
+
+    assert EvalConfig().batch_tokens == 4096 and EvalConfig(batch_tokens=None).batch_tokens is None
