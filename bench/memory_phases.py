@@ -4,7 +4,8 @@ Global hooks mark the phases: the memory planner's call (model loaded and wrappe
 the end of each outermost module forward, the optimizer's step pre-hook (every backward of the step
 done) and post-hook (AdamW state allocated). At each mark it reads ``VmRSS`` (now) and ``VmHWM`` (the
 peak since the previous mark: the peak is reset with ``/proc/self/clear_refs``), so each estimate term
-can be set against the RSS growth of the phase that allocates it.
+can be set against the RSS growth of the phase that allocates it. The reset also resets what
+``getrusage``'s ``ru_maxrss`` reports: the whole run's peak is the largest of the phases' peaks.
 """
 
 from __future__ import annotations
