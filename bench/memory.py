@@ -16,6 +16,7 @@ import argparse
 import json
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def worker(train_file: str, overrides: dict[str, Any], threads: int, model: str 
     from tuneforge.config import load_recipe
     from tuneforge.runs import create_run
     from tuneforge.train import api, loop, train
+    from tuneforge.train.memory import ModelShapes
 
     out = tempfile.mkdtemp(prefix="tf-bench-mem-")
     settings = {"model.name": model, "run.output_dir": out, "run.name": "mem", "train.max_steps": 2,
@@ -70,7 +72,15 @@ def worker(train_file: str, overrides: dict[str, Any], threads: int, model: str 
         seen.append((int(b.input_ids.shape[0]), int(b.input_ids.shape[1]), b.n_target))
         return b
 
+    shapes = []  # the model's ModelShapes, as the planner read them
+    inner_estimator = api._estimator
+
+    def estimator(model, *args, **kwargs):
+        shapes.append(asdict(ModelShapes.of(model)))
+        return inner_estimator(model, *args, **kwargs)
+
     api.choose_plan = recording
+    api._estimator = estimator
     loop.collate = collating
     phases.install()
     try:
@@ -79,10 +89,11 @@ def worker(train_file: str, overrides: dict[str, Any], threads: int, model: str 
     finally:
         phases.remove()
         api.choose_plan = inner
+        api._estimator = inner_estimator
         loop.collate = inner_collate
         shutil.rmtree(out, ignore_errors=True)
     est = plans[0].estimate
-    return {"estimate_gb": est.total / 2**30, "terms": {k: v / 2**30 for k, v in vars(est).items()},
+    return {"shapes": shapes[0],"estimate_gb": est.total / 2**30, "terms": {k: v / 2**30 for k, v in vars(est).items()},
             "parts": est.describe(), "tokens": result.train_tokens, "steps": result.steps,
             "phases": phases.rows, "micro_batches": seen,
             # Resetting VmHWM (per phase) also resets what ru_maxrss reads: the run's peak is the phases' largest.
@@ -137,6 +148,36 @@ def run(only: list[str] | None = None, threads: int = 2, write: bool = True,
     return rows
 
 
+def estimate_from_raw(res: dict[str, Any], shapes: dict[str, int]) -> Any:
+    """The estimate of the heaviest micro-batch the worker trained on, with the current formula."""
+    from tuneforge.train.memory import ModelShapes, estimate_batch
+
+    ckpt = bool(res["overrides"].get("gradient_checkpointing", False))
+    ests = [estimate_batch(ModelShapes(**shapes), rows, width, ckpt, 4, targets, chunked_logits=True)
+            for rows, width, targets in res["micro_batches"]]
+    return max(ests, key=lambda e: e.total)
+
+
+def table_from_raw(paths: list[Path], write: bool) -> None:
+    """Re-estimate measured configurations (``--raw`` files) with the current formula: the table again."""
+    raw: dict[str, Any] = {}
+    for p in paths:
+        raw.update(json.loads(p.read_text()))
+    rows = []
+    for name in CONFIGS:
+        if name not in raw or raw[name].get("shapes") is None:
+            continue
+        res = raw[name]
+        est = estimate_from_raw(res, res["shapes"])
+        peak = max(res.get("peak_mb", 0), max(p["peak_mb"] for p in res["phases"])) / 1024
+        rows.append({"config": name, "settings": _settings(res["overrides"]), "tokens (2 steps)": res["tokens"],
+                     "estimate GB": est.total / 2**30, "peak RSS GB": peak,
+                     "error %": 100 * (est.total / 2**30 - peak) / peak, "terms": est.describe()})
+        print(f"{name:<20} est {est.total / 2**30:5.2f} peak {peak:5.2f} err {rows[-1]['error %']:+6.1f}%  "
+              f"{est.describe()}")
+    return rows
+
+
 def _tiny_model(folder: Path) -> str:
     from tuneforge.models import load_tokenizer
     from tuneforge.models.tiny import save_tiny_model
@@ -153,9 +194,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="run only these configurations")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    p.add_argument("--from-raw", type=Path, nargs="*", help="measure nothing: re-estimate the configurations "
+                                                              "kept in these --raw files with the current formula")
     p.add_argument("--raw", type=Path, help="also keep every configuration's measurements (phases, micro-batches) "
                                             "in this JSON file, merged by configuration name")
     a = p.parse_args(argv)
+    if a.from_raw:
+        table_from_raw(a.from_raw, write=not a.no_write)
+        return
     run(a.only, a.threads, write=not a.no_write, raw=a.raw)
 
 
