@@ -108,11 +108,15 @@ def estimate_batch(shapes: ModelShapes, rows: int, width: int, gradient_checkpoi
     else:
         saved = tokens * s.layers * per_token_layer + s.layers * mask_layer
     activations = saved * ALLOCATOR_FACTOR
-    # Logits, their softmax and gradient, in fp32, for the positions that carry loss (one chunk at a time).
+    # fp32 logits of the positions that carry loss: the model's own loss keeps logits, log-softmax and
+    # their gradient (3 copies); the chunked loss one chunk's logits, turned into its gradient in place,
+    # and logsumexp's temporary (2 copies: the tiny model's loss phase peaked 127 MB above the forward,
+    # 2 x 64 MiB chunks).
     positions = tokens if logit_positions is None else min(tokens, logit_positions)
+    copies = 3
     if chunked_logits:
-        positions = min(positions, chunked_loss.chunk_rows(s.vocab))
-    logits = positions * s.vocab * 4 * 3
+        positions, copies = min(positions, chunked_loss.chunk_rows(s.vocab)), 2
+    logits = positions * s.vocab * 4 * copies
     return MemoryEstimate(float(s.weights), float(s.gradients), float(s.optimizer), activations, logits,
                           RUNTIME_BYTES)
 
