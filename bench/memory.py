@@ -31,6 +31,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tiny-lora": {"model": "tiny", "method": "lora", "batch_size": 4, "max_length": 256},
     "tiny-full-unpacked": {"model": "tiny", "method": "full", "batch_size": 4, "max_length": 256, "packing": False},
     "lora-short": {"method": "lora", "batch_size": 1, "max_length": 256},
+    "lora-short-ckpt": {"method": "lora", "batch_size": 1, "max_length": 256, "gradient_checkpointing": True},
     "lora-long": {"method": "lora", "batch_size": 1, "max_length": 768},
     "lora-unpacked": {"method": "lora", "batch_size": 4, "max_length": 256, "packing": False},
     "lora-long-ckpt": {"method": "lora", "batch_size": 1, "max_length": 768, "gradient_checkpointing": True},
