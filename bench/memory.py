@@ -13,18 +13,25 @@ worker's ``ru_maxrss``. Error = (estimate - peak) / peak.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench import common
 from bench.data import write_splits
+from bench.memory_phases import PhaseRecorder
 
 MODEL = "smollm2-135m-instruct"
 CONFIGS: dict[str, dict[str, Any]] = {
-    # name: train overrides (all packed rows unless packing is false)
+    # name: train overrides (all packed rows unless packing is false; "model": tiny is the test suite's
+    # randomly initialised 2-layer model with the bundled tokenizer, where the runtime dominates)
+    "tiny-lora": {"model": "tiny", "method": "lora", "batch_size": 4, "max_length": 256},
+    "tiny-full-unpacked": {"model": "tiny", "method": "full", "batch_size": 4, "max_length": 256, "packing": False},
     "lora-short": {"method": "lora", "batch_size": 1, "max_length": 256},
+    "lora-short-ckpt": {"method": "lora", "batch_size": 1, "max_length": 256, "gradient_checkpointing": True},
     "lora-long": {"method": "lora", "batch_size": 1, "max_length": 768},
     "lora-unpacked": {"method": "lora", "batch_size": 4, "max_length": 256, "packing": False},
     "lora-long-ckpt": {"method": "lora", "batch_size": 1, "max_length": 768, "gradient_checkpointing": True},
@@ -34,57 +41,98 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def worker(train_file: str, overrides: dict[str, Any], threads: int) -> dict[str, Any]:
+def worker(train_file: str, overrides: dict[str, Any], threads: int, model: str = MODEL) -> dict[str, Any]:
     """Train 2 steps with ``overrides``; return the planner's estimate and what the step saw."""
     from tuneforge.config import load_recipe
     from tuneforge.runs import create_run
-    from tuneforge.train import api, train
+    from tuneforge.train import api, loop, train
+    from tuneforge.train.memory import ModelShapes
 
     out = tempfile.mkdtemp(prefix="tf-bench-mem-")
-    settings = {"model.name": MODEL, "run.output_dir": out, "run.name": "mem", "train.max_steps": 2,
+    settings = {"model.name": model, "run.output_dir": out, "run.name": "mem", "train.max_steps": 2,
                 "train.eval_at_start": False, "train.save_every": 10**6, "train.memory_limit_gb": 64,
                 "train.num_threads": threads, "train.lora.dropout": 0.0, "eval.after_train": False}
     settings.update({f"train.{k}": v for k, v in overrides.items()})
     recipe = load_recipe(None, settings)
     plans = []
     inner = api.choose_plan
+    phases = PhaseRecorder()
+    phases.mark("imports")
 
     def recording(*args, **kwargs):
+        phases.mark("model loaded, data tokenized")
         plan = inner(*args, **kwargs)
         plans.append(plan)
         return plan
 
+    seen = []  # (rows, width, tokens carrying loss) of every micro-batch trained on
+    inner_collate = loop.collate
+
+    def collating(*args, **kwargs):
+        b = inner_collate(*args, **kwargs)
+        seen.append((int(b.input_ids.shape[0]), int(b.input_ids.shape[1]), b.n_target))
+        return b
+
+    shapes = []  # the model's ModelShapes, as the planner read them
+    inner_estimator = api._estimator
+
+    def estimator(model, *args, **kwargs):
+        shapes.append(asdict(ModelShapes.of(model)))
+        return inner_estimator(model, *args, **kwargs)
+
     api.choose_plan = recording
+    api._estimator = estimator
+    loop.collate = collating
+    phases.install()
     try:
         result = train(recipe, create_run(recipe, "bench-memory"), Path(train_file), None)
+        phases.mark("end of training (outputs written)")
     finally:
+        phases.remove()
         api.choose_plan = inner
+        api._estimator = inner_estimator
+        loop.collate = inner_collate
         shutil.rmtree(out, ignore_errors=True)
     est = plans[0].estimate
-    return {"estimate_gb": est.total / 2**30,
-            "parts": est.describe(), "tokens": result.train_tokens, "steps": result.steps}
+    return {"shapes": shapes[0],"estimate_gb": est.total / 2**30, "terms": {k: v / 2**30 for k, v in vars(est).items()},
+            "parts": est.describe(), "tokens": result.train_tokens, "steps": result.steps,
+            "phases": phases.rows, "micro_batches": seen,
+            # Resetting VmHWM (per phase) also resets what ru_maxrss reads: the run's peak is the phases' largest.
+            "peak_mb": max(p["peak_mb"] for p in phases.rows)}
 
 
-def run(only: list[str] | None = None, threads: int = 2, write: bool = True) -> list[dict[str, Any]]:
+def run(only: list[str] | None = None, threads: int = 2, write: bool = True,
+        raw: Path | None = None) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="tf-bench-mem-data-"))
     train_file, _ = write_splits(tmp, 24, 2)
+    tiny = _tiny_model(tmp / "tiny-model")
     rows = []
     for name, overrides in CONFIGS.items():
         if only and name not in only:
             continue
         print(f"== {name}: {overrides}", flush=True)
+        train_overrides = {k: v for k, v in overrides.items() if k != "model"}
+        model = tiny if overrides.get("model") == "tiny" else MODEL
         try:
-            res = common.run_worker("bench.memory:worker", {"train_file": str(train_file), "overrides": overrides,
-                                                            "threads": threads}, timeout=900)
+            res = common.run_worker("bench.memory:worker", {"train_file": str(train_file), "overrides": train_overrides,
+                                                            "threads": threads, "model": model}, timeout=1800)
         except Exception as exc:  # a failed configuration is reported, not hidden
             print(f"{name} failed: {exc}", flush=True)
             rows.append({"config": name, "settings": _settings(overrides), "estimate GB": None, "peak RSS GB": None})
             continue
-        peak = res["peak_rss_mb"] / 1024
+        peak = max(res["peak_mb"], res["peak_rss_mb"]) / 1024
         rows.append({"config": name, "settings": _settings(overrides), "tokens (2 steps)": res["tokens"],
                      "estimate GB": res["estimate_gb"], "peak RSS GB": peak,
                      "error %": 100 * (res["estimate_gb"] - peak) / peak})
-        print(f"{name}: estimate {res['estimate_gb']:.2f} GB ({res['parts']}), peak {peak:.2f} GB", flush=True)
+        print(f"{name}: estimate {res['estimate_gb']:.2f} GB ({res['parts']}), peak {peak:.2f} GB; "
+              f"micro-batches (rows, width, targets) {res['micro_batches']}", flush=True)
+        for ph in res["phases"]:
+            print(f"    {ph['phase']:<40} RSS {ph['rss_mb']:>6} MB  peak during {ph['peak_mb']:>6} MB  "
+                  f"file {ph['file_mb']:>5} MB", flush=True)
+        if raw:
+            raw_rows = json.loads(raw.read_text()) if raw.is_file() else {}
+            raw_rows[name] = {"overrides": overrides, **res}
+            raw.write_text(json.dumps(raw_rows, indent=1))
     shutil.rmtree(tmp, ignore_errors=True)
     cols = ["config", "settings", "tokens (2 steps)", "estimate GB", "peak RSS GB", "error %"]
     errors = [abs(r["error %"]) for r in rows if r.get("error %") is not None]
@@ -101,6 +149,43 @@ def run(only: list[str] | None = None, threads: int = 2, write: bool = True) -> 
     return rows
 
 
+def estimate_from_raw(res: dict[str, Any], shapes: dict[str, int]) -> Any:
+    """The estimate of the heaviest micro-batch the worker trained on, with the current formula."""
+    from tuneforge.train.memory import ModelShapes, estimate_batch
+
+    ckpt = bool(res["overrides"].get("gradient_checkpointing", False))
+    ests = [estimate_batch(ModelShapes(**shapes), rows, width, ckpt, 4, targets, chunked_logits=True)
+            for rows, width, targets in res["micro_batches"]]
+    return max(ests, key=lambda e: e.total)
+
+
+def table_from_raw(paths: list[Path], write: bool) -> None:
+    """Re-estimate measured configurations (``--raw`` files) with the current formula: the table again."""
+    raw: dict[str, Any] = {}
+    for p in paths:
+        raw.update(json.loads(p.read_text()))
+    rows = []
+    for name in CONFIGS:
+        if name not in raw or raw[name].get("shapes") is None:
+            continue
+        res = raw[name]
+        est = estimate_from_raw(res, res["shapes"])
+        peak = max(res.get("peak_mb", 0), max(p["peak_mb"] for p in res["phases"])) / 1024
+        rows.append({"config": name, "settings": _settings(res["overrides"]), "tokens (2 steps)": res["tokens"],
+                     "estimate GB": est.total / 2**30, "peak RSS GB": peak,
+                     "error %": 100 * (est.total / 2**30 - peak) / peak, "terms": est.describe()})
+        print(f"{name:<20} est {est.total / 2**30:5.2f} peak {peak:5.2f} err {rows[-1]['error %']:+6.1f}%  "
+              f"{est.describe()}")
+    return rows
+
+
+def _tiny_model(folder: Path) -> str:
+    from tuneforge.models import load_tokenizer
+    from tuneforge.models.tiny import save_tiny_model
+
+    return str(save_tiny_model(folder, load_tokenizer(MODEL)))
+
+
 def _settings(overrides: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in overrides.items())
 
@@ -110,8 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="run only these configurations")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    p.add_argument("--from-raw", type=Path, nargs="*", help="measure nothing: re-estimate the configurations "
+                                                              "kept in these --raw files with the current formula")
+    p.add_argument("--raw", type=Path, help="also keep every configuration's measurements (phases, micro-batches) "
+                                            "in this JSON file, merged by configuration name")
     a = p.parse_args(argv)
-    run(a.only, a.threads, write=not a.no_write)
+    if a.from_raw:
+        table_from_raw(a.from_raw, write=not a.no_write)
+        return
+    run(a.only, a.threads, write=not a.no_write, raw=a.raw)
 
 
 if __name__ == "__main__":

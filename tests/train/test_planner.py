@@ -70,7 +70,7 @@ def test_two_plans_train_to_the_same_losses(tmp_path, tiny_model_dir, prepared_d
 
     # A budget between the estimates of 1 and 2 rows per micro-batch forces 1 row x 4 accumulation steps.
     recipe = load_recipe(write_recipe(tmp_path / "probe.yaml", tiny_model_dir, prepared_dir, tmp_path / "runs",
-                                      batch_size=4))
+                                      batch_size=4, max_steps=3))
     from tuneforge.models import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
@@ -79,8 +79,10 @@ def test_two_plans_train_to_the_same_losses(tmp_path, tiny_model_dir, prepared_d
 
     class _Acc:
         mixed_precision = "no"
+        num_processes = 1
 
-    estimate = api._estimator(model, recipe.train, data, _Acc())
+    n_steps = recipe.train.total_steps(len(data.train_rows))
+    estimate = api._estimator(model, recipe.train, data, _Acc(), n_steps, recipe.run.seed)
     limit = (estimate(1, False).total + estimate(2, False).total) / 2 / GB
     whole, out_whole = _train(tmp_path, tiny_model_dir, prepared_dir, "whole", capsys, memory_limit_gb=1000)
     split, out_split = _train(tmp_path, tiny_model_dir, prepared_dir, "split", capsys, memory_limit_gb=limit)

@@ -28,11 +28,12 @@ from tuneforge.train.loop import (
     OnEval,
     OnStep,
     evaluate,
+    micro_batches_for_step,
     restore_checkpoint,
     run_loop,
     set_seed,
 )
-from tuneforge.train.memory import GB, estimate_memory, memory_budget
+from tuneforge.train.memory import GB, ModelShapes, estimate_batch, memory_budget
 from tuneforge.train.methods import apply_method, count_parameters, load_base_model
 from tuneforge.train.packing import make_rows, task_names
 from tuneforge.train.planner import SAFE_SHARE, choose_plan, default_budget
@@ -98,7 +99,7 @@ def train(
         # must not run twice. The weights are in `out`; the caller evaluates them.
         say(f"training already finished at step {done.steps} ({run.path / TRAIN_RESULT}): nothing to resume")
         return done
-    recipe = _plan_memory(recipe, model, data, accelerator, say)
+    recipe = _plan_memory(recipe, model, data, accelerator, n_steps, say)
     loop = _setup_loop(recipe, run, model, data, accelerator, n_steps, on_eval, on_step, say)
     state, resumed_from = _start(loop, say)
     try:
@@ -155,23 +156,38 @@ def _describe_data(cfg: TrainConfig, data: LoopData, n_steps: int, say) -> None:
         + (f"; {len(data.val)} validation examples" if data.val else ""))
 
 
-def _estimator(model, cfg: TrainConfig, data: LoopData, accelerator):
-    """(rows per micro-batch, checkpointing) -> the memory estimate of a training step."""
-    widest = max(data.row_lengths)
-    # Only positions with a target reach the LM head (the union over a batch's rows, see steps.py).
-    most_targets = max(sum(data.train[i].n_target for i in row) for row in data.train_rows)
+def _estimator(model, cfg: TrainConfig, data: LoopData, accelerator, n_steps: int, seed: int):
+    """(rows per micro-batch, checkpointing) -> the memory estimate of the run's heaviest micro-batch.
+
+    The micro-batches are the ones the run will train on (``micro_batches_for_step`` of its ``n_steps``
+    steps, cut into each process's share), not the widest row times the rows: a short run on mostly
+    short examples pads far less than the worst case.
+    """
+    shapes = ModelShapes.of(model)
     chunked = chunkable(model, cfg.prompt_learning)[0] is not None
     act_bytes = 2 if accelerator.mixed_precision in ("bf16", "fp16") else 4
+    lengths = data.row_lengths
+    targets = [sum(data.train[i].n_target for i in row) for row in data.train_rows]
+    world = accelerator.num_processes
+    steps = [[r for micro in micro_batches_for_step(k, data, cfg, world, seed) for r in micro]
+             for k in range(n_steps)]
 
     def estimate(rows: int, checkpointing: bool):
-        logit_tokens = rows * widest if cfg.prompt_learning else min(rows * widest, rows * most_targets)
-        return estimate_memory(model, rows * widest, checkpointing, seq_len=widest, act_bytes=act_bytes,
-                               logit_tokens=logit_tokens, chunked_logits=chunked)
+        seen = {(len(mb), max(lengths[r] for r in mb), max(targets[r] for r in mb), sum(targets[r] for r in mb))
+                for step in steps for mb in (step[s : s + rows] for s in range(0, len(step), rows))}
+        best = None
+        for n, width, most, total in seen:
+            # Only positions with a target reach the LM head: those of the chunked loss, or the union of
+            # the rows' target columns in the model's own forward (at most rows x the most in a row).
+            positions = total if chunked and not cfg.prompt_learning else min(n * width, n * most)
+            est = estimate_batch(shapes, n, width, checkpointing, act_bytes, positions, chunked)
+            best = est if best is None or est.total > best.total else best
+        return best
 
     return estimate
 
 
-def _plan_memory(recipe: Recipe, model, data: LoopData, accelerator, say) -> Recipe:
+def _plan_memory(recipe: Recipe, model, data: LoopData, accelerator, n_steps: int, say) -> Recipe:
     """Choose micro-batch size, accumulation and checkpointing that keep the step's rows and fit the
     memory budget (``planner``); print the plan; stop with advice when nothing fits."""
     cfg = recipe.train
@@ -180,8 +196,9 @@ def _plan_memory(recipe: Recipe, model, data: LoopData, accelerator, say) -> Rec
     if accelerator.num_processes > 1:  # every process must take the same plan (the same accumulation)
         budget = float(accelerator.gather(torch.tensor([budget], device=accelerator.device)).min())
     where = "train.memory_limit_gb" if cfg.memory_limit_gb else f"{SAFE_SHARE:.0%} of free memory"
-    plan = choose_plan(cfg.batch_size * cfg.grad_accum, _estimator(model, cfg, data, accelerator), budget,
-                       cfg.gradient_checkpointing, cfg.method, max_micro=cfg.batch_size)
+    estimate = _estimator(model, cfg, data, accelerator, n_steps, recipe.run.seed)
+    plan = choose_plan(cfg.batch_size * cfg.grad_accum, estimate, budget, cfg.gradient_checkpointing, cfg.method,
+                       max_micro=cfg.batch_size)
     say(f"memory plan: {plan.describe()}; estimate {plan.estimate.describe()}; budget {budget / GB:.2f} GB "
         f"({where}), free now {free_now / GB:.2f} GB")
     if plan.estimate.total > free_now:

@@ -47,51 +47,89 @@ class MemoryEstimate:
         return f"{self.total / GB:.2f} GB ({parts} GB)"
 
 
-def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradient_checkpointing: bool,
-                    act_bytes: int = 4, logit_tokens: int | None = None, seq_len: int | None = None,
-                    chunked_logits: bool = False) -> MemoryEstimate:
-    """Peak resident memory of a training step.
+@dataclass(frozen=True)
+class ModelShapes:
+    """What the estimate reads from a model, once (the planner estimates many micro-batch shapes)."""
 
-    ``logit_tokens``: positions that reach the LM head per micro-batch (default: every token);
-    ``seq_len``: the longest row, for the attention masks (left out when not given); ``chunked_logits``:
-    the loss runs through ``chunked_loss`` (logits of one chunk at a time, not of every position).
+    weights: int  # bytes of every parameter
+    gradients: int  # bytes of the trainable parameters' gradients
+    optimizer: int  # AdamW: two fp32 moments per trainable value
+    hidden: int
+    intermediate: int
+    layers: int
+    vocab: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> ModelShapes:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        cfg = getattr(model, "config", None)
+        base_cfg = getattr(getattr(model, "base_model", None), "config", cfg) or cfg
+        hidden = getattr(base_cfg, "hidden_size", 1024)
+        heads = getattr(base_cfg, "num_attention_heads", max(1, hidden // 64))
+        return cls(
+            weights=sum(p.numel() * p.element_size() for p in model.parameters()),
+            gradients=sum(p.numel() * p.element_size() for p in trainable),
+            optimizer=sum(2 * p.numel() * 4 for p in trainable),
+            hidden=hidden, intermediate=getattr(base_cfg, "intermediate_size", 4 * hidden),
+            layers=getattr(base_cfg, "num_hidden_layers", 12), vocab=getattr(base_cfg, "vocab_size", 32000),
+            heads=heads, kv_heads=getattr(base_cfg, "num_key_value_heads", None) or heads,
+            head_dim=getattr(base_cfg, "head_dim", None) or hidden // heads,
+        )
+
+
+def estimate_batch(shapes: ModelShapes, rows: int, width: int, gradient_checkpointing: bool,
+                   act_bytes: int = 4, logit_positions: int | None = None,
+                   chunked_logits: bool = False, masks: bool = True) -> MemoryEstimate:
+    """Peak resident memory of a training step on a micro-batch of ``rows`` rows padded to ``width``.
+
+    ``logit_positions``: positions that reach the LM head (default: every token); ``chunked_logits``:
+    the loss runs through ``chunked_loss`` (logits of one chunk at a time, not of every position);
+    ``masks``: count the attention masks of block-diagonal (packed or padded) rows.
     """
     from tuneforge.train import chunked_loss
 
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    grads = sum(p.numel() * p.element_size() for p in trainable)
-    optim = sum(2 * p.numel() * 4 for p in trainable)  # AdamW: two fp32 moments
-    cfg = getattr(model, "config", None)
-    base_cfg = getattr(getattr(model, "base_model", None), "config", cfg) or cfg
-    hidden = getattr(base_cfg, "hidden_size", 1024)
-    inter = getattr(base_cfg, "intermediate_size", 4 * hidden)
-    layers = getattr(base_cfg, "num_hidden_layers", 12)
-    vocab = getattr(base_cfg, "vocab_size", 32000)
-    heads = getattr(base_cfg, "num_attention_heads", max(1, hidden // 64))
-    kv_heads = getattr(base_cfg, "num_key_value_heads", None) or heads
-    head_dim = getattr(base_cfg, "head_dim", None) or hidden // heads
+    s = shapes
+    tokens = rows * width
     # Saved for backward per token and layer, measured with saved_tensors_hooks on SmolLM2 (fp32 values):
     # 6 x hidden (norm outputs, q, attention output) + 4 x intermediate (gate, up, act, product) + k and
     # v = 10,107 for LoRA; full fine-tuning keeps 2 x hidden more (11,190). With a block-diagonal mask
     # (packed or padded rows) SDPA also keeps k/v repeated to every head and each layer its own
     # [rows, 1, L, L] fp32 mask; CPU SDPA is a flash kernel, so no [heads x L x L] scores are kept (the
     # term that made a 711-token run's estimate 17 GB against a 2.8 GB peak).
-    kv_dim = kv_heads * head_dim
-    per_token_layer = (8 * hidden + 4 * inter + 2 * kv_dim + 2 * (heads - kv_heads) * head_dim) * act_bytes
-    rows = max(1, tokens_per_micro_batch // seq_len) if seq_len else 0
-    mask_layer = rows * seq_len * seq_len * 4 if seq_len else 0
+    kv_dim = s.kv_heads * s.head_dim
+    per_token_layer = (8 * s.hidden + 4 * s.intermediate + 2 * kv_dim + 2 * (s.heads - s.kv_heads) * s.head_dim)
+    per_token_layer *= act_bytes
+    mask_layer = rows * width * width * 4 if masks else 0
     if gradient_checkpointing:  # block inputs kept; one block recomputed at a time in backward
-        saved = tokens_per_micro_batch * (layers * hidden * act_bytes + per_token_layer) + mask_layer
+        saved = tokens * (s.layers * s.hidden * act_bytes + per_token_layer) + mask_layer
     else:
-        saved = tokens_per_micro_batch * layers * per_token_layer + layers * mask_layer
+        saved = tokens * s.layers * per_token_layer + s.layers * mask_layer
     activations = saved * ALLOCATOR_FACTOR
-    # Logits, their softmax and gradient, in fp32, for the positions that carry loss (one chunk at a time).
-    positions = tokens_per_micro_batch if logit_tokens is None else logit_tokens
+    # fp32 logits of the positions that carry loss: the model's own loss keeps logits, log-softmax and
+    # their gradient (3 copies); the chunked loss one chunk's logits, turned into its gradient in place,
+    # and logsumexp's temporary (2 copies: the tiny model's loss phase peaked 127 MB above the forward,
+    # 2 x 64 MiB chunks).
+    positions = tokens if logit_positions is None else min(tokens, logit_positions)
+    copies = 3
     if chunked_logits:
-        positions = min(positions, chunked_loss.chunk_rows(vocab))
-    logits = positions * vocab * 4 * 3
-    return MemoryEstimate(weights, grads, optim, activations, logits, RUNTIME_BYTES)
+        positions, copies = min(positions, chunked_loss.chunk_rows(s.vocab)), 2
+    logits = positions * s.vocab * 4 * copies
+    return MemoryEstimate(float(s.weights), float(s.gradients), float(s.optimizer), activations, logits,
+                          RUNTIME_BYTES)
+
+
+def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradient_checkpointing: bool,
+                    act_bytes: int = 4, logit_tokens: int | None = None, seq_len: int | None = None,
+                    chunked_logits: bool = False) -> MemoryEstimate:
+    """``estimate_batch`` for ``tokens_per_micro_batch`` tokens in rows of ``seq_len`` (attention masks
+    left out when it is not given)."""
+    width = seq_len or tokens_per_micro_batch
+    rows = max(1, tokens_per_micro_batch // width)
+    return estimate_batch(ModelShapes.of(model), rows, width, gradient_checkpointing, act_bytes, logit_tokens,
+                          chunked_logits, masks=seq_len is not None)
 
 
 def _meminfo(key: str) -> float | None:
