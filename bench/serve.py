@@ -27,6 +27,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,7 +71,8 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600, path: st
 def tuneforge_cmd(model: str, port: int) -> list[str]:
     top = max(LEVELS)
     return [sys.executable, "-m", "tuneforge.cli.main", "serve", "--model", model, "--no-auth", "--host", "127.0.0.1",
-            "--port", str(port), "--max-concurrent", str(top), "--max-queue", str(2 * top)]
+            "--port", str(port), "--max-concurrent", str(top), "--max-queue", str(2 * top),
+            "--no-fine-tuning"]  # inference only; and two servers in one folder would share its state folder
 
 
 def llama_server_path(given: str | None) -> Path | None:
@@ -177,13 +179,15 @@ def start_server(cmd: list[str], ready_path: str) -> tuple[subprocess.Popen, str
     port = int(cmd[cmd.index("--port") + 1])
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tempfile.NamedTemporaryFile("w+", prefix="bench-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_ready(base, proc, path=ready_path)
         model = httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]["id"]
-    except BaseException:
+    except BaseException as e:
         stop_server(proc)
-        raise
+        tail = Path(log.name).read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"{e}; its log ({log.name}) ends: {' | '.join(tail)}") from e
     return proc, base, model
 
 
