@@ -72,7 +72,8 @@ def tuneforge_cmd(model: str, port: int) -> list[str]:
     top = max(LEVELS)
     return [sys.executable, "-m", "tuneforge.cli.main", "serve", "--model", model, "--no-auth", "--host", "127.0.0.1",
             "--port", str(port), "--max-concurrent", str(top), "--max-queue", str(2 * top),
-            "--no-fine-tuning"]  # inference only; and two servers in one folder would share its state folder
+            "--no-fine-tuning",  # inference only; and two servers in one folder would share its state folder
+            "--timeout", "900"]  # the default 120 s cut every fp32 answer at 32 clients on a machine loaded 15-fold
 
 
 def llama_server_path(given: str | None) -> Path | None:
