@@ -332,29 +332,28 @@ def run(size: str, write: bool = True, llama: Path | None = None) -> common.Repo
 
 
 def targets(by: dict[tuple[str, int], dict]) -> list[str]:
-    fp32 = next((name for name, _ in by if name.startswith("tuneforge fp32")), None)
-    llama = next((name for name, _ in by if name.startswith("llama.cpp")), None)
-    if fp32 is None:
-        return []
+    """Issue 20's figures for each tuneforge mode, and each mode's ratio to llama.cpp's server."""
+    names = [name for name, clients in by if clients == 1]
+    llama = next((n for n in names if n.startswith("llama.cpp")), None)
 
     def get(name, clients, key):
         row = by.get((name, clients))
         return row[key] if row else None
 
-    out = [common.target_line("fp32, 8 clients vs 1 client tokens/s", get(fp32, 8, "x own 1 client"), 4, unit="x"),
-           common.target_line("fp32, 32 clients vs 1 client tokens/s", get(fp32, 32, "x own 1 client"), 8, unit="x"),
-           common.target_line("fp32, 8 clients vs 1 client tokens/CPU-s", get(fp32, 8, "x own 1 client (CPU)"), 4,
-                              unit="x"),
-           common.target_line("fp32, 32 clients vs 1 client tokens/CPU-s", get(fp32, 32, "x own 1 client (CPU)"), 8,
-                              unit="x"),
-           common.target_line("fp32, p95 TTFT at 8 clients / idle TTFT (p50 at 1 client)",
-                              common.ratio(get(fp32, 8, "p95 TTFT s"), get(fp32, 1, "p50 TTFT s")), 2,
-                              higher_is_better=False, unit="x")]
-    for clients in LEVELS:
-        if llama:
-            wall = common.ratio(get(fp32, clients, "tokens/s"), get(llama, clients, "tokens/s"))
-            cpu = common.ratio(get(fp32, clients, "tokens/CPU-s"), get(llama, clients, "tokens/CPU-s"))
-            out.append(f"tuneforge fp32 / llama.cpp server at {clients} client(s): {common.fmt(wall)}x tokens/s, "
+    out = []
+    for name in (n for n in names if n.startswith("tuneforge")):
+        mode = name.split()[1]  # fp32 / int8
+        for clients, goal in ((8, 4), (32, 8)):
+            for key, per in (("x own 1 client", "tokens/s"), ("x own 1 client (CPU)", "tokens/CPU-s")):
+                out.append(common.target_line(f"{mode}, {clients} clients vs 1 client {per}", get(name, clients, key),
+                                              goal, unit="x"))
+        out.append(common.target_line(f"{mode}, p95 TTFT at 8 clients / idle TTFT (p50 at 1 client)",
+                                      common.ratio(get(name, 8, "p95 TTFT s"), get(name, 1, "p50 TTFT s")), 2,
+                                      higher_is_better=False, unit="x"))
+        for clients in LEVELS if llama else ():
+            wall = common.ratio(get(name, clients, "tokens/s"), get(llama, clients, "tokens/s"))
+            cpu = common.ratio(get(name, clients, "tokens/CPU-s"), get(llama, clients, "tokens/CPU-s"))
+            out.append(f"tuneforge {mode} / llama.cpp server at {clients} client(s): {common.fmt(wall)}x tokens/s, "
                        f"{common.fmt(cpu)}x tokens/CPU-s")
     return out
 
