@@ -1,16 +1,22 @@
 """Serving: ``tuneforge serve`` (fp32 and int8) and llama.cpp's server at 1, 8 and 32 concurrent clients.
 
-Each contender is a server process of its own on 127.0.0.1 (auth off: loopback only), started one after
-another, serving the bundled SmolLM2-135M-Instruct: tuneforge from its fp32 conversion of the bundled
-GGUF and from an int8 export of it (``tuneforge.export.quantize``), llama.cpp (``llama-cpp-python``'s
-``llama_cpp.server``) from the bundled GGUF itself (Q4_1). Every contender gets the same chat requests
-(user turns of the training mix, ``max_tokens`` fixed, temperature 0), streamed, from 1, 8 and 32
-client threads. Per request: time to the first content chunk (TTFT), total latency and
-``usage.completion_tokens``; throughput is the sum of completion tokens over the wall time of the list.
+Each contender is a server process of its own on 127.0.0.1 (auth off: loopback only), serving the bundled
+SmolLM2-135M-Instruct: tuneforge from its fp32 conversion of the bundled GGUF and from an int8 export of it
+(``tuneforge.export.quantize``), llama.cpp's ``llama-server`` from the bundled GGUF itself. All servers are
+started first; then, at each client count, the contenders take turns, so that the load of a shared
+machine falls on all of them alike. Every contender gets the same chat requests (user turns of the
+training mix, ``max_tokens`` fixed, temperature 0), streamed, from 1, 8 and 32 client threads. Per
+request: time to the first content chunk (TTFT), total latency and ``usage.completion_tokens``;
+throughput is the sum of completion tokens over the wall time of the list.
+
+llama-server is a C++ binary, not a pip package (``llama-cpp-python`` compiles all of llama.cpp for its
+bindings; only the server is needed): ``bench/build_llama_server.sh`` builds just that target, then
+``python -m bench.serve --llama-server PATH`` (or ``LLAMA_SERVER=PATH``). Without it the report says
+"not measured" and measures tuneforge alone.
 
 The same run measures the machine's memory bandwidth (a large tensor read and a copy, torch, same
-threads) and sets it against one row's decoding rate x the bytes of weights each decoding step reads,
-to show how close a single row is to the bandwidth limit and why rows decoded together go faster.
+threads) and sets it against each row's decoding rate x the bytes of weights a decoding step reads (once
+for all its rows), to show how close each mode is to the bandwidth limit.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -64,16 +71,27 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600, path: st
 def tuneforge_cmd(model: str, port: int) -> list[str]:
     top = max(LEVELS)
     return [sys.executable, "-m", "tuneforge.cli.main", "serve", "--model", model, "--no-auth", "--host", "127.0.0.1",
-            "--port", str(port), "--max-concurrent", str(top), "--max-queue", str(2 * top)]
+            "--port", str(port), "--max-concurrent", str(top), "--max-queue", str(2 * top),
+            "--no-fine-tuning",  # inference only; and two servers in one folder would share its state folder
+            "--timeout", "900"]  # the default 120 s cut every fp32 answer at 32 clients on a machine loaded 15-fold
 
 
-def llama_cpp_cmd(gguf: Path, port: int) -> list[str]:
+def llama_server_path(given: str | None) -> Path | None:
+    """llama.cpp's ``llama-server`` binary: ``--llama-server PATH``, else $LLAMA_SERVER, else on PATH."""
+    import shutil
+
+    found = given or os.environ.get("LLAMA_SERVER") or shutil.which("llama-server")
+    return Path(found) if found and Path(found).is_file() else None
+
+
+def llama_server_cmd(binary: Path, gguf: Path, port: int) -> list[str]:
+    """The same slots as tuneforge's rows (``--parallel``, continuous batching on), the same threads."""
     import torch
 
-    threads = str(torch.get_num_threads())  # the same threads as tuneforge's torch (OMP_NUM_THREADS)
-    return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-            "--port", str(port), "--n_ctx", "2048", "--n_threads", threads, "--n_threads_batch", threads,
-            "--model_alias", "bench"]
+    threads, slots = str(torch.get_num_threads()), max(LEVELS)
+    return [str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--threads", threads,
+            "--threads-batch", threads, "--parallel", str(slots), "--cont-batching", "--ctx-size", str(slots * 1024),
+            "--alias", "bench", "--no-webui", "--log-disable"]
 
 
 def int8_folder() -> Path:
@@ -155,28 +173,46 @@ def run_level(base: str, model: str, convs: list[list[dict]], max_tokens: int, c
             "p95 TTFT s": common.percentile(ttft, 95), "decode tokens/s per row": decode}
 
 
-def run_contender(name: str, cmd: list[str], ready_path: str, cfg: dict, convs: dict[int, list]) -> list[dict]:
+def start_server(cmd: list[str], ready_path: str) -> tuple[subprocess.Popen, str, str]:
+    """Start one contender, wait until it answers, warm it up: (process, base URL, model id)."""
     import httpx
 
     port = int(cmd[cmd.index("--port") + 1])
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = []
+    log = tempfile.NamedTemporaryFile("w+", prefix="bench-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_ready(base, proc, path=ready_path)
         model = httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]["id"]
+    except BaseException as e:
+        stop_server(proc)
+        tail = Path(log.name).read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"{e}; its log ({log.name}) ends: {' | '.join(tail)}") from e
+    return proc, base, model
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_alternating(servers: dict[str, tuple], cfg: dict, convs: dict[int, list]) -> list[dict]:
+    """Every level for every contender, the contenders alternating within each level (all servers are up;
+    an idle one costs nothing), so that a change in the machine's load falls on all of them alike."""
+    for name, (_, base, model) in servers.items():
         run_level(base, model, convs[1][:2], 4, 1)  # warm-up
-        for clients in LEVELS:
-            print(f"bench.serve: {name}, {clients} client(s)", flush=True)
-            rows.append({"contender": name, **run_level(base, model, convs[clients], cfg["max_tokens"], clients,
-                                                                 proc.pid)})
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        print(f"bench.serve: {name} warmed up", flush=True)
+    rows = []
+    for clients in LEVELS:
+        for name, (proc, base, model) in servers.items():
+            row = {"contender": name, **run_level(base, model, convs[clients], cfg["max_tokens"], clients, proc.pid)}
+            print(f"bench.serve: {name}, {clients} client(s): {row['tokens/s']:.2f} tokens/s, "
+                  f"p95 TTFT {row['p95 TTFT s']:.2f} s, load {common.load_average()[0]:.1f}", flush=True)
+            rows.append(row)
     return rows
 
 
@@ -204,7 +240,7 @@ def bandwidth_gbs(mb: int = 512, repeats: int = 5) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- report
 
 
-def contenders(int8: Path) -> list[tuple[str, Any, str, float | None]]:
+def contenders(int8: Path, llama: Path | None) -> list[tuple[str, Any, str, float | None]]:
     """(name, command builder, readiness path, weights MB read per decoding step) of each contender."""
     from tuneforge.models import bundled_gguf_path
     from tuneforge.models.load import resolve_model
@@ -212,34 +248,43 @@ def contenders(int8: Path) -> list[tuple[str, Any, str, float | None]]:
     fp32 = Path(resolve_model(MODEL))
     out = [(f"tuneforge fp32 (continuous batching, {max(LEVELS)} rows)", lambda p: tuneforge_cmd(MODEL, p),
             "/health", weights_mb(fp32)),
-           ("tuneforge int8 (same engine)", lambda p: tuneforge_cmd(str(int8), p), "/health", weights_mb(int8))]
-    try:
-        import llama_cpp.server  # noqa: F401
-    except ImportError as e:
-        print(f"bench.serve: llama.cpp's server is not installed ({e}); pip install 'llama-cpp-python[server]'")
+           ("tuneforge int8 (dynamic int8 Linear)", lambda p: tuneforge_cmd(str(int8), p), "/health",
+            weights_mb(int8))]
+    if llama is None:
         return out
     gguf = bundled_gguf_path(MODEL)
-    out.append(("llama.cpp server (llama-cpp-python, Q4_1 GGUF)", lambda p: llama_cpp_cmd(gguf, p), "/v1/models",
-                gguf.stat().st_size / 1e6))
+    out.append((f"llama.cpp llama-server ({gguf.name}, {max(LEVELS)} slots)", lambda p: llama_server_cmd(llama, gguf, p),
+                "/health", gguf.stat().st_size / 1e6))
     return out
 
 
-def run(size: str, write: bool = True) -> common.Report:
+def run(size: str, write: bool = True, llama: Path | None = None) -> common.Report:
+    import torch
+
     cfg = SIZES[size]
+    threads = torch.get_num_threads()
     report = common.Report(name="serve", title="Serving: continuous batching at 1, 8 and 32 clients, vs llama.cpp",
                            size=size)
     pool = [r["messages"][:-1] for r in length_mix(max(cfg["requests"].values()), seed=2)]
     convs = {c: pool[: cfg["requests"][c]] for c in LEVELS}
     bw = bandwidth_gbs()
-    rows: list[dict] = []
     per_mb: dict[str, float | None] = {}
-    for name, cmd, ready, mb in contenders(int8_folder()):
-        per_mb[name] = mb
-        try:
-            rows += run_contender(name, cmd(free_port()), ready, cfg, convs)
-        except Exception as e:  # a peer that fails to start is reported, not hidden
-            print(f"bench.serve: {name} failed: {e}", flush=True)
-            report.setup.append(f"{name}: failed ({type(e).__name__}: {e})")
+    servers: dict[str, tuple] = {}
+    if llama is None:
+        report.setup.append("llama.cpp's server: **not measured** (no llama-server binary: pass --llama-server "
+                            "PATH or set LLAMA_SERVER; bench/build_llama_server.sh builds one)")
+    try:
+        for name, cmd, ready, mb in contenders(int8_folder(), llama):
+            per_mb[name] = mb
+            try:
+                servers[name] = start_server(cmd(free_port()), ready)
+            except Exception as e:  # a peer that fails to start is reported, not hidden
+                print(f"bench.serve: {name} failed: {e}", flush=True)
+                report.setup.append(f"{name}: failed ({type(e).__name__}: {e})")
+        rows = run_alternating(servers, cfg, convs)
+    finally:
+        for proc, _, _ in servers.values():
+            stop_server(proc)
     bw_after = bandwidth_gbs()
     read_gbs = max(bw["read GB/s"], bw_after["read GB/s"])
     by = {(r["contender"], r["clients"]): r for r in rows}
@@ -248,14 +293,17 @@ def run(size: str, write: bool = True) -> common.Report:
         r["x own 1 client"] = common.ratio(r["tokens/s"], seq["tokens/s"] if seq else None)
         r["x own 1 client (CPU)"] = common.ratio(r["tokens/CPU-s"], seq["tokens/CPU-s"] if seq else None)
         mb = per_mb.get(r["contender"])
-        if r["clients"] == 1 and mb and r["decode tokens/s per row"]:
+        if mb and r["decode tokens/s per row"]:  # one decoding step reads the weights once for all its rows
             r["weights MB"] = mb
-            r["GB/s read (1 row)"] = r["decode tokens/s per row"] * mb / 1e3
-            r["% of read bandwidth"] = 100 * r["GB/s read (1 row)"] / read_gbs
+            r["bandwidth-bound steps/s"] = read_gbs * 1e3 / mb
+            r["GB/s of weights read"] = r["decode tokens/s per row"] * mb / 1e3
+            r["% of read bandwidth"] = 100 * r["GB/s of weights read"] / read_gbs
     report.setup = [
-        f"contenders one after another, each its own server process on 127.0.0.1; tuneforge: `tuneforge serve "
-        f"--max-concurrent {max(LEVELS)} --max-queue {2 * max(LEVELS)}` on {MODEL} (fp32 conversion of the bundled "
-        "GGUF) and on its int8 export; llama.cpp: `python -m llama_cpp.server` on the bundled Q4_1 GGUF, n_ctx 2048",
+        f"each contender its own server process on 127.0.0.1, all started first, then at each client count the "
+        f"contenders alternate; tuneforge: `tuneforge serve --max-concurrent {max(LEVELS)} --max-queue "
+        f"{2 * max(LEVELS)}` on {MODEL} (fp32 conversion of the bundled GGUF) and on its int8 export (served by "
+        f"the dynamic int8 Linear); llama.cpp: `llama-server --parallel {max(LEVELS)} --cont-batching --ctx-size "
+        f"{max(LEVELS) * 1024}` on the bundled GGUF itself, the same --threads as torch ({threads})",
         f"chat requests: user turns of the training mix (seed 2), max_tokens {cfg['max_tokens']}, temperature 0, "
         f"streamed; {', '.join(f'{n} requests at {c} client(s)' for c, n in cfg['requests'].items())}, the same "
         "lists for every contender",
@@ -264,17 +312,19 @@ def run(size: str, write: bool = True) -> common.Report:
         "(latency - TTFT)",
         f"memory bandwidth (torch, 512 MB tensor, best of 5, before / after): read {bw['read GB/s']:.1f} / "
         f"{bw_after['read GB/s']:.1f} GB/s, copy (read + write) {bw['copy GB/s']:.1f} / {bw_after['copy GB/s']:.1f} "
-        f"GB/s; GB/s read (1 row) = one row's decode tokens/s x the weights read per step",
+        f"GB/s; a decoding step reads the weights once for all its rows: bandwidth-bound steps/s = read GB/s / "
+        f"weights, GB/s of weights read = a row's decode tokens/s x weights",
         *report.setup,
     ]
     cols = ["contender", "clients", "requests", "errors", "completion tokens", "seconds", "tokens/s", "x own 1 client",
             "tokens/CPU-s", "x own 1 client (CPU)",
             "p50 latency s", "p95 latency s", "p50 TTFT s", "p95 TTFT s", "decode tokens/s per row"]
     report.tables.append(common.table(rows, cols))
-    single = [r for r in rows if "weights MB" in r]
-    if single:
-        report.tables.append(common.table(single, ["contender", "weights MB", "decode tokens/s per row",
-                                                   "GB/s read (1 row)", "% of read bandwidth"]))
+    bound = [r for r in rows if "weights MB" in r]
+    if bound:
+        report.tables.append(common.table(bound, ["contender", "clients", "weights MB", "bandwidth-bound steps/s",
+                                                  "decode tokens/s per row", "GB/s of weights read",
+                                                  "% of read bandwidth"]))
     report.targets = targets(by)
     print("\n".join(f"- {line}" for line in report.setup))  # the bandwidth figures live here
     common.finish(report, write=write)
@@ -282,29 +332,28 @@ def run(size: str, write: bool = True) -> common.Report:
 
 
 def targets(by: dict[tuple[str, int], dict]) -> list[str]:
-    fp32 = next((name for name, _ in by if name.startswith("tuneforge fp32")), None)
-    llama = next((name for name, _ in by if name.startswith("llama.cpp")), None)
-    if fp32 is None:
-        return []
+    """Issue 20's figures for each tuneforge mode, and each mode's ratio to llama.cpp's server."""
+    names = [name for name, clients in by if clients == 1]
+    llama = next((n for n in names if n.startswith("llama.cpp")), None)
 
     def get(name, clients, key):
         row = by.get((name, clients))
         return row[key] if row else None
 
-    out = [common.target_line("fp32, 8 clients vs 1 client tokens/s", get(fp32, 8, "x own 1 client"), 4, unit="x"),
-           common.target_line("fp32, 32 clients vs 1 client tokens/s", get(fp32, 32, "x own 1 client"), 8, unit="x"),
-           common.target_line("fp32, 8 clients vs 1 client tokens/CPU-s", get(fp32, 8, "x own 1 client (CPU)"), 4,
-                              unit="x"),
-           common.target_line("fp32, 32 clients vs 1 client tokens/CPU-s", get(fp32, 32, "x own 1 client (CPU)"), 8,
-                              unit="x"),
-           common.target_line("fp32, p95 TTFT at 8 clients / idle TTFT (p50 at 1 client)",
-                              common.ratio(get(fp32, 8, "p95 TTFT s"), get(fp32, 1, "p50 TTFT s")), 2,
-                              higher_is_better=False, unit="x")]
-    for clients in LEVELS:
-        if llama:
-            wall = common.ratio(get(fp32, clients, "tokens/s"), get(llama, clients, "tokens/s"))
-            cpu = common.ratio(get(fp32, clients, "tokens/CPU-s"), get(llama, clients, "tokens/CPU-s"))
-            out.append(f"tuneforge fp32 / llama.cpp server at {clients} client(s): {common.fmt(wall)}x tokens/s, "
+    out = []
+    for name in (n for n in names if n.startswith("tuneforge")):
+        mode = name.split()[1]  # fp32 / int8
+        for clients, goal in ((8, 4), (32, 8)):
+            for key, per in (("x own 1 client", "tokens/s"), ("x own 1 client (CPU)", "tokens/CPU-s")):
+                out.append(common.target_line(f"{mode}, {clients} clients vs 1 client {per}", get(name, clients, key),
+                                              goal, unit="x"))
+        out.append(common.target_line(f"{mode}, p95 TTFT at 8 clients / idle TTFT (p50 at 1 client)",
+                                      common.ratio(get(name, 8, "p95 TTFT s"), get(name, 1, "p50 TTFT s")), 2,
+                                      higher_is_better=False, unit="x"))
+        for clients in LEVELS if llama else ():
+            wall = common.ratio(get(name, clients, "tokens/s"), get(llama, clients, "tokens/s"))
+            cpu = common.ratio(get(name, clients, "tokens/CPU-s"), get(llama, clients, "tokens/CPU-s"))
+            out.append(f"tuneforge {mode} / llama.cpp server at {clients} client(s): {common.fmt(wall)}x tokens/s, "
                        f"{common.fmt(cpu)}x tokens/CPU-s")
     return out
 
@@ -316,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, help="threads of every server (OMP_NUM_THREADS; default: torch's). "
                    "On a machine other work shares, 1 avoids OpenMP threads spinning while descheduled")
     p.add_argument("--no-write", action="store_true", help="print the tables but leave BENCHMARKS.md alone")
+    p.add_argument("--llama-server", metavar="PATH", help="llama.cpp's llama-server binary (default: $LLAMA_SERVER, "
+                   "then PATH; bench/build_llama_server.sh builds one); without it llama.cpp is not measured")
     a = p.parse_args(argv)
     if a.threads:
         import torch
@@ -323,7 +374,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the servers inherit it
         torch.set_num_threads(a.threads)
     size = "smoke" if a.smoke else "full" if a.full else "small"
-    run(size, write=not a.no_write and size != "smoke")
+    llama = llama_server_path(a.llama_server)
+    if a.llama_server and llama is None:
+        p.error(f"--llama-server {a.llama_server}: no such file")
+    run(size, write=not a.no_write and size != "smoke", llama=llama)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ def test_int8_copy_is_smaller_and_close(exported, tokenizer):
     merged = AutoModelForCausalLM.from_pretrained(str(exported / "export" / "merged")).eval()
     inputs = check_inputs(tokenizer)
     c = compare_logits(logits_of(merged, inputs), logits_of(q, inputs))
-    assert 0 < c["max_rel_diff"] < 0.05
+    # 0.08: served through the dynamic int8 Linear, activations are quantized too (5.9% on this random tiny
+    # model, under 5% weight-only); greedy answers equal the int8 weights' own (tests/export/test_quantize.py)
+    assert 0 < c["max_rel_diff"] < 0.08
 
 
 def test_gguf_q8_blocks_decode_to_the_weights(tmp_path, tiny_model, tokenizer):

@@ -2,9 +2,16 @@
 
 Every ``nn.Linear`` inside the transformer blocks is stored as int8 with one float32 scale per output
 channel (symmetric, ``w ~= q * scale``, ``q`` in [-127, 127]); embeddings, norms and the output head stay
-in float32 because they are small (norms) or shared with the input embedding (tied heads). At run time
-the matmul uses torch's CPU int8 weight kernel (``torch._weight_int8pack_mm``), so weights stay int8 in
-memory: about 4x smaller than float32 for the blocks.
+in float32 because they are small (norms) or shared with the input embedding (tied heads). Weights stay
+int8 in memory: about 4x smaller than float32 for the blocks.
+
+At run time, float32 activations on the CPU go through PyTorch's dynamic int8 Linear (fbgemm/x86: the
+same int8 weights and scales, packed once; each call quantizes its activations per tensor and multiplies
+in int8). ``torch._weight_int8pack_mm``, the weight-only kernel this module used first, was 0.01-0.23x
+fp32 speed on the x86 CPUs measured (``python -m bench.int8_kernels``), dynamic int8 1.3-2.9x faster than
+fp32 at 8-32 rows, so serving an int8 export was slower than serving fp32. Activation quantization
+costs a little accuracy (logits within 3% of the dequantised weights and the same greedy answers, tested);
+bfloat16/float16 activations still use the weight-only kernel, other devices a dequantised matmul.
 
 The folder is *not* a standard transformers quantization format: it holds ``config.json``, the
 tokenizer, ``model.safetensors`` and ``tuneforge_int8.json``. Load it with :func:`load_int8_model`
@@ -55,7 +62,11 @@ def _int8_linear_class():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             shape = x.shape
             x2 = x.reshape(-1, shape[-1])
-            if x2.device.type == "cpu" and x2.dtype in (torch.float32, torch.bfloat16, torch.float16):
+            packed = self._packed() if x2.device.type == "cpu" and x2.dtype == torch.float32 else None
+            if packed is not None:  # bias is inside the packed weight
+                return torch.ops.quantized.linear_dynamic(x2.contiguous(), packed, True).reshape(
+                    *shape[:-1], self.out_features)
+            if x2.device.type == "cpu" and x2.dtype in (torch.bfloat16, torch.float16):
                 y = torch._weight_int8pack_mm(x2.contiguous(), self.qweight, self.scale.to(x2.dtype))
             else:
                 y = x2 @ (self.qweight.to(x2.dtype) * self.scale.to(x2.dtype)[:, None]).T
@@ -63,7 +74,35 @@ def _int8_linear_class():
                 y = y + self.bias
             return y.reshape(*shape[:-1], self.out_features)
 
+        def _packed(self):
+            """The weights packed for the dynamic int8 kernel, once per weight tensor (None where this
+            torch has no quantized CPU engine: the caller then takes the dequantised path)."""
+            key = (self.qweight.data_ptr(), self.scale.data_ptr())
+            cached = self.__dict__.get("_packed_cache")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            packed = _pack_dynamic(self.qweight, self.scale, self.bias)
+            self.__dict__["_packed_cache"] = (key, packed)
+            return packed
+
     return Int8Linear
+
+
+def _pack_dynamic(qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    """fbgemm's packed form of int8 weights with per-output-channel scales (no copy of the values made
+    here besides the packing itself), or None when the quantized CPU ops are missing."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # quantized tensor creation is marked deprecated in torch 2.10+
+            warnings.simplefilter("ignore")
+            qt = torch._make_per_channel_quantized_tensor(
+                qweight, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
+            return torch.ops.quantized.linear_prepack(qt, None if bias is None else bias.detach().float())
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return None
 
 
 def _block_linears(model: PreTrainedModel) -> list[str]:

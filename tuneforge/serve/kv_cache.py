@@ -37,14 +37,39 @@ class SlotCache:
 
     # -- the plan of one forward -----------------------------------------------------------------
 
-    def plan_prefill(self, slots: list[int], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows with prompts of ``lengths`` go into ``slots``, left-padded to the longest (the padding
-        columns are masked out for good). Returns (position_ids, attention mask) for the forward."""
-        width = max(lengths)
-        for slot, n in zip(slots, lengths, strict=True):
+    def plan_prefill(self, slots: list[int], lengths: list[int],
+                     reused: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows with prompts of ``lengths`` go into ``slots``, right-aligned to one end column. The first
+        ``reused[i]`` tokens of row i are not computed: their keys and values are written by
+        :meth:`write_prefix` (a prompt prefix seen before); only the rest are queries, left-padded to the
+        longest of them. Padding queries write into columns left of their row's start (never read).
+        Returns (position_ids, attention mask) for the forward."""
+        reused = reused or [0] * len(slots)
+        suffix = [n - m for n, m in zip(lengths, reused, strict=True)]
+        q = max(suffix)
+        width = max(max(lengths), max(m + q for m in reused))  # room for every row's padding queries
+        cols = torch.empty(len(slots), q, dtype=torch.long)
+        for i, (slot, n, s) in enumerate(zip(slots, lengths, suffix, strict=True)):
             self.start[slot], self.end[slot] = width - n, width
-        cols = torch.arange(width).expand(len(slots), width)
+            cols[i, : q - s] = torch.arange(q - s)
+            cols[i, q - s :] = torch.arange(width - s, width)
         return self._plan(slots, cols)
+
+    def write_prefix(self, slot: int, keys: list[torch.Tensor], values: list[torch.Tensor], n: int) -> None:
+        """Put ``n`` tokens of a stored prefix (per layer ``[kv_heads, >= n, head_dim]``, from
+        :meth:`read_prefix`) at the start of ``slot``'s row, planned by :meth:`plan_prefill`."""
+        lo = self.start[slot]
+        for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+            store_k, store_v = self._storage(layer, k[None])
+            store_k[slot, :, lo : lo + n] = k[:, :n]
+            store_v[slot, :, lo : lo + n] = v[:, :n]
+
+    def read_prefix(self, slot: int, n: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Copies of the first ``n`` tokens' keys and values of ``slot``'s row, per layer."""
+        lo = self.start[slot]
+        keys = [k[slot, :, lo : lo + n].clone() for k in self.keys if k is not None]
+        values = [v[slot, :, lo : lo + n].clone() for v in self.values if v is not None]
+        return keys, values
 
     def plan_decode(self, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One new token per row, written at each row's own next column."""
@@ -78,6 +103,7 @@ class SlotCache:
         return keys[self._view, :, : self._width], values[self._view, :, : self._width]
 
     def _storage(self, layer: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``layer``'s tensors, allocated or grown to the planned width (``like``: [b, heads, t, dim])."""
         keys, values = self.keys[layer], self.values[layer]
         if keys is None or keys.shape[2] < self._need:
             capacity = max(self.min_capacity, self._need, 2 * (keys.shape[2] if keys is not None else 0))

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import torch
 
 from tuneforge.serve.kv_cache import SlotCache
+from tuneforge.serve.prefix import Prefix, PrefixStore
 from tuneforge.serve.rows import Row
 from tuneforge.serve.textstream import TextStream
 
@@ -60,6 +61,7 @@ class Batch:
         self.engine = engine
         config = engine.model.config
         self.cache = SlotCache(config.num_hidden_layers, engine.max_batch)
+        self.prefixes = PrefixStore()
         self.live: list[Live] = []  # live[i] owns cache slot i
 
     @property
@@ -95,24 +97,35 @@ class Batch:
         engine = self.engine
         engine.stats["batches"] += 1
         engine.stats["rows"] += len(rows)
+        reuse = {r: self.prefixes.match(r.adapter, r.prompt_ids) for r in rows}
+        engine.stats["prefix_tokens_reused"] += sum(n for n, _ in reuse.values())
         for same_adapters in _groups(rows, engine.group_of).values():
-            for group in _by_length(same_adapters):
-                self._prefill_group(group)
+            for group in _by_length(same_adapters, lambda r: len(r.prompt_ids) - reuse[r][0]):
+                self._prefill_group(group, reuse)
         self._leave()
 
-    def _prefill_group(self, group: list[Row]) -> None:
-        """One forward over new rows of similar prompt lengths (left-padded to the longest of them)."""
+    def _prefill_group(self, group: list[Row], reuse: dict[Row, tuple[int, Prefix | None]]) -> None:
+        """One forward over new rows whose tokens still to compute (after a reused prefix) are of similar
+        lengths, left-padded to the longest of them."""
         engine = self.engine
         first = len(self.live)
         self.live.extend(Live(r, TextStream(engine.tokenizer, r.stop, r.max_tokens, engine.eos_ids),
                               _generator(r.seed)) for r in group)
         slots = list(range(first, len(self.live)))
-        width = max(len(r.prompt_ids) for r in group)
+        skip = [reuse[r][0] for r in group]
+        width = max(len(r.prompt_ids) - m for r, m in zip(group, skip, strict=True))
         ids = torch.full((len(group), width), engine.pad_id, dtype=torch.long)
-        for i, r in enumerate(group):
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-        positions, mask = self.cache.plan_prefill(slots, [len(r.prompt_ids) for r in group])
+        for i, (r, m) in enumerate(zip(group, skip, strict=True)):
+            ids[i, width - len(r.prompt_ids) + m:] = torch.tensor(r.prompt_ids[m:])
+        positions, mask = self.cache.plan_prefill(slots, [len(r.prompt_ids) for r in group], skip)
+        for slot, r, m in zip(slots, group, skip, strict=True):
+            if m:
+                prefix = reuse[r][1]
+                self.cache.write_prefix(slot, prefix.keys, prefix.values, m)
         logits = self._forward(group, ids, positions, mask)
+        last = group[-1]  # the next prompts of this adapter will likely start like this one
+        n = min(len(last.prompt_ids), self.prefixes.max_tokens)
+        self.prefixes.put(last.adapter, last.prompt_ids[:n], *self.cache.read_prefix(slots[-1], n))
         self._sample(slots, logits)
 
     def _decode(self) -> None:
@@ -185,13 +198,13 @@ def _groups(items, key: Callable[[Any], str]) -> dict[str, list]:
     return groups
 
 
-def _by_length(rows: list[Row], waste: float = 1.25) -> list[list[Row]]:
-    """Rows sorted by prompt length and cut into prefill groups whose padded size stays within ``waste``
+def _by_length(rows: list[Row], length: Callable[[Row], int], waste: float = 1.25) -> list[list[Row]]:
+    """Rows sorted by tokens to compute and cut into prefill groups whose padded size stays within ``waste``
     times their real tokens: one long prompt must not make a burst of short ones compute its length."""
     groups: list[list[Row]] = []
     total = 0
-    for r in sorted(rows, key=lambda r: len(r.prompt_ids)):
-        n = len(r.prompt_ids)
+    for r in sorted(rows, key=length):
+        n = length(r)
         if groups and (len(groups[-1]) + 1) * n <= waste * (total + n):
             groups[-1].append(r)
             total += n
