@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ def one_request(client, base: str, model: str, messages: list[dict], max_tokens:
     first, chunks, usage, error = None, 0, None, False
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
-    with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
+    with closing(_open_stream(client, f"{base}/v1/chat/completions", body)) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -138,6 +139,22 @@ def one_request(client, base: str, model: str, messages: list[dict], max_tokens:
     latency = time.perf_counter() - t0
     tokens = int(usage["completion_tokens"]) if usage else chunks
     return {"tokens": tokens, "latency": latency, "ttft": first if first is not None else latency, "error": error}
+
+
+def _open_stream(client, url: str, body: dict):
+    """A streamed POST's response, sent again once if a pooled keep-alive connection turns out closed
+    before any response came (llama.cpp's server closes idle keep-alive connections after 5 s; reusing
+    one gives "Server disconnected without sending a response", as with any HTTP client; nothing came
+    back, so sending again is safe). Errors after the response started are not retried."""
+    import httpx
+
+    for attempt in (1, 2):
+        try:
+            return client.send(client.build_request("POST", url, json=body), stream=True)
+        except httpx.RemoteProtocolError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def cpu_seconds(pid: int | None) -> float:
