@@ -184,7 +184,7 @@ def test_stop_then_resume_from_the_ui_gives_the_weights_of_an_uninterrupted_run(
     url = serve_ui(runs)
     login(page, url)
     page.goto(url + "/launch")
-    page.fill("#recipe", _recipe(tiny_model_dir, "stopped", 14))
+    page.fill("#recipe", _recipe(tiny_model_dir, "stopped", 80))
     page.click("#start")
     page.wait_for_url(url + "/runs/stopped")
     page.wait_for_function("Number(document.querySelector('#chart').dataset.points || 0) >= 4"
@@ -199,7 +199,7 @@ def test_stop_then_resume_from_the_ui_gives_the_weights_of_an_uninterrupted_run(
 
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "straight.yaml"
-    recipe.write_text(_recipe(tiny_model_dir, "straight", 14))
+    recipe.write_text(_recipe(tiny_model_dir, "straight", 80))
     assert main(["train", str(recipe), "--set", f"run.output_dir={runs}"]) == 0
     resumed = load_file(runs / "stopped" / "adapter" / "adapter_model.safetensors")
     straight = load_file(runs / "straight" / "adapter" / "adapter_model.safetensors")
