@@ -148,13 +148,10 @@ def _open_stream(client, url: str, body: dict):
     back, so sending again is safe). Errors after the response started are not retried."""
     import httpx
 
-    for attempt in (1, 2):
-        try:
-            return client.send(client.build_request("POST", url, json=body), stream=True)
-        except httpx.RemoteProtocolError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return client.send(client.build_request("POST", url, json=body), stream=True)
+    except httpx.RemoteProtocolError:
+        return client.send(client.build_request("POST", url, json=body), stream=True)
 
 
 def cpu_seconds(pid: int | None) -> float:
