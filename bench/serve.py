@@ -97,19 +97,42 @@ def llama_server_cmd(binary: Path, gguf: Path, port: int) -> list[str]:
 
 def int8_folder() -> Path:
     """An int8 export of the bundled model, written once into the tuneforge cache."""
-    from tuneforge.export.quantize import is_int8_folder, save_int8
+    from tuneforge.export.quantize import MARKER, is_int8_folder, save_int8
     from tuneforge.models import load_model, load_tokenizer
     from tuneforge.models.cache import cache_root
 
     out = cache_root() / "bench" / f"{MODEL}-int8"
-    if not is_int8_folder(out):
+    if not is_int8_folder(out) or "lm_head" not in json.loads((out / MARKER).read_text())["modules"]:  # older: fp32 head
         print(f"bench.serve: writing an int8 copy of {MODEL} to {out} (once)", flush=True)
         save_int8(load_model(MODEL, device="cpu"), load_tokenizer(MODEL), out)
     return out
 
 
 def weights_mb(folder: Path) -> float:
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
+    """MB of weights a decoding step reads: every tensor, except an input embedding that has a head of its
+    own (a lookup reads one row of it per token)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            names = list(st.keys())
+            own_head = any(n.startswith("lm_head.") for n in names)
+            for n in names:
+                if not (own_head and n.endswith("embed_tokens.weight")):
+                    sl = st.get_slice(n)
+                    total += _numel(sl.get_shape()) * _DTYPE_BYTES[sl.get_dtype()]
+    return total / 1e6
+
+
+_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "I64": 8, "I32": 4}
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 # ---------------------------------------------------------------------------------------------- requests

@@ -22,7 +22,8 @@ def int8_dir(tmp_path_factory, tokenizer):
 
 
 def _dequantised(tiny_model):
-    """The float32 model whose block weights are exactly what the int8 folder holds (q x scale)."""
+    """The float32 model whose block and head weights are exactly what the int8 folder holds (q x scale);
+    the head gets its own tensor (the tied embedding keeps its float32 values, as in the folder)."""
     from tuneforge.export.quantize import _block_linears
 
     model = copy.deepcopy(tiny_model)
@@ -30,6 +31,8 @@ def _dequantised(tiny_model):
         lin = model.get_submodule(name)
         q, scale = quantize_weight(lin.weight)
         lin.weight.data = q.float() * scale[:, None]
+    q, scale = quantize_weight(model.lm_head.weight)
+    model.lm_head.weight = torch.nn.Parameter(q.float() * scale[:, None])
     return model.eval()
 
 
@@ -47,6 +50,35 @@ def test_cpu_float32_serving_does_not_use_the_slow_weight_only_kernel(int8_dir, 
 
     monkeypatch.setattr(torch, "_weight_int8pack_mm", slow)
     model = load_int8_model(int8_dir)
+    assert len(_greedy(model, tokenizer, PROMPTS[0], 4)) == 4
+
+
+def test_the_output_head_is_int8_and_the_embedding_keeps_float32(int8_dir, tiny_model):
+    # a decoding step multiplies every row by the whole head: float32 there cost more than all int8 blocks
+    model = load_int8_model(int8_dir)
+    assert model.lm_head.qweight.dtype == torch.int8
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+    assert torch.equal(model.get_input_embeddings().weight, tiny_model.get_input_embeddings().weight)
+
+
+def test_a_folder_written_with_a_float32_head_still_loads(tmp_path, tiny_model, tokenizer):
+    import json
+
+    from tuneforge.export.quantize import MARKER
+
+    out = tmp_path / "old-int8"
+    save_int8(tiny_model, tokenizer, out)
+    # rewrite it as the exports before the head was quantized: float32 head tied to the embedding
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(out / "model.safetensors"))
+    del state["lm_head.qweight"], state["lm_head.scale"]
+    save_file(state, str(out / "model.safetensors"))
+    meta = json.loads((out / MARKER).read_text())
+    meta["modules"].remove("lm_head")
+    (out / MARKER).write_text(json.dumps(meta))
+    model = load_int8_model(out)
+    assert model.lm_head.weight is model.get_input_embeddings().weight
     assert len(_greedy(model, tokenizer, PROMPTS[0], 4)) == 4
 
 

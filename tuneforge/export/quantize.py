@@ -1,9 +1,15 @@
 """Int8 weight-only quantization for CPU serving.
 
-Every ``nn.Linear`` inside the transformer blocks is stored as int8 with one float32 scale per output
-channel (symmetric, ``w ~= q * scale``, ``q`` in [-127, 127]); embeddings, norms and the output head stay
-in float32 because they are small (norms) or shared with the input embedding (tied heads). Weights stay
-int8 in memory: about 4x smaller than float32 for the blocks.
+Every ``nn.Linear`` inside the transformer blocks, and the output head, is stored as int8 with one
+float32 scale per output channel (symmetric, ``w ~= q * scale``, ``q`` in [-127, 127]); embeddings and
+norms stay in float32 (an embedding lookup reads one row per token; norms are small). Weights stay int8
+in memory: about 4x smaller than float32.
+
+The head matters most when serving: every decoding step multiplies each row by the whole
+``[vocab x hidden]`` head (SmolLM2: 28M of its 135M weights), and a float32 head at 8 rows took more
+time than all the int8 blocks together. A tied head (one tensor with the input embedding) is stored
+as its own int8 copy; the float32 embedding stays for the lookups. Folders written before the head was
+quantized (no ``lm_head`` in the marker's modules) load as they were.
 
 At run time, float32 activations on the CPU go through PyTorch's dynamic int8 Linear (fbgemm/x86: the
 same int8 weights and scales, packed once; each call quantizes its activations per tensor and multiplies
@@ -113,6 +119,16 @@ def _block_linears(model: PreTrainedModel) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and layers_prefix in f".{n}"]
 
 
+def _head_name(model: PreTrainedModel) -> str | None:
+    """The output head's module name when it is a plain Linear (None otherwise: it then stays float32)."""
+    from torch import nn
+
+    head = model.get_output_embeddings()
+    if not isinstance(head, nn.Linear):
+        return None
+    return next((n for n, m in model.named_modules() if m is head), None)
+
+
 def _set_module(model: PreTrainedModel, name: str, module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -128,13 +144,16 @@ def save_int8(model: PreTrainedModel, tokenizer, out: Path) -> dict:
     if not names:
         raise UserError("int8 export found no Linear layers under `.layers.`; this architecture is not supported")
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    head = _head_name(model)
+    if head is not None:
+        names = [*names, head]
     for name in names:
         q, s = quantize_weight(state.pop(f"{name}.weight"))
         state[f"{name}.qweight"] = q
         state[f"{name}.scale"] = s
-    # Tied heads share storage with the embedding; safetensors refuses shared tensors, and the tie is
-    # re-created on load from the config.
-    if getattr(model.config, "tie_word_embeddings", False):
+    # A float32 tied head shares storage with the embedding; safetensors refuses shared tensors, and the
+    # tie is re-created on load from the config.
+    if head is None and getattr(model.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
     meta = {"format": "tuneforge-int8-weight-only", "granularity": "per-output-channel", "modules": names}
     # Written beside and renamed into place whole: a failed export leaves the previous copy, never a
@@ -165,15 +184,18 @@ def load_int8_model(folder: str | Path, device: str = "cpu") -> PreTrainedModel:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     state = load_file(str(folder / "model.safetensors"), device=device)
+    head = _head_name(model)
+    head_int8 = head is not None and head in meta["modules"]  # its own int8 tensor: nothing to tie
     int8_linear = _int8_linear_class()
     for name in meta["modules"]:
         bias = state.get(f"{name}.bias")
         _set_module(model, name, int8_linear(state[f"{name}.qweight"], state[f"{name}.scale"], bias))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
+    tied = bool(getattr(config, "tie_word_embeddings", False)) and not head_int8
+    missing = [m for m in missing if not (m == "lm_head.weight" and tied)]
     if missing or unexpected:
         raise UserError(f"{folder}: int8 weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if config.tie_word_embeddings:
+    if tied:
         model.tie_weights()
     # Non-persistent buffers (rotary frequencies) were created on the meta device: rebuild the modules
     # that own them from their config (they hold no weights).
