@@ -30,10 +30,12 @@ def test_the_binary_comes_from_the_flag_then_the_environment_and_a_missing_one_i
 def test_targets_cover_int8_and_the_ratio_to_llama_cpp():
     def row(tps, cpu, x=1.0, ttft=1.0):
         return {"tokens/s": tps, "tokens/CPU-s": cpu, "x own 1 client": x, "x own 1 client (CPU)": x,
-                "p50 TTFT s": ttft, "p95 TTFT s": ttft}
+                "p50 TTFT s": ttft, "p95 TTFT s": ttft, "p95 TTFT s, steady": ttft / 2}
 
     by = {("tuneforge int8 (dynamic)", 1): row(1, 1), ("tuneforge int8 (dynamic)", 8): row(5, 4, x=5, ttft=3),
           ("llama.cpp llama-server", 1): row(2, 2), ("llama.cpp llama-server", 8): row(10, 8)}
     lines = serve.targets(by)
     assert "int8, 8 clients vs 1 client tokens/s: target >= 4x, measured 5x -> **met**" in lines
+    assert "int8, p95 TTFT at 8 clients / idle TTFT (p50 at 1 client): target <= 2x, measured 3.00x -> **missed**" in lines
+    assert any(line.startswith("int8, the same without the burst") and ": 1.50x idle TTFT" in line for line in lines)
     assert "tuneforge int8 / llama.cpp server at 8 client(s): 0.5x tokens/s, 0.5x tokens/CPU-s" in lines
