@@ -1,0 +1,136 @@
+"""What continuous batching can gain at most here: the engine's own costs, in CPU time, without HTTP.
+
+``bench.serve`` measures whole requests through the server. This measures the two things a request
+costs the engine, in the engine's own process and thread CPU time (so other work on a shared machine
+does not count): its **prefill** (the prompt's tokens after the reused template prefix, one request at a
+time, as a request joining a running batch is prefilled) and its share of the **decoding steps** (one
+step for all running rows: measured at 1, 8 and 32 rows, mid-answer). A request of ``N`` answer tokens
+at ``C`` clients then costs ``P + N x D(C) / C`` CPU-seconds, so the most that batching can gain over one
+client at a time is
+
+    ceiling(C) = (P + N x D(1)) / (P + N x D(C) / C)
+
+Prefill is compute-bound: it costs the same per request at any client count, and with short answers it
+is a large share of all the work, which caps the ratio however well the steps batch. The ratio that
+decoding steps alone reach, ``C x D(1) / D(C)``, is printed beside it.
+
+    python -m bench.serve_steps            # fp32 and the int8 export, answers of 24 and 64 tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from bench import common
+from bench.data import length_mix
+
+MODEL = "smollm2-135m-instruct"
+ROWS = (1, 8, 32)
+ANSWERS = (24, 64)  # bench.serve's max_tokens at its small and full sizes
+
+
+def _prompts(tokenizer, n: int) -> list[list[int]]:
+    pool = [r["messages"][:-1] for r in length_mix(n, seed=2)]  # bench.serve's requests
+    texts = [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in pool]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def step_costs(model_name: str, prompts: int = 16, steps: int = 5) -> dict[str, Any]:
+    """Thread CPU ms of one request's prefill (mean over ``prompts``, prefix store warm) and of one decoding
+    step at each of ``ROWS`` (best of 3 x ``steps``)."""
+    import torch
+
+    import tuneforge.config as C
+    from tuneforge.serve.engine import Engine
+    from tuneforge.serve.rows import Row
+    from tuneforge.serve.scheduler import Batch
+    from tuneforge.serve.server import load_base
+
+    model, tok = load_base(C.ModelConfig(name=model_name))
+    engine = Engine(model, tok, max_batch=max(ROWS))
+    engine.eos_ids = frozenset()  # rows must keep decoding for the whole measurement, whatever they say
+    ids = _prompts(tok, prompts + 1)
+
+    def row(p: list[int]) -> Row:
+        return Row(prompt_ids=list(p), adapter=None, max_tokens=10_000, emit=lambda kind, payload: None)
+
+    out: dict[str, Any] = {"model": model_name}
+    with torch.inference_mode():
+        batch = Batch(engine)
+        batch._prefill([row(ids[0])])  # warm-up, and the template prefix is stored
+        cost = 0.0
+        for p in ids[1:]:
+            t = time.thread_time()
+            batch._prefill([row(p)])
+            cost += time.thread_time() - t
+            batch.reset()
+        out["prompt tokens"] = sum(len(p) for p in ids[1:]) / prompts
+        out["prefill ms"] = 1e3 * cost / prompts
+        for n in ROWS:
+            batch = Batch(engine)
+            batch._prefill([row(ids[i % len(ids)]) for i in range(n)])
+            for _ in range(24):  # mid-answer: the rows' caches hold prompt + 24 tokens
+                batch._decode()
+            best = float("inf")
+            for _ in range(3):
+                t = time.thread_time()
+                for _ in range(steps):
+                    batch._decode()
+                best = min(best, (time.thread_time() - t) / steps)
+            out[f"step ms at {n}"] = 1e3 * best
+            batch.reset()
+    return out
+
+
+def ceilings(costs: dict[str, Any], answer: int) -> dict[str, float]:
+    """The most batching can gain at each client count for answers of ``answer`` tokens (formula above)."""
+    p, d1 = costs["prefill ms"], costs["step ms at 1"]
+    one = p + answer * d1
+    out = {}
+    for n in ROWS[1:]:
+        dn = costs[f"step ms at {n}"]
+        out[f"ceiling x at {n}"] = one / (p + answer * dn / n)
+        out[f"steps alone x at {n}"] = n * d1 / dn
+    out["prefill share at 8 %"] = 100 * p / (p + answer * costs["step ms at 8"] / 8)
+    return out
+
+
+def run(write: bool = True) -> common.Report:
+    import torch
+
+    from bench.serve import int8_folder
+
+    torch.set_num_threads(1)  # as bench.serve runs its servers (--threads 1)
+    report = common.Report(name="serve-steps", title="Serving: what batching can gain at most (engine CPU time)",
+                           size="small", command="python -m bench.serve_steps")
+    rows = []
+    for label, name in (("fp32", MODEL), ("int8 export", str(int8_folder()))):
+        print(f"bench.serve_steps: measuring {label}", flush=True)
+        costs = step_costs(name)
+        for answer in ANSWERS:
+            rows.append({"mode": label, "answer tokens": answer, **costs, **ceilings(costs, answer)})
+    report.setup = [
+        "in-process, no HTTP: the engine's scheduler (`tuneforge.serve.scheduler.Batch`) on the bundled model, torch "
+        "threads 1, thread CPU time; prefill = one request joining, its prompt after the reused template prefix, "
+        "mean over 16 of bench.serve's requests; step = one decoding step for all rows, caches mid-answer, best of 3",
+        "ceiling x at C = (prefill + N x step(1)) / (prefill + N x step(C) / C) for answers of N tokens: the most any "
+        "scheduling can gain over one client at a time with these costs; steps alone x = C x step(1) / step(C)",
+    ]
+    cols = ["mode", "answer tokens", "prompt tokens", "prefill ms", *(f"step ms at {n}" for n in ROWS),
+            "steps alone x at 8", "ceiling x at 8", "steps alone x at 32", "ceiling x at 32", "prefill share at 8 %"]
+    report.tables.append(common.table(rows, cols))
+    common.finish(report, write=write)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="The engine's prefill and decoding-step costs, and the batching "
+                                "gain they allow at 8 and 32 clients.")
+    p.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
+    run(write=not p.parse_args(argv).no_write)
+
+
+if __name__ == "__main__":
+    main()
