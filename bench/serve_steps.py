@@ -1,18 +1,18 @@
 """What continuous batching can gain at most here: the engine's own costs, in CPU time, without HTTP.
 
-``bench.serve`` measures whole requests through the server. This measures the two things a request
-costs the engine, in the engine's own process and thread CPU time (so other work on a shared machine
-does not count): its **prefill** (the prompt's tokens after the reused template prefix, one request at a
-time, as a request joining a running batch is prefilled) and its share of the **decoding steps** (one
-step for all running rows: measured at 1, 8 and 32 rows, mid-answer). A request of ``N`` answer tokens
-at ``C`` clients then costs ``P + N x D(C) / C`` CPU-seconds, so the most that batching can gain over one
-client at a time is
+``bench.serve`` measures whole requests through the server. This measures what a request
+costs the engine, in thread CPU time (so other work on a shared machine does not count): its
+**prefill** alone ``P`` (the prompt's tokens after the reused template prefix; what a request costs on
+an idle server), its **join** ``J(C)`` (the extra cost of a decoding step of ``C - 1`` running rows that
+also computes its prompt: how a request joins a busy server), and the **decoding steps** ``D(C)`` (one
+step for all ``C`` rows, mid-answer). A request of ``N`` answer tokens costs ``P + N x D(1)`` at one
+client and ``J(C) + N x D(C) / C`` among ``C``, so the most batching can gain is
 
-    ceiling(C) = (P + N x D(1)) / (P + N x D(C) / C)
+    ceiling(C) = (P + N x D(1)) / (J(C) + N x D(C) / C)
 
-Prefill is compute-bound: it costs the same per request at any client count, and with short answers it
-is a large share of all the work, which caps the ratio however well the steps batch. The ratio that
-decoding steps alone reach, ``C x D(1) / D(C)``, is printed beside it.
+Prompts are compute-bound: they cost about the same per request at any client count, and with short
+answers they are a large share of all the work, which caps the ratio however well the steps batch.
+The ratio decoding steps alone reach, ``C x D(1) / D(C)``, is printed beside it.
 
     python -m bench.serve_steps            # fp32 and the int8 export, answers of 24 and 64 tokens
 """
@@ -80,6 +80,15 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5) -> dict[str, 
                     batch._decode()
                 best = min(best, (time.thread_time() - t) / steps)
             out[f"step ms at {n}"] = 1e3 * best
+            if n > 1:  # one more row joins n - 1 running rows: a mixed step, less the plain step of n rows
+                batch.live.pop()
+                joins = []
+                for p in ids[1 : 1 + steps]:
+                    t = time.thread_time()
+                    batch.step([row(p)])
+                    joins.append(time.thread_time() - t)
+                    batch.live.pop()
+                out[f"join ms at {n}"] = 1e3 * sorted(joins)[len(joins) // 2] - out[f"step ms at {n}"]
             batch.reset()
     return out
 
@@ -90,10 +99,10 @@ def ceilings(costs: dict[str, Any], answer: int) -> dict[str, float]:
     one = p + answer * d1
     out = {}
     for n in ROWS[1:]:
-        dn = costs[f"step ms at {n}"]
-        out[f"ceiling x at {n}"] = one / (p + answer * dn / n)
+        dn, jn = costs[f"step ms at {n}"], costs[f"join ms at {n}"]
+        out[f"ceiling x at {n}"] = one / (jn + answer * dn / n)
         out[f"steps alone x at {n}"] = n * d1 / dn
-    out["prefill share at 8 %"] = 100 * p / (p + answer * costs["step ms at 8"] / 8)
+    out["join share at 8 %"] = 100 * costs["join ms at 8"] / (costs["join ms at 8"] + answer * costs["step ms at 8"] / 8)
     return out
 
 
@@ -113,13 +122,16 @@ def run(write: bool = True) -> common.Report:
             rows.append({"mode": label, "answer tokens": answer, **costs, **ceilings(costs, answer)})
     report.setup = [
         "in-process, no HTTP: the engine's scheduler (`tuneforge.serve.scheduler.Batch`) on the bundled model, torch "
-        "threads 1, thread CPU time; prefill = one request joining, its prompt after the reused template prefix, "
-        "mean over 16 of bench.serve's requests; step = one decoding step for all rows, caches mid-answer, best of 3",
-        "ceiling x at C = (prefill + N x step(1)) / (prefill + N x step(C) / C) for answers of N tokens: the most any "
-        "scheduling can gain over one client at a time with these costs; steps alone x = C x step(1) / step(C)",
+        "threads 1, thread CPU time; prefill = one request on an idle engine, its prompt after the reused template "
+        "prefix, mean over 16 of bench.serve's requests; step = one decoding step for all rows, caches mid-answer, "
+        "best of 3; join = a step of C - 1 running rows that also computes a new prompt, less a plain step of C "
+        "rows (median of 5)",
+        "ceiling x at C = (prefill + N x step(1)) / (join(C) + N x step(C) / C) for answers of N tokens: the most "
+        "any scheduling can gain over one client at a time with these costs; steps alone x = C x step(1) / step(C)",
     ]
     cols = ["mode", "answer tokens", "prompt tokens", "prefill ms", *(f"step ms at {n}" for n in ROWS),
-            "steps alone x at 8", "ceiling x at 8", "steps alone x at 32", "ceiling x at 32", "prefill share at 8 %"]
+            "join ms at 8", "join ms at 32", "steps alone x at 8", "ceiling x at 8", "steps alone x at 32",
+            "ceiling x at 32", "join share at 8 %"]
     report.tables.append(common.table(rows, cols))
     common.finish(report, write=write)
     return report

@@ -53,6 +53,7 @@ def test_a_row_joining_mid_decode_reuses_the_prefix_of_the_running_row(tiny_mode
         engine.submit([row(tokenizer, ASK[0], answers[0], n)])
         assert [a.text for a in answers] == expected
         assert engine.stats["joined_running"] == 1
+        assert engine.stats["joined_in_step"] == 1  # its prompt rode in the running row's decoding step
         assert engine.stats["prefix_tokens_reused"] == shared(tokenizer, ASK[0], ASK[1])
     finally:
         engine.stop(10)
@@ -97,3 +98,51 @@ def test_the_kv_cache_plans_reused_tokens_as_context_not_queries():
     assert cache.keys[0][0, 0, 1:4, 0].tolist() == [0.0, 1.0, 2.0]
     keys, _ = cache.read_prefix(0, 3)
     assert keys[0][0, :, 0].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_a_mixed_forward_plans_running_tokens_and_joining_prompts_as_one_flat_sequence():
+    from tuneforge.serve.kv_cache import SlotCache
+
+    cache = SlotCache(n_layers=1, slots=3, capacity=4)
+    cache.plan_prefill([0], [3])  # a running row: 3 prompt tokens in columns 0-2
+    # it decodes one token while a 4-token prompt joins in slot 1, its first 2 tokens reused
+    positions, mask = cache.plan_mixed([0], [1], [4], [2])
+    assert positions.tolist() == [[3, 2, 3]]
+    assert (cache.start[0], cache.end[0]) == (0, 4) and (cache.start[1], cache.end[1]) == (0, 4)
+    t, f = True, False
+    assert mask[0, 0].tolist() == [[t, t, t, t, f, f, f, f],  # slot 0's token sees slot 0 only, up to itself
+                                   [f, f, f, f, t, t, t, f],  # the joining row's tokens see their own slot
+                                   [f, f, f, f, t, t, t, t]]
+    new = torch.tensor([10.0, 20.0, 30.0]).reshape(1, 1, 3, 1)  # [1, heads, tokens, dim]
+    keys, values = cache.update(new, new, 0)
+    assert keys.shape == (1, 1, 8, 1)  # both slots' 4 columns side by side
+    assert cache.keys[0][0, 0, 3, 0] == 10.0 and cache.keys[0][1, 0, 2:4, 0].tolist() == [20.0, 30.0]
+    assert keys[0, 0, 3, 0] == 10.0 and keys[0, 0, 6:8, 0].tolist() == [20.0, 30.0]
+    # the next plain decoding step continues both rows from their own columns
+    positions, _ = cache.plan_decode([0, 1])
+    assert positions.tolist() == [[4], [4]]
+
+
+def test_rows_of_another_adapter_joining_are_prefilled_apart_and_keep_their_answers(tiny_model_dir, tokenizer,
+                                                                                     lora_runs):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    def fresh():
+        return AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
+
+    adapters = {name: run / "adapter" for name, run in lora_runs.items()}
+    n = 10
+    expected = [reference(fresh(), tokenizer, ASK[0], n),
+                reference(PeftModel.from_pretrained(fresh(), str(adapters["lora-a"])).eval(), tokenizer, ASK[1], n)]
+    engine = Engine(fresh(), tokenizer, adapters, max_batch=4, max_waiting=4, batch_window_s=0)
+    answers = [Answer(), Answer()]
+    answers[0].on_delta = (lambda k: engine.submit([row(tokenizer, ASK[1], answers[1], n, adapter="lora-a")])
+                           if k == 3 else None)
+    engine.start()
+    try:
+        engine.submit([row(tokenizer, ASK[0], answers[0], n)])
+        assert [a.text for a in answers] == expected
+        assert engine.stats["joined_running"] == 1 and engine.stats["joined_in_step"] == 0
+    finally:
+        engine.stop(10)

@@ -64,10 +64,11 @@ class Engine:
         self._mixable_cache: dict[str, bool] = {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # batches: prefill forwards; steps: decoding forwards; rows: generated (taken into the batch);
-        # joined_running: rows that joined while others were decoding; rows_dropped: stopped unfinished
+        # joined_running: rows that joined while others were decoding (joined_in_step: of those, the ones whose
+        # prompt rode in the running rows' decoding step, one forward for both); rows_dropped: stopped unfinished
         # because their client left; prefix_tokens_reused: prompt tokens copied from a stored prefix, not computed
         self.stats = {"batches": 0, "steps": 0, "rows": 0, "max_rows_in_batch": 0, "rows_dropped": 0,
-                      "joined_running": 0, "prefix_tokens_reused": 0}
+                      "joined_running": 0, "joined_in_step": 0, "prefix_tokens_reused": 0}
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()

@@ -1,8 +1,11 @@
 """Iteration-level (continuous) batching: the rows the engine is generating, one forward per step.
 
 Every iteration of the engine's worker calls :meth:`Batch.step` with the rows that were admitted since
-the last one. They are prefilled (one forward for all of them, left-padded to the longest new prompt
-only) and sample their first token; then every running row, old and new, decodes one token together.
+the last one. With nothing running, they are prefilled (one forward for all of them, left-padded to the
+longest new prompt only) and sample their first token; then every running row decodes one token
+together. Rows that join a running batch of the same adapter ride in the running rows' decoding step
+instead: one flat forward computes their prompts and the running rows' next tokens, so the weights
+are read once for both (``SlotCache.plan_mixed``; a join is then about a third cheaper on a CPU).
 A row that finishes, times out or whose client has gone leaves the batch before the next step, and
 its slot goes to the last running row (see ``kv_cache``), so nothing waits for a batch to drain and
 nothing is re-padded when rows come and go.
@@ -82,14 +85,21 @@ class Batch:
         stats = self.engine.stats
         fresh = [r for r in new if not r.cancelled.is_set()]
         self.engine._count_dropped(len(new) - len(fresh))
-        if fresh:
-            if self.live:
-                stats["joined_running"] += len(fresh)
-            self._prefill(fresh)
-        if self.live:
+        if fresh and self.live and len({lv.row.adapter for lv in self.live} | {r.adapter for r in fresh}) == 1:
+            stats["joined_running"] += len(fresh)
+            stats["joined_in_step"] += len(fresh)
             stats["steps"] += 1
-            stats["max_rows_in_batch"] = max(stats["max_rows_in_batch"], len(self.live))
-            self._decode()
+            stats["max_rows_in_batch"] = max(stats["max_rows_in_batch"], len(self.live) + len(fresh))
+            self._mixed(fresh)
+        else:
+            if fresh:
+                if self.live:
+                    stats["joined_running"] += len(fresh)
+                self._prefill(fresh)
+            if self.live:
+                stats["steps"] += 1
+                stats["max_rows_in_batch"] = max(stats["max_rows_in_batch"], len(self.live))
+                self._decode()
         if not self.live:
             self.cache.release()
 
@@ -127,6 +137,38 @@ class Batch:
         n = min(len(last.prompt_ids), self.prefixes.max_tokens)
         self.prefixes.put(last.adapter, last.prompt_ids[:n], *self.cache.read_prefix(slots[-1], n))
         self._sample(slots, logits)
+
+    def _mixed(self, rows: list[Row]) -> None:
+        """New rows join the running ones (all of one adapter) in one flat forward: the running rows decode
+        their next token while the new rows' prompts are computed (after any reused prefix)."""
+        engine = self.engine
+        engine.stats["batches"] += 1
+        engine.stats["rows"] += len(rows)
+        reuse = {r: self.prefixes.match(r.adapter, r.prompt_ids) for r in rows}
+        engine.stats["prefix_tokens_reused"] += sum(n for n, _ in reuse.values())
+        running = list(range(len(self.live)))
+        tokens = [self.live[s].token for s in running]
+        self.live.extend(Live(r, TextStream(engine.tokenizer, r.stop, r.max_tokens, engine.eos_ids),
+                              _generator(r.seed)) for r in rows)
+        joining = list(range(len(running), len(self.live)))
+        skip = [reuse[r][0] for r in rows]
+        positions, mask = self.cache.plan_mixed(running, joining, [len(r.prompt_ids) for r in rows], skip)
+        last = [*range(len(running))]  # index in the flat sequence of each row's last token
+        for slot, r, m in zip(joining, rows, skip, strict=True):
+            if m:
+                self.cache.write_prefix(slot, reuse[r][1].keys, reuse[r][1].values, m)
+            tokens += r.prompt_ids[m:]
+            last.append(len(tokens) - 1)
+        ctx, extra = engine.adapter_forward([rows[0].adapter])
+        device = engine.model.device
+        with ctx:
+            out = engine.model(input_ids=torch.tensor([tokens], device=device), attention_mask=mask.to(device),
+                               position_ids=positions.to(device), cache=self.cache, use_cache=True,
+                               logits_to_keep=torch.tensor(last, device=device), **extra)
+        n = min(len(rows[-1].prompt_ids), self.prefixes.max_tokens)
+        self.prefixes.put(rows[-1].adapter, rows[-1].prompt_ids[:n], *self.cache.read_prefix(joining[-1], n))
+        self._sample([*running, *joining], out.logits[0].float().cpu())
+        self._leave()
 
     def _decode(self) -> None:
         by_group = _groups(range(len(self.live)), lambda s: self.engine.group_of(self.live[s].row))
