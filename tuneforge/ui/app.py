@@ -21,7 +21,7 @@ from tuneforge.errors import UserError
 from tuneforge.eval.compare import fmt_metric
 from tuneforge.eval.results import read_results
 from tuneforge.runs import RECIPE, REPORT, TRAIN_RESULT, tuned_weights_in
-from tuneforge.ui import auth, catalog, export_pages, indexes, launch, rag_pages
+from tuneforge.ui import auth, catalog, export_pages, indexes, launch, rag_pages, run_details
 from tuneforge.ui.web import CrossSite, Site
 
 HERE = Path(__file__).resolve().parent
@@ -105,13 +105,14 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
         verdict = catalog.verdict_of(folder) if results else None
         recipe = (folder / RECIPE).read_text(encoding="utf-8") if (folder / RECIPE).is_file() else ""
         status = summary.status if summary else catalog.status_of(folder, catalog.ui_record(runs, name))
+        details = run_details.evaluation(folder, verdict) if folder.is_dir() else {}
         return page(request, "run.html", name=name, summary=summary, status=status, table=table,
                     verdict=verdict, recipe=recipe, log=catalog.log_tail(runs, folder),
-                    has_report=(folder / REPORT).is_file())
+                    has_report=(folder / REPORT).is_file(), **details)
 
     @app.get("/runs/{name}/report")
     def report(name: str):
-        """The run's own report.html (forgetting table, answers side by side, lengths), sandboxed: a run
+        """The run's own report.html (the same parts as the run page, as one file), sandboxed: a run
         folder may come from anyone, so its HTML gets a unique origin and no scripts (CSP sandbox)."""
         path = _folder(name) / REPORT
         if not path.is_file():

@@ -77,3 +77,15 @@ async function follow(box) {
 
 const box = document.getElementById("chart");
 if (box) follow(box);
+
+// Answers side by side: a few at first, "Show more" reveals the next ones (all already in the page).
+const more = document.getElementById("more-examples");
+if (more) more.addEventListener("click", () => {
+  const hidden = [...document.querySelectorAll("#examples .example[hidden]")];
+  const step = Number(document.getElementById("examples").dataset.more);
+  hidden.slice(0, step).forEach(e => { e.hidden = false; });
+  const all = document.querySelectorAll("#examples .example").length;
+  document.getElementById("examples-count").textContent =
+    `${all - document.querySelectorAll("#examples .example[hidden]").length} of ${all}`;
+  if (hidden.length <= step) more.hidden = true;
+});
