@@ -69,3 +69,40 @@ def test_a_run_page_shows_forgetting_answers_side_by_side_and_data_problems(eval
     assert f"{raw}:5: messages[-1].content: the answer is empty" in quality.locator(".problems").inner_text()
     assert page.locator("#lengths svg").count() == 1
     shot(page, folder.parent.parent, "run-evaluation")
+
+
+def test_a_mixture_run_page_draws_one_curve_per_task_that_grows_without_reload(tmp_path, serve_ui, page,
+                                                                               tiny_model_dir):
+    from tuneforge.config.loader import load_recipe
+    from tuneforge.runs import create_run
+
+    recipe = load_recipe(overrides={"model.name": str(tiny_model_dir), "run.name": "mix",
+                                    "run.output_dir": str(tmp_path / "runs"), "train.max_steps": 10})
+    # Logged as the training loop and strategies/multitask log a mixture: the run's loss, and per task.
+    with create_run(recipe, "multitask") as run:  # holds the folder's lock: the run shows as running
+        def log(step: int) -> None:
+            run.log_metrics(step=step, split="train", loss=3.0 - 0.1 * step, tokens_per_s=100.0)
+            run.log_metrics(step=step, split="train", task="sentiment", loss=2.0 - 0.1 * step, tokens=50)
+            run.log_metrics(step=step, split="train", task="movie", loss=4.0 - 0.1 * step, tokens=70)
+            if step % 2 == 0:
+                run.log_metrics(step=step, split="val", loss=3.1 - 0.1 * step)
+                run.log_metrics(step=step, split="val", task="sentiment", loss=2.1 - 0.1 * step)
+                run.log_metrics(step=step, split="val", task="movie", loss=4.1 - 0.1 * step)
+
+        for step in range(1, 5):
+            log(step)
+        url = serve_ui(tmp_path / "runs")
+        login(page, url)
+        page.goto(url + "/runs/mix")
+        page.wait_for_function("document.querySelector('#chart').dataset.points === '18'")  # 4 x 3 train + 2 x 3 val
+        legend = page.locator("#chart .legend").all_text_contents()
+        assert sorted(legend) == sorted(["train loss", "train (sentiment) loss", "train (movie) loss", "val loss",
+                                         "val (sentiment) loss", "val (movie) loss"])
+        assert page.locator("#chart polyline").count() == 6
+        assert "loss 2.6000" in page.inner_text("#progress")  # the run's own loss, not a task's
+        page.evaluate("window.__same_page = true")
+        log(5)
+        log(6)
+        page.wait_for_function("document.querySelector('#chart').dataset.points === '27'")  # 18 + 3 + 6
+        assert page.evaluate("window.__same_page") is True
+        shot(page, tmp_path, "run-mixture")

@@ -26,6 +26,9 @@ from tuneforge.ui.web import CrossSite, Site
 
 HERE = Path(__file__).resolve().parent
 PUBLIC = ("/login", "/static/")
+# Loss curves drawn: train and validation, per task for mixtures (rows with "task", as the training loop
+# and strategies/multitask log them). Not "val_final" (the kept weights' loss, after the last step).
+CURVE_SPLITS = ("train", "val")
 
 
 def _examples() -> dict[str, str]:
@@ -124,9 +127,10 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
     def progress(name: str, after: int = 0):
         folder = _folder(name)
         rows = catalog.read_metrics(folder)
-        curves = [{"step": r["step"], "split": r.get("split", "train"), "loss": r["loss"]}
-                  for r in rows[after:] if "loss" in r and "step" in r and not str(r.get("split", "")).startswith("eval")]
-        train = [r for r in rows if r.get("split") == "train" and "step" in r]
+        curves = [{"step": r["step"], "split": r.get("split", "train"), "loss": r["loss"], "task": r.get("task")}
+                  for r in rows[after:] if "loss" in r and "step" in r and r.get("split", "train") in CURVE_SPLITS]
+        # The run's own progress rows; a mixture's per-task rows (with "task") are extra curves only.
+        train = [r for r in rows if r.get("split") == "train" and "step" in r and "task" not in r]
         last = train[-1] if train else {}
         total = (catalog.recipe_of(folder).get("train") or {}).get("max_steps")
         status = catalog.status_of(folder, catalog.ui_record(runs, name))
