@@ -207,9 +207,9 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
         from tuneforge.ui import arena
 
         system, prompt = str(body.get("system", "")), str(body.get("prompt", ""))
-        if system == "rag":
+        if system in ("rag", "tuned_rag"):
             index = indexes.pick(site.indexes, str(body.get("index", "")))
-            pieces = await run_in_threadpool(arena.answer_rag, folder, index, prompt)
+            pieces = await run_in_threadpool(arena.answer_rag, folder, index, prompt, system == "tuned_rag")
         else:
             pieces = await run_in_threadpool(arena.answer, folder, system, prompt)
         return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")
