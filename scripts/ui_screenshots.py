@@ -6,9 +6,10 @@ Copies the run folders in ``--runs`` that hold tuned weights (``make demo`` leav
 the bundled SmolLM2-135M-Instruct) into a scratch runs directory, so the arena's answers and the export
 land in the copies, never in your runs. It builds a small RAG index there (six of Python's reference
 topics, bundled MiniLM embedder), starts the UI on a free loopback port, and saves PNGs (1100x760,
-under 200 KB each) of the runs list, a run page, the Launch editor with two mistakes marked, the
-Arena (base, tuned, base + RAG; answers cut to ``--tokens``), the RAG page (answered by the run's base model)
-and the Export page after an export.
+under 200 KB each) of the runs list, a run page (its curve, and its evaluation: forgetting table, answers
+side by side, data quality), the Launch editor with two mistakes marked, the Arena (base, tuned, base + RAG,
+tuned + RAG; answers cut to ``--tokens``), the RAG page (answered by the run's base model) and the Export
+page after an export. ``--pages`` takes only some of them (the others' PNGs stay as they are).
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def take(page, out: Path, name: str) -> None:
         raise SystemExit(f"{path} is {size} bytes, over {LIMIT}: use a smaller viewport")
 
 
-def shoot(url: str, run: str, out: Path) -> None:
+PAGES = ("runs", "run", "run-eval", "launch", "arena", "rag", "export")
+
+
+def shoot(url: str, run: str, out: Path, pages: tuple[str, ...] = PAGES) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -97,31 +101,43 @@ def shoot(url: str, run: str, out: Path) -> None:
         page.fill("#key", KEY)
         page.click("#login")
         page.wait_for_url(url + "/")
-        take(page, out, "runs")
-        page.goto(f"{url}/runs/{run}")
-        page.wait_for_function("Number(document.querySelector('#chart').dataset.points || 0) > 0")
-        take(page, out, "run")
-        page.goto(url + "/launch")
-        page.fill("#recipe", BAD_RECIPE)
-        page.wait_for_function("document.querySelector('#live-problems').dataset.count === '2'")
-        take(page, out, "launch")
-        page.goto(f"{url}/arena?run={run}")
-        page.fill("#prompt", QUESTION)
-        page.click("#ask")
-        for system in ("base", "tuned", "rag"):
-            page.wait_for_function(f"document.querySelector('#answer-{system}').dataset.done !== '0'")
-            if page.get_attribute(f"#answer-{system}", "data-done") != "1":
-                raise SystemExit(f"arena {system}: {page.inner_text(f'#answer-{system}')}")
-        take(page, out, "arena")
-        page.goto(url + "/rag")
-        page.fill("#question", QUESTION)  # answered by the run's base model (the RAG page's default)
-        page.click("#ask")
-        page.wait_for_selector("#sources")
-        take(page, out, "rag")
-        page.goto(f"{url}/export?run={run}")
-        page.click("#export")
-        page.wait_for_selector("#sizes")
-        take(page, out, "export")
+        if "runs" in pages:
+            take(page, out, "runs")
+        if "run" in pages or "run-eval" in pages:
+            page.goto(f"{url}/runs/{run}")
+            page.wait_for_function("Number(document.querySelector('#chart').dataset.points || 0) > 0")
+            if "run" in pages:
+                take(page, out, "run")
+            if "run-eval" in pages:
+                # From the "Forgetting" heading: the table, answers side by side, the data quality below.
+                page.evaluate("document.querySelector('#forgetting').previousElementSibling.previousElementSibling"
+                              ".scrollIntoView()")
+                take(page, out, "run-eval")
+        if "launch" in pages:
+            page.goto(url + "/launch")
+            page.fill("#recipe", BAD_RECIPE)
+            page.wait_for_function("document.querySelector('#live-problems').dataset.count === '2'")
+            take(page, out, "launch")
+        if "arena" in pages:
+            page.goto(f"{url}/arena?run={run}")
+            page.fill("#prompt", QUESTION)
+            page.click("#ask")
+            for system in ("base", "tuned", "rag", "tuned_rag"):
+                page.wait_for_function(f"document.querySelector('#answer-{system}').dataset.done !== '0'")
+                if page.get_attribute(f"#answer-{system}", "data-done") != "1":
+                    raise SystemExit(f"arena {system}: {page.inner_text(f'#answer-{system}')}")
+            take(page, out, "arena")
+        if "rag" in pages:
+            page.goto(url + "/rag")
+            page.fill("#question", QUESTION)  # answered by the run's base model (the RAG page's default)
+            page.click("#ask")
+            page.wait_for_selector("#sources")
+            take(page, out, "rag")
+        if "export" in pages:
+            page.goto(f"{url}/export?run={run}")
+            page.click("#export")
+            page.wait_for_selector("#sizes")
+            take(page, out, "export")
         browser.close()
 
 
@@ -131,6 +147,7 @@ def main() -> int:
     parser.add_argument("--run", help="The run to show (default: the first with tuned weights).")
     parser.add_argument("--out", default=str(ROOT / "docs" / "ui"), help="Where the PNGs go (default docs/ui).")
     parser.add_argument("--tokens", type=int, default=32, help="Arena answer length (default 32: quick on a CPU).")
+    parser.add_argument("--pages", default=",".join(PAGES), help=f"Which PNGs to take (default all: {','.join(PAGES)}).")
     args = parser.parse_args()
     from tuneforge.ui import arena
 
@@ -143,7 +160,11 @@ def main() -> int:
         names = copy_runs(Path(args.runs), runs)
         run = args.run or names[0]
         url = serve(runs, build_index(Path(tmp)))
-        shoot(url, run, out)
+        pages = tuple(p for p in args.pages.split(",") if p)
+        unknown = set(pages) - set(PAGES)
+        if unknown:
+            raise SystemExit(f"--pages: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PAGES)}")
+        shoot(url, run, out, pages)
     return 0
 
 

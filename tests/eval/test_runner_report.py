@@ -105,6 +105,23 @@ def test_report_uses_the_data_quality_histogram(tuned_run):
     assert "data/quality.json" in html
 
 
+def test_report_lists_the_data_problems_with_file_and_line(tuned_run, tmp_path, rt_rows):
+    from tests.eval.conftest import sentiment_record, write_jsonl
+    from tuneforge.config.data import DataConfig
+    from tuneforge.data.prepare import prepare_data
+
+    path, _ = tuned_run
+    records = [sentiment_record(r, f"q-{i}") for i, r in enumerate(rt_rows[:20])]
+    records[2]["messages"][2]["content"] = " "
+    raw = write_jsonl(tmp_path / "reviews.jsonl", records)
+    prepare_data(DataConfig(path=str(raw)), tmp_path / "prepared")
+    (path / "data").mkdir(exist_ok=True)
+    (path / "data" / "quality.json").write_text((tmp_path / "prepared" / "quality.json").read_text())
+    html = write_report(path).read_text()
+    assert "<h2>Data quality</h2>" in html and f"{raw}:3: messages[-1].content" in html
+    assert "fresh" in html.split("<h2>Data quality</h2>")[1]  # the label balance
+
+
 def test_compare_and_side_by_side(tuned_run, run_dir, tiny_model_dir, splits):
     path, _ = tuned_run
     other = create_run(_recipe(tiny_model_dir, "other"), "eval")

@@ -45,3 +45,29 @@ def test_retrieval_only_needs_no_model(tmp_path, rag_index):
     items = list(indexes.stream_ask(recipe, "How does a while loop end?", generate=False))
     assert len(items) == 1 and isinstance(items[0], RagAnswer)
     assert items[0].answer == "" and items[0].hits[0].doc_id in ("topics/while", "topics/break")
+
+
+def test_tuned_plus_rag_answers_with_the_tuned_model_over_the_index_and_is_kept(tmp_path, rag_index, tiny_model_dir,
+                                                                                monkeypatch):
+    from tests.export.helpers import make_lora_run
+
+    monkeypatch.setattr(arena, "MAX_NEW_TOKENS", 8)
+    folder = make_lora_run(tmp_path / "runs" / "tuned", tiny_model_dir)
+    index = indexes.named([index_copy(rag_index, tmp_path / "kb")])["kb"]
+    asked_with = []
+    real_stream_ask = indexes.stream_ask
+
+    def spy(recipe, question, generate=True, loaded=None, lock=None):
+        asked_with.append(loaded[1])
+        return real_stream_ask(recipe, question, generate, loaded, lock)
+
+    monkeypatch.setattr(indexes, "stream_ask", spy)
+    pieces = list(arena.answer_rag(folder, index, "What does the pass statement do?", tuned=True))
+    tuned_model = arena._model(str(tiny_model_dir), str(folder / "adapter"))[0]
+    assert asked_with == [tuned_model]  # the adapter's model, the one the tuned column answers with
+    assert tuned_model is not arena._model(str(tiny_model_dir))[0]
+    shown = [s["doc_id"] for s in json.loads(pieces[-1][1:])]
+    assert shown[0] == "topics/pass"
+    (kept,) = [json.loads(line) for line in (folder / "arena.jsonl").read_text().splitlines()]
+    assert kept["system"] == "tuned + RAG" and kept["weights"] == str(folder / "adapter")
+    assert kept["answer"] == "".join(pieces[:-1]) and kept["sources"] == shown and kept["index"] == "kb"

@@ -80,8 +80,8 @@ def test_exporting_a_tiny_lora_run_shows_the_size_table_and_the_merge_check(tmp_
     shot(page, tmp_path, "export-done")
 
 
-def test_the_arena_streams_base_plus_rag_beside_the_others_and_keeps_it(tmp_path, serve_ui, page, rag_index,
-                                                                        tiny_model_dir):
+def test_the_arena_streams_base_and_tuned_plus_rag_beside_the_others_and_keeps_them(tmp_path, serve_ui, page,
+                                                                                    rag_index, tiny_model_dir):
     runs = tmp_path / "runs"
     folder = _finished_lora_run(runs, tiny_model_dir)
     url = serve_ui(runs, indexes=[index_copy(rag_index, tmp_path / "kb")])
@@ -91,14 +91,16 @@ def test_the_arena_streams_base_plus_rag_beside_the_others_and_keeps_it(tmp_path
     assert page.input_value("#arena-index") == "kb"
     page.fill("#prompt", QUESTION)
     page.click("#ask")
-    for system in ("base", "tuned", "rag"):
+    for system in ("base", "tuned", "rag", "tuned_rag"):
         page.wait_for_function(f"document.querySelector('#answer-{system}').dataset.done === '1'", timeout=240_000)
-    shown = page.eval_on_selector_all("#rag-sources li", "items => items.map(i => i.dataset.doc)")
-    assert shown and shown[0] == "topics/pass"  # retrieved from the index, best first
     shot(page, tmp_path, "arena-rag")
     kept = {k["system"]: k for k in map(json.loads, (folder / "arena.jsonl").read_text().splitlines())}
-    assert set(kept) == {"base", "tuned", "base + RAG"}
-    rag = kept["base + RAG"]
-    assert rag["sources"] == shown and rag["index"] == "kb"
-    assert rag["answer"] == page.inner_text("#answer-rag")
-    assert "\x1e" not in page.inner_text("#answer-rag")
+    assert set(kept) == {"base", "tuned", "base + RAG", "tuned + RAG"}
+    for system, label in (("rag", "base + RAG"), ("tuned_rag", "tuned + RAG")):
+        shown = page.eval_on_selector_all(f"#{system}-sources li", "items => items.map(i => i.dataset.doc)")
+        assert shown and shown[0] == "topics/pass"  # retrieved from the index, best first
+        assert kept[label]["sources"] == shown and kept[label]["index"] == "kb"
+        assert kept[label]["answer"] == page.inner_text(f"#answer-{system}")
+        assert "\x1e" not in page.inner_text(f"#answer-{system}")
+    assert kept["tuned + RAG"]["weights"] == str(folder / "adapter")  # the adapter answered, with the context
+    assert kept["base + RAG"]["weights"] is None

@@ -2,7 +2,8 @@
 
 Sources, all optional except the run folder itself: ``recipe.yaml``, ``metrics.jsonl`` (training and
 validation loss), ``eval/results.json`` and ``eval/predictions-*.jsonl``, ``data/quality.json`` (its
-token-length histogram).
+token-length histogram, label balance and problems). The forgetting table, the answers side by side and
+the data quality come from :mod:`tuneforge.eval.report_parts`, which `tuneforge ui`'s run page uses too.
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ from tuneforge.config.recipe import RunConfig
 from tuneforge.errors import UserError
 from tuneforge.eval import svg
 from tuneforge.eval.compare import METRIC_ORDER, collect_predictions, fmt_metric, is_probe, primary_metric
-from tuneforge.eval.forgetting import ForgettingDelta
-from tuneforge.eval.forgetting_reading import near_chance, reading
+from tuneforge.eval.report_parts import (
+    data_quality,
+    forgetting_rows,
+    length_histogram,
+    quality_files,
+    side_by_side_examples,
+)
 from tuneforge.eval.results import ResultRow, read_results
 from tuneforge.eval.verdict import Verdict, decide
-from tuneforge.runs import DATA, METRICS, RECIPE, tuned_weights_in
+from tuneforge.runs import METRICS, RECIPE, tuned_weights_in
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
@@ -54,49 +60,6 @@ def _training_curves(run_path: Path) -> str:
             name = f"{split} loss" + (f" ({row['task']})" if row.get("task") else "")  # multi-task: one curve each
             series.setdefault(name, []).append((float(row.get("step", n)), float(loss)))
     return svg.line_chart(series, title="Training and validation loss", y_label="loss") if series else ""
-
-
-def _find_histogram(node: Any) -> tuple[list[float], list[int]] | None:
-    """The first {edges|bins|bin_edges, counts} pair anywhere in a JSON document."""
-    if isinstance(node, dict):
-        counts = node.get("counts")
-        edges = node.get("edges") or node.get("bin_edges") or node.get("bins")
-        if isinstance(counts, list) and isinstance(edges, list) and len(edges) == len(counts) + 1:
-            return [float(e) for e in edges], [int(c) for c in counts]
-        for key in sorted(node, key=lambda k: "token" not in str(k)):  # prefer token-length entries
-            found = _find_histogram(node[key])
-            if found:
-                return found
-    elif isinstance(node, list):
-        for item in node:
-            found = _find_histogram(item)
-            if found:
-                return found
-    return None
-
-
-def _length_histogram(run_path: Path, preds: dict[str, list[dict[str, Any]]]) -> str:
-    quality = run_path / DATA / "quality.json"
-    if quality.is_file():
-        try:
-            found = _find_histogram(json.loads(quality.read_text(encoding="utf-8")))
-        except json.JSONDecodeError:
-            found = None
-        if found:
-            return svg.histogram(*found, title="Token lengths of the prepared data (data/quality.json)",
-                                 x_label="tokens per example")
-    recs = preds.get("base zero-shot") or preds.get("tuned") or next(iter(preds.values()), [])
-    lengths = [r["prompt_tokens"] for r in recs if isinstance(r.get("prompt_tokens"), int)]
-    if not lengths:
-        return ""
-    lo, hi = min(lengths), max(lengths)
-    bins = min(20, max(1, hi - lo + 1))
-    step = max((hi - lo + 1) / bins, 1)
-    edges = [lo + i * step for i in range(bins + 1)]
-    counts = [0] * bins
-    for n in lengths:
-        counts[min(int((n - lo) / step), bins - 1)] += 1
-    return svg.histogram(edges, counts, title="Prompt tokens per test request (zero-shot)", x_label="tokens")
 
 
 def _metric_table(rows: list[ResultRow]) -> str:
@@ -132,14 +95,6 @@ def _mv(d: dict[str, Any]):
     return MetricValue(**d)
 
 
-def _fmt_change(d: ForgettingDelta, v: float | None, signed: bool = True) -> str:
-    if v is None:
-        return "-"
-    if d.metric in ("label_answers", "repeated_answer", "short_answers"):
-        return f"{v * 100:+.0f} pts" if signed else f"{v:.0%}"
-    return (f"{v:+.3f}" if signed else f"{v:.3f}") if d.metric != "mean_words" else (f"{v:+.1f}" if signed else f"{v:.1f}")
-
-
 def _forgetting_section(v: Verdict, rows: list[ResultRow]) -> str:
     if not v.forgetting:
         probes = [r for r in rows if is_probe(r)]
@@ -148,21 +103,13 @@ def _forgetting_section(v: Verdict, rows: list[ResultRow]) -> str:
         return ("<h2>Forgetting</h2><p class='muted'>Not measured: the run has no tuned model or "
                 "<code>eval.forgetting</code> is off.</p>")
     body = []
-    for d in v.forgetting:
-        ci = f"[{_fmt_change(d, d.ci_low)}, {_fmt_change(d, d.ci_high)}]" if d.ci_low is not None else "-"
-        if d.flagged:
-            flag = '<span class="drop">flagged</span>'
-        elif near_chance(d):
-            flag = "near chance"
-        else:
-            flag = "ok" if d.worse else "(not judged)"
-        detect = _fmt_change(d, d.detectable, signed=False) if d.detectable is not None else "-"
-        needed = f"{d.needed:,}" if d.needed is not None else "-"
-        body.append(f'<tr><td>{escape(d.probe)}</td><td>{escape(d.label)}</td>'
-                    f'<td class="num">{_fmt_change(d, d.base, False)}</td><td class="num">{_fmt_change(d, d.tuned, False)}</td>'
-                    f'<td class="num">{_fmt_change(d, d.delta)}</td><td class="num">{ci}</td><td class="num">{d.n}</td>'
-                    f'<td class="num">{detect}</td><td class="num">{needed}</td><td>{flag}</td></tr>')
-    readings = "".join(f"<li>{escape(reading(d))}</li>" for d in v.forgetting)
+    for f in forgetting_rows(v):
+        flag = '<span class="drop">flagged</span>' if f.flag == "flagged" else escape(f.flag)
+        body.append(f'<tr><td>{escape(f.probe)}</td><td>{escape(f.measures)}</td>'
+                    + "".join(f'<td class="num">{escape(str(x))}</td>'
+                              for x in (f.base, f.tuned, f.change, f.interval, f.n, f.detects, f.needed))
+                    + f"<td>{flag}</td></tr>")
+    readings = "".join(f"<li>{escape(f.reading)}</li>" for f in forgetting_rows(v))
     accuracy = [d for d in v.forgetting if d.metric == "accuracy"]
     chart = svg.bar_chart(
         [d.probe for d in accuracy], [d.delta for d in accuracy], [d.ci_low for d in accuracy],
@@ -183,20 +130,31 @@ def _forgetting_section(v: Verdict, rows: list[ResultRow]) -> str:
 
 
 def _examples(preds: dict[str, list[dict[str, Any]]], n: int) -> str:
-    if not preds or n <= 0:
+    examples = side_by_side_examples(preds, n)
+    if not examples:
         return ""
-    first = next(iter(preds.values()))
-    ids = [str(r["id"]) for r in first[:n]]
-    by = {s: {str(r["id"]): r for r in recs} for s, recs in preds.items()}
     parts = ["<h2>Side by side</h2>"]
-    for i in ids:
-        r0 = by[next(iter(by))][i]
-        rows = "".join(f"<tr><td>{escape(s)}</td><td>{escape(str(recs[i]['prediction']))}</td></tr>"
-                       for s, recs in by.items() if i in recs)
-        parts.append(f'<div class="ex"><b>{escape(i)}</b> <span class="muted">({escape(str(r0.get("task")))})</span>'
-                     f"<pre>{escape(str(r0.get('prompt', ''))[:1500])}</pre><b>reference:</b> "
-                     f"{escape(str(r0.get('reference', '')))}<table>{rows}</table></div>")
+    for ex in examples:
+        rows = "".join(f"<tr><td>{escape(s)}</td><td>{escape(p)}</td></tr>" for s, p in ex.answers)
+        parts.append(f'<div class="ex"><b>{escape(ex.id)}</b> <span class="muted">({escape(ex.task)})</span>'
+                     f"<pre>{escape(ex.prompt)}</pre><b>reference:</b> {escape(ex.reference)}<table>{rows}</table></div>")
     return "".join(parts)
+
+
+def _quality_section(run_path: Path) -> str:
+    """Each data quality report's label balance and problems (file:line: field: message)."""
+    parts = []
+    for name, path in quality_files(run_path):
+        q = data_quality(path)
+        if q is None:
+            continue
+        labels = ", ".join(f"{escape(str(k))} {v} ({share})" for k, v, share in q["labels"]) or "-"
+        problems = "".join(f"<li><code>{escape(p)}</code></li>" for p in q["problems"])
+        more = q["problem_count"] - len(q["problems"])
+        parts.append(f"<h3>{escape(name)}</h3><p>{q['rows']} rows read, {q['kept']} kept; labels: {labels}; "
+                     f"problems: {q['problem_count']}</p>" + (f"<ul>{problems}</ul>" if problems else "")
+                     + (f"<p class='muted'>... and {more} more in quality.json</p>" if more > 0 else ""))
+    return "<h2>Data quality</h2>" + "".join(parts) if parts else ""
 
 
 def _eval_setting(recipe: dict[str, Any], name: str) -> Any:
@@ -264,9 +222,10 @@ def write_report(run_path: str | Path) -> Path:
     html.append(_forgetting_section(verdict, rows))
     curves = _training_curves(run_path)
     html.append("<h2>Training</h2>" + (curves or "<p class='muted'>No training in this run (baseline only).</p>"))
-    hist = _length_histogram(run_path, preds)
+    hist = length_histogram(run_path, preds)
     if hist:
         html.append("<h2>Token lengths</h2>" + hist)
+    html.append(_quality_section(run_path))
     html.append(_examples(preds, int(_eval_setting(recipe, "compare_examples"))))
     html.append("<hr><p class='muted'>Generated by tuneforge. Recipe: <code>recipe.yaml</code>; "
                 "numbers: <code>eval/results.json</code>.</p></body></html>")

@@ -21,11 +21,14 @@ from tuneforge.errors import UserError
 from tuneforge.eval.compare import fmt_metric
 from tuneforge.eval.results import read_results
 from tuneforge.runs import RECIPE, REPORT, TRAIN_RESULT, tuned_weights_in
-from tuneforge.ui import auth, catalog, export_pages, indexes, launch, rag_pages
+from tuneforge.ui import auth, catalog, export_pages, indexes, launch, rag_pages, run_details
 from tuneforge.ui.web import CrossSite, Site
 
 HERE = Path(__file__).resolve().parent
 PUBLIC = ("/login", "/static/")
+# Loss curves drawn: train and validation, per task for mixtures (rows with "task", as the training loop
+# and strategies/multitask log them). Not "val_final" (the kept weights' loss, after the last step).
+CURVE_SPLITS = ("train", "val")
 
 
 def _examples() -> dict[str, str]:
@@ -105,13 +108,14 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
         verdict = catalog.verdict_of(folder) if results else None
         recipe = (folder / RECIPE).read_text(encoding="utf-8") if (folder / RECIPE).is_file() else ""
         status = summary.status if summary else catalog.status_of(folder, catalog.ui_record(runs, name))
+        details = run_details.evaluation(folder, verdict) if folder.is_dir() else {}
         return page(request, "run.html", name=name, summary=summary, status=status, table=table,
                     verdict=verdict, recipe=recipe, log=catalog.log_tail(runs, folder),
-                    has_report=(folder / REPORT).is_file())
+                    has_report=(folder / REPORT).is_file(), **details)
 
     @app.get("/runs/{name}/report")
     def report(name: str):
-        """The run's own report.html (forgetting table, answers side by side, lengths), sandboxed: a run
+        """The run's own report.html (the same parts as the run page, as one file), sandboxed: a run
         folder may come from anyone, so its HTML gets a unique origin and no scripts (CSP sandbox)."""
         path = _folder(name) / REPORT
         if not path.is_file():
@@ -123,9 +127,10 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
     def progress(name: str, after: int = 0):
         folder = _folder(name)
         rows = catalog.read_metrics(folder)
-        curves = [{"step": r["step"], "split": r.get("split", "train"), "loss": r["loss"]}
-                  for r in rows[after:] if "loss" in r and "step" in r and not str(r.get("split", "")).startswith("eval")]
-        train = [r for r in rows if r.get("split") == "train" and "step" in r]
+        curves = [{"step": r["step"], "split": r.get("split", "train"), "loss": r["loss"], "task": r.get("task")}
+                  for r in rows[after:] if "loss" in r and "step" in r and r.get("split", "train") in CURVE_SPLITS]
+        # The run's own progress rows; a mixture's per-task rows (with "task") are extra curves only.
+        train = [r for r in rows if r.get("split") == "train" and "step" in r and "task" not in r]
         last = train[-1] if train else {}
         total = (catalog.recipe_of(folder).get("train") or {}).get("max_steps")
         status = catalog.status_of(folder, catalog.ui_record(runs, name))
@@ -202,9 +207,9 @@ def create_app(runs_dir: str | Path, api_key: str | None, index_dirs: list[str |
         from tuneforge.ui import arena
 
         system, prompt = str(body.get("system", "")), str(body.get("prompt", ""))
-        if system == "rag":
+        if system in ("rag", "tuned_rag"):
             index = indexes.pick(site.indexes, str(body.get("index", "")))
-            pieces = await run_in_threadpool(arena.answer_rag, folder, index, prompt)
+            pieces = await run_in_threadpool(arena.answer_rag, folder, index, prompt, system == "tuned_rag")
         else:
             pieces = await run_in_threadpool(arena.answer, folder, system, prompt)
         return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")

@@ -1,5 +1,6 @@
-"""The Arena: one prompt answered side by side, streamed, by a run's base model, its tuned weights and
-the base model over a RAG index ("base + RAG", :func:`answer_rag`, the CLI's ``rag ask``).
+"""The Arena: one prompt answered side by side, streamed, by a run's base model, its tuned weights and,
+over a RAG index, the base model and the tuned one ("base + RAG" and "tuned + RAG", :func:`answer_rag`,
+the CLI's ``rag ask``).
 
 Models load through :func:`tuneforge.models.load_model` from the run's own recipe (``open_run``:
 ``trust_remote_code`` stays off for a folder from elsewhere) and stay loaded for the next question
@@ -7,8 +8,8 @@ Models load through :func:`tuneforge.models.load_model` from the run's own recip
 tabs asking the same model wait for each other instead of interleaving inside ``generate``.
 
 Each answer is kept with the run it came from: one JSON line per answer in ``<run>/arena.jsonl`` (for
-base + RAG also the index and the retrieved sources, with the ones the answer cites). A base + RAG
-stream ends with ``SOURCES_MARK`` and the sources as JSON, which the page shows under the answer.
+base + RAG and tuned + RAG also the index and the retrieved sources, with the ones the answer cites). A
+RAG stream ends with ``SOURCES_MARK`` and the sources as JSON, which the page shows under the answer.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from tuneforge.runs import open_run
 from tuneforge.ui import indexes
 
 ARENA_FILE = "arena.jsonl"
-SYSTEMS = ("base", "tuned", "rag")
+SYSTEMS = ("base", "tuned", "rag", "tuned_rag")
 RAG_SYSTEM = "base + RAG"
+TUNED_RAG_SYSTEM = "tuned + RAG"  # the adapter (or full tuned weights) answering with the retrieved context
 SOURCES_MARK = "\x1e"  # record separator: never in generated text the page shows
 MAX_NEW_TOKENS = 128
 _KEEP = 2
@@ -90,14 +92,21 @@ def _keep(folder: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def answer_rag(folder: Path, index: indexes.Index, prompt: str) -> Iterator[str]:
-    """The run's base model answering over ``index`` (``tuneforge rag ask``), streamed, then the sources."""
+def answer_rag(folder: Path, index: indexes.Index, prompt: str, tuned: bool = False) -> Iterator[str]:
+    """The run's base model (``tuned``: its tuned weights, "tuned + RAG") answering over ``index``
+    (``tuneforge rag ask``), streamed, then the sources."""
     run = open_run(folder)
     recipe = indexes.recipe_for(run.recipe, index)
     recipe = recipe.model_copy(update={"rag": recipe.rag.model_copy(
         update={"max_new_tokens": min(recipe.rag.max_new_tokens, MAX_NEW_TOKENS)})})
-    items = ask_base(recipe, prompt)
-    return _stream_rag(folder, items, prompt, index, recipe.model.name)
+    if not tuned:
+        return _stream_rag(folder, ask_base(recipe, prompt), prompt, index, recipe.model.name, RAG_SYSTEM, None)
+    weights = run.tuned_weights(required=True)
+    # The tuned column's own model object (same key): the two take turns under its lock.
+    model, tokenizer, lock = _model(recipe.model.name, str(weights.adapter) if weights.adapter else None,
+                                    str(weights.model) if weights.model else None)
+    items = indexes.stream_ask(recipe, prompt, loaded=(tokenizer, model), lock=lock)
+    return _stream_rag(folder, items, prompt, index, recipe.model.name, TUNED_RAG_SYSTEM, str(weights.path))
 
 
 def ask_base(recipe, question: str) -> Iterator:
@@ -106,7 +115,8 @@ def ask_base(recipe, question: str) -> Iterator:
     return indexes.stream_ask(recipe, question, loaded=(tokenizer, model), lock=lock)
 
 
-def _stream_rag(folder: Path, items: Iterator, prompt: str, index: indexes.Index, base: str) -> Iterator[str]:
+def _stream_rag(folder: Path, items: Iterator, prompt: str, index: indexes.Index, base: str, system: str,
+                weights: str | None) -> Iterator[str]:
     pieces: list[str] = []
     result: RagAnswer | None = None
     for item in items:
@@ -117,7 +127,7 @@ def _stream_rag(folder: Path, items: Iterator, prompt: str, index: indexes.Index
             yield item
     assert result is not None
     sources = indexes.sources(result)
-    _keep(folder, {"system": RAG_SYSTEM, "prompt": prompt, "answer": "".join(pieces), "model": base,
-                   "weights": None, "index": index.name, "index_dir": str(index.path),
+    _keep(folder, {"system": system, "prompt": prompt, "answer": "".join(pieces), "model": base,
+                   "weights": weights, "index": index.name, "index_dir": str(index.path),
                    "sources": [s["doc_id"] for s in sources], "cited": result.cited})
     yield SOURCES_MARK + json.dumps(sources)

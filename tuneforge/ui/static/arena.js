@@ -1,10 +1,10 @@
-// Arena: one prompt, streamed answers side by side (base, tuned and, with an index picked, base + RAG),
-// read piece by piece. A base + RAG stream ends with "\x1e" and its sources as JSON.
+// Arena: one prompt, streamed answers side by side (base, tuned and, with an index picked, base + RAG and
+// tuned + RAG), read piece by piece. A RAG stream ends with "\x1e" and its sources as JSON.
 const csrf = document.querySelector("meta[name=csrf]").content;
 const MARK = "\x1e";
 
-function showSources(list) {
-  const ol = document.getElementById("rag-sources");
+function showSources(system, list) {
+  const ol = document.getElementById(`${system}-sources`);
   ol.replaceChildren(...list.map((s) => {
     const li = document.createElement("li");
     li.dataset.doc = s.doc_id;
@@ -29,7 +29,7 @@ async function stream(body) {
     out.textContent = text.split(MARK)[0];
     out.dataset.chunks = String(Number(out.dataset.chunks) + 1);
   }
-  if (text.includes(MARK)) showSources(JSON.parse(text.slice(text.indexOf(MARK) + 1)));
+  if (text.includes(MARK)) showSources(body.system, JSON.parse(text.slice(text.indexOf(MARK) + 1)));
   out.dataset.done = "1";
 }
 
@@ -39,7 +39,9 @@ document.getElementById("arena-form").addEventListener("submit", (e) => {
   const index = document.getElementById("arena-index")?.value;
   stream({run, system: "base", prompt});
   stream({run, system: "tuned", prompt});
-  const rag = document.getElementById("answer-rag");
-  if (index) stream({run, system: "rag", prompt, index});
-  else if (rag) { rag.textContent = ""; rag.dataset.done = "skipped"; }
+  for (const system of ["rag", "tuned_rag"]) {
+    const out = document.getElementById(`answer-${system}`);
+    if (index) stream({run, system, prompt, index});
+    else if (out) { out.textContent = ""; out.dataset.done = "skipped"; document.getElementById(`${system}-sources`).replaceChildren(); }
+  }
 });
