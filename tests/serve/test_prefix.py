@@ -106,21 +106,45 @@ def test_a_mixed_forward_plans_running_tokens_and_joining_prompts_as_one_flat_se
     cache = SlotCache(n_layers=1, slots=3, capacity=4)
     cache.plan_prefill([0], [3])  # a running row: 3 prompt tokens in columns 0-2
     # it decodes one token while a 4-token prompt joins in slot 1, its first 2 tokens reused
-    positions, mask = cache.plan_mixed([0], [1], [4], [2])
+    positions, mask, plan = cache.plan_mixed([0], [1], [4], [2])
     assert positions.tolist() == [[3, 2, 3]]
+    assert plan.running == 1 and plan.joining == ((1, 1, 3),)  # slot 1 owns tokens 1-2
     assert (cache.start[0], cache.end[0]) == (0, 4) and (cache.start[1], cache.end[1]) == (0, 4)
     t, f = True, False
-    assert mask[0, 0].tolist() == [[t, t, t, t, f, f, f, f],  # slot 0's token sees slot 0 only, up to itself
-                                   [f, f, f, f, t, t, t, f],  # the joining row's tokens see their own slot
-                                   [f, f, f, f, t, t, t, t]]
+    assert mask[0, 0].tolist() == [[t, t, t, t],  # each token sees its own slot's columns up to itself
+                                   [t, t, t, f],
+                                   [t, t, t, t]]
     new = torch.tensor([10.0, 20.0, 30.0]).reshape(1, 1, 3, 1)  # [1, heads, tokens, dim]
-    keys, values = cache.update(new, new, 0)
-    assert keys.shape == (1, 1, 8, 1)  # both slots' 4 columns side by side
-    assert cache.keys[0][0, 0, 3, 0] == 10.0 and cache.keys[0][1, 0, 2:4, 0].tolist() == [20.0, 30.0]
-    assert keys[0, 0, 3, 0] == 10.0 and keys[0, 0, 6:8, 0].tolist() == [20.0, 30.0]
+    keys, _ = cache.update(new, new, 0)
+    assert keys.shape == (2, 1, 4, 1)  # the two slots, 4 columns each
+    assert keys[0, 0, 3, 0] == 10.0 and keys[1, 0, 2:4, 0].tolist() == [20.0, 30.0]
     # the next plain decoding step continues both rows from their own columns
     positions, _ = cache.plan_decode([0, 1])
     assert positions.tolist() == [[4], [4]]
+
+
+def test_slot_attention_equals_attention_over_each_tokens_own_slot():
+    import torch.nn.functional as F
+
+    from tuneforge.serve.slot_attention import PLAN, MixedPlan, slot_attention
+
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 5, 8)  # 4 heads over 2 kv heads, 5 tokens
+    k, v = torch.randn(3, 2, 5, 8), torch.randn(3, 2, 5, 8)  # 3 slots, width 5
+    # tokens 0-1: running rows in slots 0 and 1; tokens 2-4: a joining row's prompt in slot 2
+    slots = torch.tensor([0, 1, 2, 2, 2])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]],
+                        dtype=torch.bool)
+    token = PLAN.set(MixedPlan(running=2, joining=((2, 2, 5),)))
+    try:
+        got, _ = slot_attention(torch.nn.Module(), q, k, v, mask[None, None], scaling=0.5)
+    finally:
+        PLAN.reset(token)
+    for t in range(5):  # token t alone, against its own slot, by torch's SDPA
+        kt = k[slots[t]].repeat_interleave(2, dim=0)[None]
+        vt = v[slots[t]].repeat_interleave(2, dim=0)[None]
+        want = F.scaled_dot_product_attention(q[:, :, t : t + 1], kt, vt, attn_mask=mask[t][None, None, None], scale=0.5)
+        assert torch.allclose(got[0, t], want[0, :, 0], atol=1e-6)
 
 
 def test_rows_of_another_adapter_joining_are_prefilled_apart_and_keep_their_answers(tiny_model_dir, tokenizer,

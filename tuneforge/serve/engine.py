@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.serve.rows import BASE, MIXED_BASE, Row
+from tuneforge.serve.slot_attention import install as install_slot_attention
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class Engine:
         self.eos_ids = frozenset(self._eos_ids())
         self._mixable_cache: dict[str, bool] = {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # rows joining a running batch ride in its decoding step where the model's attention allows it
+        self.mixed_steps = install_slot_attention(model)
         # batches: prefill forwards; steps: decoding forwards; rows: generated (taken into the batch);
         # joined_running: rows that joined while others were decoding (joined_in_step: of those, the ones whose
         # prompt rode in the running rows' decoding step, one forward for both); rows_dropped: stopped unfinished

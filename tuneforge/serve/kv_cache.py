@@ -14,17 +14,20 @@ layer with the new keys and values and attends over what it returns. Before each
 and which columns their tokens go to.
 
 A *mixed* forward (:meth:`plan_mixed`) carries the running rows' next tokens and new rows' prompts
-together as one flat sequence ``[1, tokens]``: each token knows its slot and column, and the mask lets
-it see only its own slot's columns up to itself. Prefill is compute-bound and a decoding step is
+together as one flat sequence ``[1, tokens]``: each token knows its slot and column, and
+``slot_attention`` lets it attend to its own slot's columns up to itself. Prefill is compute-bound and a decoding step is
 bound by reading the weights, so one forward that does both reads the weights once for the two and
 multiplies larger matrices (on the 2-core CPU: a join plus a step of 8 rows 374 -> 242 ms in fp32).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from tuneforge.serve.slot_attention import MixedPlan
 
 
 class SlotCache:
@@ -87,31 +90,34 @@ class SlotCache:
         return self._plan(slots, cols)
 
     def plan_mixed(self, running: list[int], joining: list[int], lengths: list[int],
-                   reused: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+                   reused: list[int]) -> tuple[torch.Tensor, torch.Tensor, MixedPlan]:
         """One flat forward: first one token for each ``running`` slot (at its next column), then the prompt
         tokens of each ``joining`` slot after its ``reused`` prefix (the prompt at columns 0..length-1 of
         its slot; the prefix written by :meth:`write_prefix`). Slots must be 0..n-1 in that order.
-        Returns (position_ids ``[1, tokens]``, attention mask ``[1, 1, tokens, slots x width]``)."""
-        slot_of, col_of = [], []
+        Returns (position_ids ``[1, tokens]``, attention mask ``[1, 1, tokens, width]`` over each token's
+        own slot, where each token belongs) for ``slot_attention``."""
+        from tuneforge.serve.slot_attention import MixedPlan
+
+        slot_of, col_of, spans = [], [], []
         for s in running:
             slot_of.append(s)
             col_of.append(self.end[s])
             self.end[s] += 1
         for s, n, m in zip(joining, lengths, reused, strict=True):
             self.start[s], self.end[s] = 0, n
+            spans.append((s, len(slot_of), len(slot_of) + n - m))
             slot_of += [s] * (n - m)
             col_of += range(m, n)
         slots = [*running, *joining]
         assert slots == list(range(len(slots))), "mixed forwards use slots 0..n-1"
         rows, cols = torch.tensor(slot_of), torch.tensor(col_of)
-        starts = torch.tensor([self.start[s] for s in slots])
+        starts = torch.tensor([self.start[s] for s in slots])[rows]
         width = int(cols.max()) + 1
         self._flat, self._width, self._need = True, width, width
         self._rows, self._cols, self._view = rows, cols, slice(0, len(slots))
-        j = torch.arange(len(slots) * width)
-        j_slot, j_col = j // width, j % width
-        mask = (j_slot == rows[:, None]) & (j_col >= starts[rows][:, None]) & (j_col <= cols[:, None])
-        return (cols - starts[rows])[None], mask[None, None]
+        j = torch.arange(width)
+        mask = (j >= starts[:, None]) & (j <= cols[:, None])
+        return (cols - starts)[None], mask[None, None], MixedPlan(len(running), tuple(spans))
 
     def _plan(self, slots: list[int], cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._flat = False
@@ -137,10 +143,8 @@ class SlotCache:
         if self._flat:  # [1, heads, tokens, dim]: token t at (its slot, its column)
             keys[self._rows, :, self._cols] = key[0].transpose(0, 1)
             values[self._rows, :, self._cols] = value[0].transpose(0, 1)
-            k, v = keys[self._view, :, : self._width], values[self._view, :, : self._width]
-            # every slot's columns side by side in one sequence: [1, heads, slots x width, dim] (a copy)
-            return (k.transpose(0, 1).reshape(1, k.shape[1], -1, k.shape[3]),
-                    v.transpose(0, 1).reshape(1, v.shape[1], -1, v.shape[3]))
+            # per slot, [slots, heads, width, dim]: slot_attention picks each token's own slot
+            return keys[self._view, :, : self._width], values[self._view, :, : self._width]
         keys[self._rows, :, self._cols] = key.permute(0, 2, 1, 3)  # [b, q, heads, dim] at (slot, column)
         values[self._rows, :, self._cols] = value.permute(0, 2, 1, 3)
         return keys[self._view, :, : self._width], values[self._view, :, : self._width]

@@ -27,6 +27,7 @@ import torch
 from tuneforge.serve.kv_cache import SlotCache
 from tuneforge.serve.prefix import Prefix, PrefixStore
 from tuneforge.serve.rows import Row
+from tuneforge.serve.slot_attention import PLAN
 from tuneforge.serve.textstream import TextStream
 
 
@@ -37,6 +38,7 @@ class Engine(Protocol):
     model: Any
     tokenizer: Any
     max_batch: int
+    mixed_steps: bool
     stats: dict[str, int]
     eos_ids: frozenset[int]
     pad_id: int
@@ -85,7 +87,8 @@ class Batch:
         stats = self.engine.stats
         fresh = [r for r in new if not r.cancelled.is_set()]
         self.engine._count_dropped(len(new) - len(fresh))
-        if fresh and self.live and len({lv.row.adapter for lv in self.live} | {r.adapter for r in fresh}) == 1:
+        if (fresh and self.live and self.engine.mixed_steps
+                and len({lv.row.adapter for lv in self.live} | {r.adapter for r in fresh}) == 1):
             stats["joined_running"] += len(fresh)
             stats["joined_in_step"] += len(fresh)
             stats["steps"] += 1
@@ -152,7 +155,7 @@ class Batch:
                               _generator(r.seed)) for r in rows)
         joining = list(range(len(running), len(self.live)))
         skip = [reuse[r][0] for r in rows]
-        positions, mask = self.cache.plan_mixed(running, joining, [len(r.prompt_ids) for r in rows], skip)
+        positions, mask, plan = self.cache.plan_mixed(running, joining, [len(r.prompt_ids) for r in rows], skip)
         last = [*range(len(running))]  # index in the flat sequence of each row's last token
         for slot, r, m in zip(joining, rows, skip, strict=True):
             if m:
@@ -161,10 +164,14 @@ class Batch:
             last.append(len(tokens) - 1)
         ctx, extra = engine.adapter_forward([rows[0].adapter])
         device = engine.model.device
-        with ctx:
-            out = engine.model(input_ids=torch.tensor([tokens], device=device), attention_mask=mask.to(device),
-                               position_ids=positions.to(device), cache=self.cache, use_cache=True,
-                               logits_to_keep=torch.tensor(last, device=device), **extra)
+        token = PLAN.set(plan)  # slot_attention: each token attends to its own slot
+        try:
+            with ctx:
+                out = engine.model(input_ids=torch.tensor([tokens], device=device), attention_mask=mask.to(device),
+                                   position_ids=positions.to(device), cache=self.cache, use_cache=True,
+                                   logits_to_keep=torch.tensor(last, device=device), **extra)
+        finally:
+            PLAN.reset(token)
         n = min(len(rows[-1].prompt_ids), self.prefixes.max_tokens)
         self.prefixes.put(rows[-1].adapter, rows[-1].prompt_ids[:n], *self.cache.read_prefix(joining[-1], n))
         self._sample([*running, *joining], out.logits[0].float().cpu())
