@@ -101,7 +101,7 @@ def int8_folder() -> Path:
     from tuneforge.models.cache import cache_root
 
     out = cache_root() / "bench" / f"{MODEL}-int8"
-    if not is_int8_folder(out) or "lm_head" not in json.loads((out / MARKER).read_text())["modules"]:  # older: fp32 head
+    if not is_int8_folder(out) or "embedding_from_head" not in json.loads((out / MARKER).read_text()):  # older
         print(f"bench.serve: writing an int8 copy of {MODEL} to {out} (once)", flush=True)
         save_int8(load_model(MODEL, device="cpu"), load_tokenizer(MODEL), out)
     return out

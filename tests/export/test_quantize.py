@@ -23,7 +23,7 @@ def int8_dir(tmp_path_factory, tokenizer):
 
 def _dequantised(tiny_model):
     """The float32 model whose block and head weights are exactly what the int8 folder holds (q x scale);
-    the head gets its own tensor (the tied embedding keeps its float32 values, as in the folder)."""
+    the tiny model's embedding is tied to its head, so it reads the same int8 values, as in the folder."""
     from tuneforge.export.quantize import _block_linears
 
     model = copy.deepcopy(tiny_model)
@@ -32,7 +32,7 @@ def _dequantised(tiny_model):
         q, scale = quantize_weight(lin.weight)
         lin.weight.data = q.float() * scale[:, None]
     q, scale = quantize_weight(model.lm_head.weight)
-    model.lm_head.weight = torch.nn.Parameter(q.float() * scale[:, None])
+    model.lm_head.weight.data = q.float() * scale[:, None]  # in place: the tied embedding too
     return model.eval()
 
 
@@ -53,29 +53,37 @@ def test_cpu_float32_serving_does_not_use_the_slow_weight_only_kernel(int8_dir, 
     assert len(_greedy(model, tokenizer, PROMPTS[0], 4)) == 4
 
 
-def test_the_output_head_is_int8_and_the_embedding_keeps_float32(int8_dir, tiny_model):
+def test_the_head_is_int8_and_a_tied_embedding_reads_it_stored_once(int8_dir, tiny_model):
     # a decoding step multiplies every row by the whole head: float32 there cost more than all int8 blocks
+    from safetensors import safe_open
+
     model = load_int8_model(int8_dir)
     assert model.lm_head.qweight.dtype == torch.int8
-    assert model.get_input_embeddings().weight.dtype == torch.float32
-    assert torch.equal(model.get_input_embeddings().weight, tiny_model.get_input_embeddings().weight)
+    with safe_open(str(int8_dir / "model.safetensors"), "pt") as f:
+        stored = list(f.keys())
+    assert "lm_head.qweight" in stored and not any("embed_tokens" in k for k in stored)  # the vocab matrix once
+    ids = torch.tensor([[1, 5, 9]])
+    q, scale = quantize_weight(tiny_model.get_input_embeddings().weight)
+    assert torch.equal(model.get_input_embeddings()(ids), q[ids].float() * scale[ids].unsqueeze(-1))
 
 
 def test_a_folder_written_with_a_float32_head_still_loads(tmp_path, tiny_model, tokenizer):
     import json
 
+    from safetensors.torch import load_file, save_file
+
     from tuneforge.export.quantize import MARKER
 
     out = tmp_path / "old-int8"
     save_int8(tiny_model, tokenizer, out)
-    # rewrite it as the exports before the head was quantized: float32 head tied to the embedding
-    from safetensors.torch import load_file, save_file
-
+    # rewrite it as the exports before the head was quantized: a float32 embedding, the head tied to it
     state = load_file(str(out / "model.safetensors"))
     del state["lm_head.qweight"], state["lm_head.scale"]
+    state["model.embed_tokens.weight"] = tiny_model.get_input_embeddings().weight.detach().clone()
     save_file(state, str(out / "model.safetensors"))
     meta = json.loads((out / MARKER).read_text())
     meta["modules"].remove("lm_head")
+    del meta["embedding_from_head"]
     (out / MARKER).write_text(json.dumps(meta))
     model = load_int8_model(out)
     assert model.lm_head.weight is model.get_input_embeddings().weight
@@ -95,4 +103,26 @@ def test_int8_logits_stay_within_three_percent_of_the_dequantised_weights(int8_d
     with torch.inference_mode():
         got, want = model(ids).logits, reference(ids).logits
     rel = ((got - want).abs().max() / want.abs().max()).item()
-    assert 0 < rel < 0.03  # not zero: the activations really are quantized (measured 1.3% on the tiny model)
+    assert rel < 1e-3  # float16 rounding of the int8 values only: the activations stay float32
+
+
+@pytest.mark.slow
+def test_the_bundled_models_int8_export_picks_fp32s_token_almost_everywhere(tmp_path):
+    # On the real model, not the random tiny one: quantizing activations per tensor (the dynamic int8 Linear)
+    # agreed with float32's top-1 token on 43% of positions, because of SmolLM2's outlier channels.
+    from tuneforge.models import load_model, load_tokenizer
+
+    name = "smollm2-135m-instruct"
+    model, tok = load_model(name, device="cpu").eval(), load_tokenizer(name)
+    save_int8(model, tok, tmp_path / "int8")
+    int8 = load_int8_model(tmp_path / "int8")
+    agree = total = 0
+    for ask in ("What is the capital of France?", "Give me three tips for better sleep."):
+        text = tok.apply_chat_template([{"role": "user", "content": ask}], add_generation_prompt=True, tokenize=False)
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        with torch.inference_mode():
+            seq = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
+            a, b = model(seq).logits.argmax(-1), int8(seq).logits.argmax(-1)
+        agree += int((a == b).sum())
+        total += a.numel()
+    assert agree / total >= 0.9  # measured 0.95 (weight-only int8 on every Linear and the head)

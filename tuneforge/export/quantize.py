@@ -1,23 +1,26 @@
 """Int8 weight-only quantization for CPU serving.
 
 Every ``nn.Linear`` inside the transformer blocks, and the output head, is stored as int8 with one
-float32 scale per output channel (symmetric, ``w ~= q * scale``, ``q`` in [-127, 127]); embeddings and
-norms stay in float32 (an embedding lookup reads one row per token; norms are small). Weights stay int8
-in memory: about 4x smaller than float32.
+float32 scale per output channel (symmetric, ``w ~= q * scale``, ``q`` in [-127, 127]); norms stay in
+float32 (small). Weights stay int8 in memory: about 4x smaller than float32.
 
 The head matters most when serving: every decoding step multiplies each row by the whole
 ``[vocab x hidden]`` head (SmolLM2: 28M of its 135M weights), and a float32 head at 8 rows took more
-time than all the int8 blocks together. A tied head (one tensor with the input embedding) is stored
-as its own int8 copy; the float32 embedding stays for the lookups. Folders written before the head was
-quantized (no ``lm_head`` in the marker's modules) load as they were.
+time than all the int8 blocks together. A head tied to a plain input embedding is stored once, as
+int8, and serves the lookups too (one int8 row per vocabulary entry, so a lookup dequantises the rows
+it reads with their own scales); an embedding that transforms its rows (Gemma's scaled embedding)
+stays float32 and the head gets its own int8 copy. Folders written before the head was quantized (no
+head in the marker's modules) load as they were.
 
-At run time, float32 activations on the CPU go through PyTorch's dynamic int8 Linear (fbgemm/x86: the
-same int8 weights and scales, packed once; each call quantizes its activations per tensor and multiplies
-in int8). ``torch._weight_int8pack_mm``, the weight-only kernel this module used first, was 0.01-0.23x
-fp32 speed on the x86 CPUs measured (``python -m bench.int8_kernels``), dynamic int8 1.3-2.9x faster than
-fp32 at 8-32 rows, so serving an int8 export was slower than serving fp32. Activation quantization
-costs a little accuracy (logits within 3% of the dequantised weights and the same greedy answers, tested);
-bfloat16/float16 activations still use the weight-only kernel, other devices a dequantised matmul.
+At run time, float32 activations on the CPU go through fbgemm's float16-weight GEMM
+(``quantized::linear_dynamic_fp16``): the int8 values times their scales, packed once as float16, with
+the activations kept in float32. It runs 1.5-2x faster than float32 at 8-32 rows (half the bytes
+per weight, a kernel that is quick at few rows) and gives the int8 weights' own answers. PyTorch's
+dynamic int8 Linear, used before, was another 1.5x faster but quantizes the activations, one scale per
+tensor: SmolLM2's activations have outlier channels, and its top-1 token agreed with float32's on only
+43% of positions (weight-only int8: 95%). ``torch._weight_int8pack_mm``, the weight-only int8 kernel,
+is 0.01-0.23x float32 speed on x86 (``python -m bench.int8_kernels``); bfloat16/float16 activations
+still use it, other devices a dequantised matmul.
 
 The folder is *not* a standard transformers quantization format: it holds ``config.json``, the
 tokenizer, ``model.safetensors`` and ``tuneforge_int8.json``. Load it with :func:`load_int8_model`
@@ -70,7 +73,7 @@ def _int8_linear_class():
             x2 = x.reshape(-1, shape[-1])
             packed = self._packed() if x2.device.type == "cpu" and x2.dtype == torch.float32 else None
             if packed is not None:  # bias is inside the packed weight
-                return torch.ops.quantized.linear_dynamic(x2.contiguous(), packed, True).reshape(
+                return torch.ops.quantized.linear_dynamic_fp16(x2.contiguous(), packed).reshape(
                     *shape[:-1], self.out_features)
             if x2.device.type == "cpu" and x2.dtype in (torch.bfloat16, torch.float16):
                 y = torch._weight_int8pack_mm(x2.contiguous(), self.qweight, self.scale.to(x2.dtype))
@@ -81,32 +84,47 @@ def _int8_linear_class():
             return y.reshape(*shape[:-1], self.out_features)
 
         def _packed(self):
-            """The weights packed for the dynamic int8 kernel, once per weight tensor (None where this
-            torch has no quantized CPU engine: the caller then takes the dequantised path)."""
+            """The dequantised weights packed as float16 for fbgemm, once per weight tensor (None where this
+            torch has no fbgemm: the caller then takes the dequantised float32 path)."""
             key = (self.qweight.data_ptr(), self.scale.data_ptr())
             cached = self.__dict__.get("_packed_cache")
             if cached is not None and cached[0] == key:
                 return cached[1]
-            packed = _pack_dynamic(self.qweight, self.scale, self.bias)
+            packed = _pack_fp16(self.qweight, self.scale, self.bias)
             self.__dict__["_packed_cache"] = (key, packed)
             return packed
 
     return Int8Linear
 
 
-def _pack_dynamic(qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
-    """fbgemm's packed form of int8 weights with per-output-channel scales (no copy of the values made
-    here besides the packing itself), or None when the quantized CPU ops are missing."""
-    import warnings
+def _int8_embedding_class():
+    from torch import nn
 
+    class Int8Embedding(nn.Module):
+        """An embedding read from the int8 head it is tied to: a lookup dequantises only the rows it reads.
+        The tensors are the head's own (non-persistent here: the folder stores them once, as the head)."""
+
+        def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None) -> None:
+            super().__init__()
+            self.num_embeddings, self.embedding_dim = qweight.shape
+            self.padding_idx = padding_idx
+            self.register_buffer("qweight", qweight, persistent=False)
+            self.register_buffer("scale", scale, persistent=False)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.qweight[ids].float() * self.scale[ids].unsqueeze(-1)
+
+    return Int8Embedding
+
+
+def _pack_fp16(qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    """fbgemm's packed float16 form of the dequantised int8 weights (``q * scale``: 7 significant bits
+    times a scale, so float16 holds them to its rounding), or None when this torch lacks the op."""
     import torch
 
     try:
-        with warnings.catch_warnings():  # quantized tensor creation is marked deprecated in torch 2.10+
-            warnings.simplefilter("ignore")
-            qt = torch._make_per_channel_quantized_tensor(
-                qweight, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
-            return torch.ops.quantized.linear_prepack(qt, None if bias is None else bias.detach().float())
+        weight = qweight.float() * scale.float()[:, None]
+        return torch.ops.quantized.linear_prepack_fp16(weight, None if bias is None else bias.detach().float())
     except (RuntimeError, AttributeError, NotImplementedError):
         return None
 
@@ -127,6 +145,18 @@ def _head_name(model: PreTrainedModel) -> str | None:
     if not isinstance(head, nn.Linear):
         return None
     return next((n for n, m in model.named_modules() if m is head), None)
+
+
+def _tied_embedding_name(model: PreTrainedModel) -> str | None:
+    """The input embedding's module name when it is a plain ``nn.Embedding`` tied to a plain Linear head:
+    then one int8 tensor serves both. (An embedding that scales or otherwise transforms its rows, such as
+    Gemma's, stays float32 and the head gets its own int8 copy.)"""
+    from torch import nn
+
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if type(emb) is not nn.Embedding or not isinstance(head, nn.Linear) or head.weight is not emb.weight:
+        return None
+    return next((n for n, m in model.named_modules() if m is emb), None)
 
 
 def _set_module(model: PreTrainedModel, name: str, module) -> None:
@@ -151,11 +181,15 @@ def save_int8(model: PreTrainedModel, tokenizer, out: Path) -> dict:
         q, s = quantize_weight(state.pop(f"{name}.weight"))
         state[f"{name}.qweight"] = q
         state[f"{name}.scale"] = s
+    embedding = _tied_embedding_name(model) if head is not None else None
+    if embedding is not None:  # the int8 head is the embedding too: stored once
+        state.pop(f"{embedding}.weight")
     # A float32 tied head shares storage with the embedding; safetensors refuses shared tensors, and the
     # tie is re-created on load from the config.
     if head is None and getattr(model.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
-    meta = {"format": "tuneforge-int8-weight-only", "granularity": "per-output-channel", "modules": names}
+    meta = {"format": "tuneforge-int8-weight-only", "granularity": "per-output-channel", "modules": names,
+            "embedding_from_head": embedding}
     # Written beside and renamed into place whole: a failed export leaves the previous copy, never a
     # half-written folder that still carries an older marker.
     with atomic.replace_folder(out) as tmp:
@@ -190,6 +224,10 @@ def load_int8_model(folder: str | Path, device: str = "cpu") -> PreTrainedModel:
     for name in meta["modules"]:
         bias = state.get(f"{name}.bias")
         _set_module(model, name, int8_linear(state[f"{name}.qweight"], state[f"{name}.scale"], bias))
+    if meta.get("embedding_from_head"):  # a tied embedding stored once, as the int8 head
+        emb = model.get_submodule(meta["embedding_from_head"])
+        _set_module(model, meta["embedding_from_head"], _int8_embedding_class()(
+            state[f"{head}.qweight"], state[f"{head}.scale"], emb.padding_idx))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     tied = bool(getattr(config, "tie_word_embeddings", False)) and not head_int8
     missing = [m for m in missing if not (m == "lm_head.weight" and tied)]

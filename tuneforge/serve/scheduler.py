@@ -5,7 +5,8 @@ the last one. With nothing running, they are prefilled (one forward for all of t
 longest new prompt only) and sample their first token; then every running row decodes one token
 together. Rows that join a running batch of the same adapter ride in the running rows' decoding step
 instead: one flat forward computes their prompts and the running rows' next tokens, so the weights
-are read once for both (``SlotCache.plan_mixed``; a join is then about a third cheaper on a CPU).
+are read once for both (``SlotCache.plan_mixed``, ``slot_attention``; at 8 rows on the 2-core CPU a join
+costs about a fifth of a prefill of its own, ``python -m bench.serve_steps``).
 A row that finishes, times out or whose client has gone leaves the batch before the next step, and
 its slot goes to the last running row (see ``kv_cache``), so nothing waits for a batch to drain and
 nothing is re-padded when rows come and go.
