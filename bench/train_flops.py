@@ -10,10 +10,12 @@ token sits in, ``V`` vocabulary, ``h`` hidden size)::
     attention      forward 4 L d ctx (Q K^T and P V) + backward 8 L d ctx (dP, dV, dQ, dK) = 12 L d ctx
     LM head        forward 2 V h + backward input-gradients 2 V h = 4 V h, on the positions where it runs
 
-so ``F = 4 N_mm + 6 N_lora + 12 L d ctx + 4 V h x (head positions / tokens)``. What each contender computes:
-the LM head runs on **every** position in TRL (transformers' ``LlamaForCausalLM`` computes the logits of
-the whole row; the completion-only loss masks them afterwards, and the backward matmul is still dense) and
-on the **loss positions only** in tuneforge (``train/chunked_loss.py``). Attention is counted over the
+so ``F = 4 N_mm + 6 N_lora + 12 L d ctx + 4 V h x (LM-head positions / tokens)``. What each contender
+computes: both run the LM head on the **loss positions only** -- tuneforge by its chunked head and loss
+(``train/chunked_loss.py``), TRL >= 1.x by the tiled "fused LM head" its SFTTrainer patches into the model
+(``trl.trainer.utils.add_fused_lm_head``: backbone, then the head in tiles over the positions whose next-token
+label is not -100; it also computes entropy and top-1 over the vocabulary there, elementwise work not
+counted). Each run's own count of loss positions is used (labels of the timed steps). Attention is counted over the
 whole row width (``ctx``): what a kernel given an explicit mask computes (a causal or block-diagonal
 kernel that skips masked blocks would do up to half of it; at ctx=192 the term is ~6% of F). The first
 layer's q/k/v input-gradients (its input is the frozen embedding: autograd skips them) are counted; they
@@ -64,8 +66,12 @@ def model_config(name: str) -> dict[str, Any]:
     return json.loads((Path(resolve_model(name)) / "config.json").read_text())
 
 
-def per_token(cfg: dict[str, Any], r: int, run: dict[str, Any], head_on_all: bool) -> dict[str, float]:
-    """Terms for one measured run: its mean row width and, for tuneforge, its share of loss positions."""
+def per_token(cfg: dict[str, Any], r: int, run: dict[str, Any], head_on_all: bool = False) -> dict[str, float]:
+    """Terms for one measured run: its mean row width and its share of LM-head positions.
+
+    ``head_on_all``: a contender whose LM head runs on every position (transformers' own forward without
+    ``logits_to_keep``), not only on the loss positions.
+    """
     ctx = run["ctx_tokens"] / run["tokens"]  # token-weighted mean row width of the timed steps
     fraction = 1.0 if head_on_all else run["loss_tokens"] / run["tokens"]
     return flops_terms(cfg, r, ctx, fraction)

@@ -164,15 +164,15 @@ def add_ceiling(report: common.Report, runs: dict[tuple[int, str], dict[str, Any
     rate, cpu_rate = max(mm_before[0], mm_after[0]), max(mm_before[1], mm_after[1])
     rows, flops = [], {}
     for (rep, label), r in sorted(runs.items(), key=lambda kv: schedule(repeats).index(kv[0])):
-        terms = train_flops.per_token(cfg, settings["lora"]["r"], r, head_on_all=label == TRL_BEST)
+        terms = train_flops.per_token(cfg, settings["lora"]["r"], r)  # both: LM head on loss positions
         flops[(rep, label)] = sum(terms.values())
         rows.append({"repeat": rep + 1, **train_flops.utilisation_row(label, terms, r, rate, cpu_rate)})
     report.setup.append(
         f"fp32 torch.mm {MM_SIZE}x{MM_SIZE}, {n_threads} torch thread(s) as the contenders: {mm_before[0]:.1f} "
         f"GFLOP/s ({mm_before[1]:.1f} per CPU-s) at the start, {mm_after[0]:.1f} ({mm_after[1]:.1f}) at the end; "
         f"the best of each used. FLOPs per token = 4 N_mm + 6 N_lora + 12 L d ctx + 4 V h x (LM-head positions / "
-        "tokens): TRL runs the LM head on every position, tuneforge on the loss positions only "
-        "(bench/train_flops.py)")
+        "tokens): both contenders run the LM head on the loss positions only (TRL's fused LM head, tuneforge's "
+        "chunked loss), each run's own count (bench/train_flops.py)")
     report.tables.append(common.table(rows, ["repeat", "contender", "MFLOP/token", "of which LM head", "GFLOP/s",
                                              "% of mm rate (wall)", "% of mm rate (CPU)"]))
     needs = []

@@ -22,7 +22,7 @@ def test_terms_by_hand():
     assert t["lm_head"] == 4 * 10 * 4 * 0.5
 
 
-def test_tuneforge_counts_the_lm_head_on_loss_positions_only_trl_on_all():
+def test_lm_head_counted_on_loss_positions_unless_it_runs_on_all():
     run = {"tokens": 100, "ctx_tokens": 100 * 50, "loss_tokens": 40}
     tf = per_token(CFG, 1, run, head_on_all=False)
     trl = per_token(CFG, 1, run, head_on_all=True)
