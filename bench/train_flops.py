@@ -98,3 +98,47 @@ def needed_share(f_tf: float, f_trl: float, trl_share: float, target: float = 2.
     computing fewer FLOPs; well below, TRL spends that much time beyond its matmuls.
     """
     return target * f_tf / f_trl * trl_share
+
+
+def shape_rates(tokens: int = 180, rounds: int = 6, r: int = 16, model: str = "smollm2-135m-instruct") -> dict:
+    """fp32 mm GFLOP per CPU-second at the step's own shapes vs a 2048x2048 mm, alternated round by round.
+
+    The step's matmuls are small (``tokens`` rows, 192-4096 columns; LoRA's r columns): this is the rate
+    a step made of nothing but its matmuls could reach, the realistic bound on its share of the mm rate.
+    Run with the contenders' threads and ``OMP_WAIT_POLICY=PASSIVE`` (spinning threads inflate CPU-s).
+    """
+    import statistics
+    import time
+
+    import torch
+
+    shapes = list(linear_shapes(model_config(model)).values())
+    base = [(torch.randn(tokens, i), torch.randn(i, o)) for i, o in shapes]
+    base += [(torch.randn(tokens, o), torch.randn(o, i)) for i, o in shapes]  # input gradients g @ W
+    lora = [(torch.randn(tokens, i), torch.randn(i, r)) for i, _ in shapes]
+    lora += [(torch.randn(tokens, r), torch.randn(r, o)) for _, o in shapes]
+    big = [(torch.randn(2048, 2048), torch.randn(2048, 2048))]
+
+    def rate(pairs, reps: int) -> float:
+        flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs) * reps
+        c0 = time.process_time()
+        for _ in range(reps):
+            for a, b in pairs:
+                torch.mm(a, b)
+        return flops / max(time.process_time() - c0, 1e-9) / 1e9
+
+    out: dict[str, list[float]] = {"2048x2048 mm": [], "base shapes (fwd + input grads)": [], "LoRA shapes": []}
+    for _ in range(rounds):
+        out["2048x2048 mm"].append(rate(big, 4))
+        out["base shapes (fwd + input grads)"].append(rate(base, 30))
+        out["LoRA shapes"].append(rate(lora, 30))
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+if __name__ == "__main__":
+    import os
+
+    rates = shape_rates()
+    print(f"torch threads as set by OMP_NUM_THREADS; load average {os.getloadavg()}")
+    for name, gflops in rates.items():
+        print(f"{name:34s} {gflops:6.1f} GFLOP/CPU-s  ({100 * gflops / rates['2048x2048 mm']:.0f}% of the 2048 mm)")
