@@ -97,6 +97,13 @@ def steady_state(marks: list[tuple[float, float]], step_tokens: list[int]) -> di
             "tokens_per_cpu_s": tokens / cpu, "timed_steps": len(marks) - 1, "all_tokens": sum(step_tokens)}
 
 
+def flop_counts(n_marks: int, counts: list[int], shapes: list[tuple[int, int]]) -> dict[str, int]:
+    """Over the timed steps (as ``steady_state``): sum of tokens x row width, and the loss positions."""
+    timed = range(1, n_marks)
+    return {"ctx_tokens": sum(counts[i] * shapes[i][0] for i in timed),
+            "loss_tokens": sum(shapes[i][1] for i in timed)}
+
+
 # ------------------------------------------------------------------------------------------------ TRL
 
 
@@ -137,12 +144,16 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
                          processing_class=tokenizer, peft_config=peft_config)
 
     counts: list[int] = []
+    shapes: list[tuple[int, int]] = []  # (row width, loss positions) per batch, for the FLOP count
     inner = trainer.data_collator
 
     def counting_collator(features):
         batch = inner(features)
         mask = batch.get("attention_mask")
         counts.append(int(mask.sum()) if mask is not None else int(batch["input_ids"].numel()))
+        labels = batch.get("labels")
+        shapes.append((int(batch["input_ids"].shape[-1]),
+                       int((labels[..., 1:] != -100).sum()) if labels is not None else counts[-1]))
         return batch
 
     trainer.data_collator = counting_collator
@@ -156,6 +167,7 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
     trainer.train()
     # The dataloader may fetch one batch ahead: the first `steps` collated batches are the trained ones.
     timing = steady_state(marks, counts[:steps])
+    timing.update(flop_counts(len(marks), counts, shapes))
     val = validation_loss(trainer.model, tokenizer, Path(val_file), s["max_length"])
     shutil.rmtree(out, ignore_errors=True)
     return {**timing, "val_loss": val,
@@ -195,11 +207,13 @@ def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, pa
     import tuneforge.train.loop as loop
 
     counts: list[int] = []
+    shapes: list[tuple[int, int]] = []  # (row width, loss positions) per batch, for the FLOP count
     inner = loop.collate
 
     def counting_collate(*args, **kwargs):
         batch = inner(*args, **kwargs)
         counts.append(batch.n_tokens)
+        shapes.append((int(batch.input_ids.shape[1]), batch.n_target))
         return batch
 
     loop.collate = counting_collate
@@ -209,6 +223,7 @@ def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, pa
                    on_step=lambda step, loss: marks.append((time.perf_counter(), time.process_time())))
     loop.collate = inner
     timing = steady_state(marks, counts)
+    timing.update(flop_counts(len(marks), counts, shapes))
     # The trained model in place, as for TRL (reloading it would put a second copy in this process's peak RSS).
     val = validation_loss(result.model, tokenizer, Path(val_file), s["max_length"])
     shutil.rmtree(out, ignore_errors=True)

@@ -8,6 +8,11 @@ flipping every repeat (TRL first, then tuneforge first, ...), each run a fresh p
 gives one ratio, and the report is the median ratio with its spread (min..max) over the repeats,
 plus the load average before and after.
 
+The ceiling: every run gets a line with the FLOPs it computes per token, its achieved FLOP rate and its
+share of the machine's fp32 ``torch.mm`` rate, measured in this process at the start and at the end of
+the run with the contenders' torch thread count (formula and what each contender computes:
+``bench/train_flops.py``), and the share tuneforge would need for 2x TRL's tokens/s.
+
 Run it as ``python -m bench.train --full --vs-best`` (``--repeats`` to change the count).
 """
 
@@ -18,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import common
+from bench import common, train_flops
 from bench.data import write_splits
 
 TRL_BEST = "TRL SFTTrainer fp32, no checkpointing, packing=True"
@@ -28,6 +33,9 @@ CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
     TRL_BEST: ("bench.train:trl_worker", {"method": "lora", "packing": True, "tuned": True}),
     TUNEFORGE: ("bench.train:tuneforge_worker", {"method": "lora", "packing": True}),
 }
+
+
+MM_SIZE = 2048  # the matmul whose rate is "the machine's": 17 GFLOP, large enough for the BLAS's best blocking
 
 
 def schedule(repeats: int) -> list[tuple[int, str]]:
@@ -74,7 +82,11 @@ def summary_rows(ratios: list[dict[str, float]]) -> list[dict[str, Any]]:
 
 def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = True,
         threads: int | None = None) -> common.Report:
+    import torch
+
     cfg = sizes[size]
+    if threads:
+        torch.set_num_threads(threads)  # the matmul rate is measured with the contenders' thread count
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -83,6 +95,7 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
         command="python -m bench.train --vs-best" + (" --full" if size == "full" else "") + f" --repeats {repeats}",
         title="Training: tuneforge LoRA vs TRL SFTTrainer in its best CPU configuration (alternated, repeated)")
     load_before = common.load_average()
+    mm_before = common.matmul_rates(n=MM_SIZE)
     runs: dict[tuple[int, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="tf-bench-data-") as tmp:
         train_file, val_file = write_splits(Path(tmp), cfg["n_train"], cfg["n_val"])
@@ -96,7 +109,9 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
                 print(exc, flush=True)
                 report.setup.append(f"repeat {rep + 1}, {label}: failed (see the run's output)")
     load_after = common.load_average()
+    mm_after = common.matmul_rates(n=MM_SIZE)
     build_report(report, runs, cfg, settings, repeats, load_before, load_after)
+    add_ceiling(report, runs, settings, repeats, mm_before, mm_after, torch.get_num_threads())
     common.finish(report, write=write)
     return report
 
@@ -136,3 +151,38 @@ def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, An
             common.target_line("|val loss difference| vs TRL (median)", abs(med["val loss diff %"]), 2.0,
                                higher_is_better=False, unit="%"),
         ]
+
+
+def add_ceiling(report: common.Report, runs: dict[tuple[int, str], dict[str, Any]], settings: dict, repeats: int,
+                mm_before: tuple[float, float], mm_after: tuple[float, float], n_threads: int) -> None:
+    """Per run: FLOPs per token, achieved GFLOP/s, share of the matmul rate; and what 2x would need."""
+    if not runs:
+        return
+    from bench.train import MODEL
+
+    cfg = train_flops.model_config(MODEL)
+    rate, cpu_rate = max(mm_before[0], mm_after[0]), max(mm_before[1], mm_after[1])
+    rows, flops = [], {}
+    for (rep, label), r in sorted(runs.items(), key=lambda kv: schedule(repeats).index(kv[0])):
+        terms = train_flops.per_token(cfg, settings["lora"]["r"], r)  # both: LM head on loss positions
+        flops[(rep, label)] = sum(terms.values())
+        rows.append({"repeat": rep + 1, **train_flops.utilisation_row(label, terms, r, rate, cpu_rate)})
+    report.setup.append(
+        f"fp32 torch.mm {MM_SIZE}x{MM_SIZE}, {n_threads} torch thread(s) as the contenders: {mm_before[0]:.1f} "
+        f"GFLOP/s ({mm_before[1]:.1f} per CPU-s) at the start, {mm_after[0]:.1f} ({mm_after[1]:.1f}) at the end; "
+        f"the best of each used. FLOPs per token = 4 N_mm + 6 N_lora + 12 L d ctx + 4 V h x (LM-head positions / "
+        "tokens): both contenders run the LM head on the loss positions only (TRL's fused LM head, tuneforge's "
+        "chunked loss), each run's own count (bench/train_flops.py)")
+    report.tables.append(common.table(rows, ["repeat", "contender", "MFLOP/token", "of which LM head", "GFLOP/s",
+                                             "% of mm rate (wall)", "% of mm rate (CPU)"]))
+    needs = []
+    for rep in sorted({rep for rep, _ in runs}):
+        if (rep, TUNEFORGE) in runs and (rep, TRL_BEST) in runs:
+            trl_row = next(x for x in rows if x["repeat"] == rep + 1 and x["contender"] == TRL_BEST)
+            needs.append(train_flops.needed_share(flops[(rep, TUNEFORGE)], flops[(rep, TRL_BEST)],
+                                                  trl_row["% of mm rate (CPU)"]))
+    if needs:
+        report.setup.append(
+            f"for 2x TRL's tokens/CPU-s tuneforge would need {statistics.median(needs):.0f}% of the matmul rate per "
+            f"CPU-s (median over repeats; = 2 x F_tuneforge / F_TRL x TRL's share): above ~100% 2x is out of reach "
+            "without computing fewer FLOPs")
