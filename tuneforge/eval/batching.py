@@ -38,22 +38,27 @@ def token_batches(lengths: list[int], max_rows: int, max_tokens: int | None = No
 LOGIT_BYTES = 64 * 2**20
 
 
-def logit_positions(vocab: int, max_bytes: int | None = None) -> int:
+def logit_positions(vocab: int, max_bytes: int | None = None) -> int | None:
     """Scored positions (rows x positions per row) whose fp32 logits fit in ``max_bytes`` (default
-    ``LOGIT_BYTES``)."""
-    return max(1, (max_bytes or LOGIT_BYTES) // (4 * max(vocab, 1)))
+    ``LOGIT_BYTES``); None (no bound) for an unknown vocabulary (0)."""
+    return max(1, (max_bytes or LOGIT_BYTES) // (4 * vocab)) if vocab > 0 else None
 
 
 def vocab_size(model) -> int:
-    """Entries of the model's output head (what one position's logits hold)."""
+    """Entries of the model's output head (what one position's logits hold); 0 when the model does not say
+    (a stand-in without a head or config): then only the rows and tokens bound the batch."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     weight = getattr(head, "weight", None)
-    return int(weight.shape[0]) if weight is not None else int(model.config.vocab_size)
+    if weight is not None:
+        return int(weight.shape[0])
+    return int(getattr(getattr(model, "config", None), "vocab_size", 0) or 0)
 
 
-def split_by_positions(batch: list[int], positions: list[int], max_positions: int) -> list[list[int]]:
+def split_by_positions(batch: list[int], positions: list[int], max_positions: int | None) -> list[list[int]]:
     """``batch`` (indices, in order) cut into consecutive parts whose rows x widest ``positions[i]`` stays
     within ``max_positions`` (a row over it on its own): the logits of each part fit the byte bound."""
+    if max_positions is None:
+        return [batch]
     parts: list[list[int]] = []
     current: list[int] = []
     widest = 0

@@ -60,13 +60,10 @@ def _batches(tokens: list[list[int]], batch: int, max_tokens: int | None = None,
     from tuneforge.eval.batching import split_by_positions, token_batches
 
     lengths = [len(t) for t in tokens]
-    batches = token_batches(lengths, batch, max_tokens)
-    if max_positions is None:
-        return batches
-    return [part for b in batches for part in split_by_positions(b, lengths, max_positions)]
+    return [part for b in token_batches(lengths, batch, max_tokens) for part in split_by_positions(b, lengths, max_positions)]
 
 
-def _positions(model: PreTrainedModel) -> int:
+def _positions(model: PreTrainedModel) -> int | None:
     from tuneforge.eval.batching import logit_positions, vocab_size
 
     return logit_positions(vocab_size(model))

@@ -82,11 +82,11 @@ def score_continuations(
             mask[r, width - len(seq) :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         inputs = {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device),
-                  "position_ids": pos.to(model.device), "use_cache": False}  # no KV cache: nothing follows
+                  "position_ids": pos.to(model.device)}
         with torch.inference_mode():
-            try:
-                out = model(**inputs, logits_to_keep=keep)
-            except TypeError:  # a model without logits_to_keep: full logits, then the tail
+            try:  # the tail's logits only, and no KV cache (nothing follows this pass)
+                out = model(**inputs, logits_to_keep=keep, use_cache=False)
+            except TypeError:  # a model without those arguments: full logits, then the tail
                 out = model(**inputs)
             logits = out.logits[:, -keep:, :]
             del out
