@@ -1,10 +1,12 @@
-"""Generation and log-likelihood batches bounded by tokens (rows x padded length), with unchanged results."""
+"""Generation and log-likelihood batches bounded by tokens (rows x padded length) and scoring batches by
+their logits' bytes, with unchanged results."""
 
 from __future__ import annotations
 
 import pytest
 
-from tuneforge.eval.batching import token_batches
+from tuneforge.eval import batching
+from tuneforge.eval.batching import logit_positions, split_by_positions, token_batches
 from tuneforge.eval.generation import generate_batch
 from tuneforge.eval.loglik import score_continuations
 
@@ -77,3 +79,43 @@ def test_the_eval_config_caps_batches_by_tokens_by_default():
     from tuneforge.config.eval import EvalConfig
 
     assert EvalConfig().batch_tokens == 4096 and EvalConfig(batch_tokens=None).batch_tokens is None
+
+
+def _logit_shapes(model, monkeypatch) -> list[tuple[int, ...]]:
+    """Shape of the logits every forward pass returns."""
+    shapes: list[tuple[int, ...]] = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        shapes.append(tuple(out.logits.shape))
+        return out
+
+    monkeypatch.setattr(model, "forward", recording)
+    return shapes
+
+
+def test_a_batch_is_cut_where_its_widest_row_times_rows_passes_the_position_cap():
+    positions = [3, 10, 2, 2, 9, 1]
+    assert split_by_positions([0, 1, 2, 3, 4, 5], positions, 20) == [[0, 1], [2, 3], [4, 5]]  # 2 x 10, 2 x 2, 2 x 9
+    assert split_by_positions([0, 1, 2, 3, 4, 5], positions, 19) == [[0], [1], [2, 3], [4, 5]]
+    assert split_by_positions([0, 2, 3, 5], positions, 100) == [[0, 2, 3, 5]]  # the cap does not bind
+    assert split_by_positions([1], positions, 4) == [[1]]  # a row over the cap goes alone
+    assert logit_positions(vocab=49_152, max_bytes=64 * 2**20) == 341
+
+
+def test_loglik_logits_stay_within_the_byte_bound_with_the_same_scores(tiny_model, tokenizer, monkeypatch):
+    """Long continuations (general-loss reference answers) made [16 x tail x vocabulary] fp32 logits of
+    hundreds of MB: the batch is now cut so that its logits stay within LOGIT_BYTES."""
+    answers = [" " + LONG[: 40 * (k + 1)] for k in range(6)]
+    pairs = [(f"Question {k}: what did the review say?", a) for k, a in enumerate(answers)]
+    free = score_continuations(tiny_model, tokenizer, pairs, batch_size=16)  # 64 MiB: one batch here
+    shapes = _logit_shapes(tiny_model, monkeypatch)
+    vocab = tiny_model.config.vocab_size
+    bound = 4 * vocab * 120  # 120 scored positions of fp32 logits
+    monkeypatch.setattr(batching, "LOGIT_BYTES", bound)
+    capped = score_continuations(tiny_model, tokenizer, pairs, batch_size=16)  # the default bound
+    assert [s.logprob for s in capped] == pytest.approx([s.logprob for s in free], abs=1e-4)
+    assert [s.greedy for s in capped] == [s.greedy for s in free]
+    assert len(shapes) > 1
+    assert all(rows == 1 or 4 * rows * kept * v <= bound for rows, kept, v in shapes)

@@ -82,3 +82,29 @@ def test_drift_needs_the_base_first(tiny_model, tokenizer):
     suite = ForgettingSuite(tokenizer, CFG)
     with pytest.raises(RuntimeError, match="base model"):
         suite.run(tiny_model, "tuned", base=False)
+
+
+def test_drift_logits_stay_within_the_byte_bound_with_the_same_kl(tiny_model, tokenizer, monkeypatch):
+    """8 drift inputs of 128 tokens made [8 x 128 x vocabulary] fp32 logits (200 MB for SmolLM2) plus a
+    log-softmax as large: batches are now cut so that their logits stay within LOGIT_BYTES."""
+    from tuneforge.eval import batching
+    from tuneforge.eval.general_data import drift_inputs
+
+    inputs = drift_inputs(8, 0)
+    other = _perturbed(tiny_model)
+    ref = drift.reference(tiny_model, tokenizer, inputs, 64, top_k=20)
+    free = drift.kl_per_input(other, tokenizer, ref)
+    shapes: list[tuple[int, ...]] = []
+    forward = other.forward
+
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        shapes.append(tuple(out.logits.shape))
+        return out
+
+    monkeypatch.setattr(other, "forward", recording)
+    bound = 4 * tiny_model.config.vocab_size * 150  # 150 positions of fp32 logits: 2 rows of 64 tokens
+    monkeypatch.setattr(batching, "LOGIT_BYTES", bound)
+    capped = drift.kl_per_input(other, tokenizer, ref)
+    assert capped == pytest.approx(free, rel=1e-4, abs=1e-6)
+    assert len(shapes) >= 4 and all(rows == 1 or 4 * rows * width * v <= bound for rows, width, v in shapes)

@@ -53,14 +53,25 @@ class DriftReference:
     top_ids: list[Any] = field(default_factory=list)  # per input: int64 tensor [positions, k]
 
 
-def _batches(tokens: list[list[int]], batch: int, max_tokens: int | None = None) -> list[list[int]]:
-    from tuneforge.eval.batching import token_batches
+def _batches(tokens: list[list[int]], batch: int, max_tokens: int | None = None,
+             max_positions: int | None = None) -> list[list[int]]:
+    """Rows per forward pass: ``batch`` rows, ``max_tokens`` padded tokens, and at most ``max_positions``
+    rows x positions of logits (every position is scored)."""
+    from tuneforge.eval.batching import split_by_positions, token_batches
 
-    return token_batches([len(t) for t in tokens], batch, max_tokens)
+    lengths = [len(t) for t in tokens]
+    return [part for b in token_batches(lengths, batch, max_tokens) for part in split_by_positions(b, lengths, max_positions)]
 
 
-def _next_token_logprobs(model: PreTrainedModel, tokens: list[list[int]], idx: list[int], pad: int):
-    """Log-probabilities [batch, width-1, vocab] (right-padded rows; row r is valid up to len-1)."""
+def _positions(model: PreTrainedModel) -> int | None:
+    from tuneforge.eval.batching import logit_positions, vocab_size
+
+    return logit_positions(vocab_size(model))
+
+
+def _next_token_logits(model: PreTrainedModel, tokens: list[list[int]], idx: list[int], pad: int):
+    """Logits [batch, width-1, vocab] (right-padded rows; row r is valid up to len-1). Callers take the
+    log-softmax one row at a time (``_row_logprobs``): a second whole-batch tensor would double the peak."""
     import torch
 
     width = max(len(tokens[i]) for i in idx)
@@ -70,26 +81,37 @@ def _next_token_logprobs(model: PreTrainedModel, tokens: list[list[int]], idx: l
         ids[r, : len(tokens[i])] = torch.tensor(tokens[i])
         mask[r, : len(tokens[i])] = 1
     with torch.inference_mode():
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1, :]
-        return torch.log_softmax(logits.float(), dim=-1)
+        out = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False)
+        return out.logits[:, :-1, :]
+
+
+def _row_logprobs(logits, row: int, length: int):
+    """Next-token log-probabilities [length-1, vocab] of one row of ``_next_token_logits``."""
+    import torch
+
+    with torch.inference_mode():
+        return torch.log_softmax(logits[row, : length - 1].float(), dim=-1)
 
 
 def reference(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inputs: list[GeneralInput],
               max_tokens: int = 128, top_k: int = 256, desc: str = "drift reference",
               max_batch_tokens: int | None = None) -> DriftReference:
-    """Record the base model's top-k next-token distribution on every input (batches of ``BATCH`` inputs
-    and at most ``max_batch_tokens`` padded tokens; ``kl_per_input`` must be given the same cap)."""
+    """Record the base model's top-k next-token distribution on every input (batches of ``BATCH`` inputs,
+    at most ``max_batch_tokens`` padded tokens and ``batching.LOGIT_BYTES`` of fp32 logits; ``kl_per_input``
+    must be given the same cap)."""
     tokens = [t for t in encode(tokenizer, inputs, max_tokens)]
     keep = [i for i, t in enumerate(tokens) if len(t) >= 2]
     ref = DriftReference([inputs[i].id for i in keep], [tokens[i] for i in keep])
     ref.top_logp, ref.top_ids = [None] * len(keep), [None] * len(keep)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for idx in tqdm(_batches(ref.tokens, BATCH, max_batch_tokens), desc=desc, disable=len(keep) < 2 * BATCH):
-        logp = _next_token_logprobs(model, ref.tokens, idx, pad)
-        k = min(top_k, logp.shape[-1])
+    batches = _batches(ref.tokens, BATCH, max_batch_tokens, _positions(model))
+    for idx in tqdm(batches, desc=desc, disable=len(keep) < 2 * BATCH):
+        logits = _next_token_logits(model, ref.tokens, idx, pad)
+        k = min(top_k, logits.shape[-1])
         for r, i in enumerate(idx):
-            vals, ids = logp[r, : len(ref.tokens[i]) - 1].topk(k, dim=-1)
+            vals, ids = _row_logprobs(logits, r, len(ref.tokens[i])).topk(k, dim=-1)
             ref.top_logp[i], ref.top_ids[i] = vals.clone(), ids.clone()
+        del logits
     return ref
 
 
@@ -98,12 +120,15 @@ def kl_per_input(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ref
     """Mean KL(base || model) per token, one value per reference input (same inputs, same batches)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = [0.0] * len(ref.tokens)
-    for idx in tqdm(_batches(ref.tokens, BATCH, max_batch_tokens), desc=desc, disable=len(ref.tokens) < 2 * BATCH):
-        logp = _next_token_logprobs(model, ref.tokens, idx, pad)
+    batches = _batches(ref.tokens, BATCH, max_batch_tokens, _positions(model))
+    for idx in tqdm(batches, desc=desc, disable=len(ref.tokens) < 2 * BATCH):
+        logits = _next_token_logits(model, ref.tokens, idx, pad)
         for r, i in enumerate(idx):
+            logp = _row_logprobs(logits, r, len(ref.tokens[i]))
             lb = ref.top_logp[i].double()
-            lt = logp[r, : len(ref.tokens[i]) - 1].gather(-1, ref.top_ids[i].to(logp.device)).double().cpu()
+            lt = logp.gather(-1, ref.top_ids[i].to(logp.device)).double().cpu()
             out[i] = float(_coarse_kl(lb, lt).mean().clamp(min=0.0))
+        del logits
     return out
 
 

@@ -45,12 +45,14 @@ def score_continuations(
     desc: str = "scoring",
     progress: bool = True,
     max_batch_tokens: int | None = None,
+    logit_bytes: int | None = None,
 ) -> list[Score]:
     """Score each ``(context, continuation)`` pair under the model, ``batch_size`` pairs and at most
-    ``max_batch_tokens`` padded tokens at a time."""
+    ``max_batch_tokens`` padded tokens at a time, and few enough that the batch's fp32 logits (rows x
+    scored positions x vocabulary) stay within ``logit_bytes``."""
     import torch
 
-    from tuneforge.eval.batching import token_batches
+    from tuneforge.eval.batching import logit_positions, split_by_positions, token_batches, vocab_size
 
     encoded = []
     bos = bos_prefix(tokenizer)
@@ -62,6 +64,10 @@ def score_continuations(
         ids = (c + t)[-max_length:]  # keep the continuation, drop the oldest context if too long
         encoded.append((ids, min(len(t), len(ids) - 1)))
     batches = token_batches([len(ids) for ids, _ in encoded], batch_size, max_batch_tokens)
+    # logits_to_keep scores the widest continuation (+1) of every row: that, not the row, sizes the logits
+    scored = [n + 1 for _, n in encoded]
+    cap = logit_positions(vocab_size(model), logit_bytes)
+    batches = [part for b in batches for part in split_by_positions(b, scored, cap)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     results: list[Score | None] = [None] * len(encoded)
     bar = tqdm(total=len(encoded), desc=desc, unit="seq", disable=not progress or len(encoded) < 2)
@@ -75,23 +81,25 @@ def score_continuations(
             ids[r, width - len(seq) :] = torch.tensor(seq)
             mask[r, width - len(seq) :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        dev = model.device
+        inputs = {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device),
+                  "position_ids": pos.to(model.device)}
         with torch.inference_mode():
-            try:
-                out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), logits_to_keep=keep)
-                logits = out.logits[:, -keep:, :]
-            except TypeError:  # a model without logits_to_keep: full logits, then the tail
-                out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev))
-                logits = out.logits[:, -keep:, :]
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-        # logits at position j predict token j+1: the tail's last `n` predictions cover the continuation
-        for r, i in enumerate(idx):
-            seq, n = encoded[i]
-            target = torch.tensor(seq[-n:], device=logprobs.device)
-            lp = logprobs[r, keep - 1 - n : keep - 1, :]
-            tok_lp = lp.gather(-1, target[:, None]).squeeze(-1)
-            greedy = bool((lp.argmax(-1) == target).all())
-            results[i] = Score(logprob=float(tok_lp.sum()), tokens=n, greedy=greedy)
+            try:  # the tail's logits only, and no KV cache (nothing follows this pass)
+                out = model(**inputs, logits_to_keep=keep, use_cache=False)
+            except TypeError:  # a model without those arguments: full logits, then the tail
+                out = model(**inputs)
+            logits = out.logits[:, -keep:, :]
+            del out
+            # logits at position j predict token j+1: the tail's last `n` predictions cover the continuation.
+            # One row's log-softmax at a time: a second [rows, keep, vocab] tensor would double the peak.
+            for r, i in enumerate(idx):
+                seq, n = encoded[i]
+                target = torch.tensor(seq[-n:], device=logits.device)
+                lp = torch.log_softmax(logits[r, keep - 1 - n : keep - 1, :].float(), dim=-1)
+                tok_lp = lp.gather(-1, target[:, None]).squeeze(-1)
+                greedy = bool((lp.argmax(-1) == target).all())
+                results[i] = Score(logprob=float(tok_lp.sum()), tokens=n, greedy=greedy)
+            del logits
         bar.update(len(idx))
     bar.close()
     return [r for r in results if r is not None]
