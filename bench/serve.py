@@ -209,7 +209,7 @@ def contenders(int8: Path, llama: Path | None) -> list[tuple[str, Any, str, floa
     fp32 = Path(resolve_model(MODEL))
     out = [(f"tuneforge fp32 (continuous batching, {max(LEVELS)} rows)", lambda p: tuneforge_cmd(MODEL, p),
             "/health", weights_mb(fp32)),
-           ("tuneforge int8 (dynamic int8 Linear)", lambda p: tuneforge_cmd(str(int8), p), "/health",
+           ("tuneforge int8 (int8 weights, fp16 GEMM)", lambda p: tuneforge_cmd(str(int8), p), "/health",
             weights_mb(int8))]
     if llama is None:
         return out
@@ -263,7 +263,7 @@ def run(size: str, write: bool = True, llama: Path | None = None) -> common.Repo
         f"each contender its own server process on 127.0.0.1, all started first, then at each client count the "
         f"contenders alternate; tuneforge: `tuneforge serve --max-concurrent {max(LEVELS)} --max-queue "
         f"{2 * max(LEVELS)}` on {MODEL} (fp32 conversion of the bundled GGUF) and on its int8 export (served by "
-        f"the dynamic int8 Linear); llama.cpp: `llama-server --parallel {max(LEVELS)} --cont-batching --ctx-size "
+        f"fbgemm's float16-weight GEMM of the int8 values, activations float32); llama.cpp: `llama-server --parallel {max(LEVELS)} --cont-batching --ctx-size "
         f"{max(LEVELS) * 1024}` on the bundled GGUF itself, the same --threads as torch ({threads})",
         f"chat requests: user turns of the training mix (seed 2), max_tokens {cfg['max_tokens']}, temperature 0, "
         f"streamed; {', '.join(f'{n} requests at {c} client(s)' for c, n in cfg['requests'].items())}, the same "
