@@ -2,7 +2,8 @@
 
 Every ``nn.Linear`` inside the transformer blocks, and the output head, is stored as int8 with one
 float32 scale per output channel (symmetric, ``w ~= q * scale``, ``q`` in [-127, 127]); norms stay in
-float32 (small). Weights stay int8 in memory: about 4x smaller than float32.
+float32 (small). The folder is about 4x smaller than float32; a CPU serving it holds the int8 values and
+their float16 packing (3 bytes per weight against float32's 4).
 
 The head matters most when serving: every decoding step multiplies each row by the whole
 ``[vocab x hidden]`` head (SmolLM2: 28M of its 135M weights), and a float32 head at 8 rows took more
