@@ -7,7 +7,7 @@ sequence, every token would attend over every slot's columns (the rest masked): 
 token gathers its own slot's keys and values and attends over those ``width`` columns only.
 
 The function is registered with transformers' ``AttentionInterface`` and the serving model uses it for
-every forward; outside a mixed forward (no slots set in :data:`SLOTS`) it is exactly transformers' SDPA
+every forward; outside a mixed forward (no plan set in :data:`PLAN`) it is exactly transformers' SDPA
 attention. Only model types whose attention is plain scaled dot-product over the cache (no logit
 soft-capping, no sliding window of their own) use it: for the others :func:`install` returns False and
 the engine prefills joining rows apart, as before.
