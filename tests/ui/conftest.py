@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -83,6 +85,24 @@ def serve_ui():
     for server, thread in servers:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _no_launched_run_outlives_its_test():
+    yield
+    _kill_launched()
+
+
+def _kill_launched() -> None:
+    """Runs a test launched through the UI (each in its own session) end with it: a failed test must not
+    leave a training process behind, eating the CPU of the tests after it."""
+    from tuneforge.ui import launch
+
+    for proc in list(launch._CHILDREN):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        launch._CHILDREN.remove(proc)
 
 
 @pytest.fixture(scope="session")

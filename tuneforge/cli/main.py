@@ -11,6 +11,7 @@ import traceback
 
 from tuneforge import __version__
 from tuneforge.errors import UserError
+from tuneforge.interrupt import take_back_sigint
 from tuneforge.secrets import RedactingFormatter, redact_text
 
 # Each module has register(subparsers). Order here is the order in --help.
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    take_back_sigint()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

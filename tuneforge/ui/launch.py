@@ -29,6 +29,7 @@ from tuneforge import atomic
 from tuneforge.config.loader import load_recipe
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
+from tuneforge.interrupt import TAKE_SIGINT_ENV
 from tuneforge.runs import RECIPE
 from tuneforge.ui.catalog import UI_DIR, lock_holder, pid_alive, run_path, status_of, ui_record
 
@@ -62,8 +63,10 @@ def start_process(argv: list[str], log: Path) -> subprocess.Popen:
     """``argv`` in a session of its own (it outlives the browser and the UI), its output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
+        # TAKE_SIGINT_ENV: Stop's SIGINT works even where this UI inherited an ignored SIGINT (`nohup ... &`)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", TAKE_SIGINT_ENV: "1"})
     _CHILDREN.append(proc)
     return proc
 
