@@ -1,9 +1,11 @@
-"""How a process that `tuneforge ui` launched is asked to stop: SIGINT, as Ctrl-C would.
+"""How a training process that tuneforge launched is asked to stop: SIGINT, as Ctrl-C would.
 
-A UI started in the background by a shell (``nohup tuneforge ui &``) runs with SIGINT ignored; its
-children inherit that, and Python leaves an inherited ignored SIGINT ignored, so Stop would do nothing.
-The UI marks the processes it launches (:data:`TAKE_SIGINT_ENV`) and the CLI takes SIGINT back in them
-(:func:`take_back_sigint`) before anything else. Processes started any other way keep what their parent
+`tuneforge ui`'s Stop and the fine-tuning API's Cancel send SIGINT to the ``tuneforge train`` process
+they started. A UI or server started in the background by a shell (``nohup tuneforge ui &``) runs with
+SIGINT ignored; its children inherit that, and Python leaves an inherited ignored SIGINT ignored, so
+Stop would do nothing (and Cancel would wait for its SIGKILL). Both mark the processes they launch
+(:data:`TAKE_SIGINT_ENV`) and the CLI takes SIGINT back in them (:func:`take_back_sigint`) before
+anything else. Processes started any other way keep what their parent
 gave them (a background job that ignores Ctrl-C keeps ignoring it).
 """
 

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneforge.interrupt import TAKE_SIGINT_ENV
+
 LOG_NAME = "worker.log"
 PR_SET_PDEATHSIG = 1
 
@@ -61,7 +63,8 @@ def start(job_id: str, recipe_path: Path, log_dir: Path, resume: bool) -> Worker
     if resume:
         cmd.append("--resume")
     log = log_dir / LOG_NAME
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    # TAKE_SIGINT_ENV: Cancel's SIGINT works even where the server inherited an ignored SIGINT (`nohup ... &`)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", TAKE_SIGINT_ENV: "1"}
     root = str(Path(__file__).resolve().parents[3])  # this checkout's tuneforge, whatever the cwd
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     with open(log, "ab") as out:
