@@ -147,3 +147,31 @@ def test_cli_names_the_missing_section(capsys):
     assert "no stages section" in capsys.readouterr().err
     assert main(["multitask", str(EXAMPLES / "sequential.yaml")]) == 2
     assert "no mixture section" in capsys.readouterr().err
+
+
+def test_a_stage_trains_beside_only_the_weights_it_starts_from(tiny_model_dir, tmp_path, monkeypatch):
+    """Nothing held twice: while a stage trains from merged weights, memory holds those weights and the copy
+    being trained, not also the base model and the previous stage's trained copy (4 models before)."""
+    import gc
+
+    from transformers import PreTrainedModel
+
+    import tuneforge.train as train_pkg
+    from tuneforge.strategies.stages import run_stages
+
+    def models() -> int:  # whole models alive (not their inner decoders); session fixtures may hold some
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, PreTrainedModel) and hasattr(o, "lm_head"))
+
+    real, alive = train_pkg.train, []
+
+    def counting(*args, **kwargs):
+        alive.append(models() - before)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_pkg, "train", counting)
+    data = shrink(yaml.safe_load((EXAMPLES / "sequential.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=12)
+    recipe = Recipe.model_validate(data)
+    before = models()
+    run_stages(recipe, create_run(recipe, "stages"))
+    assert alive == [2, 2, 2]

@@ -19,6 +19,7 @@ final weights (every merged stage plus the last adapter, merged) are saved to ``
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import random
 from dataclasses import dataclass
@@ -129,8 +130,10 @@ def _stage_model(current: _Current, plan: StagePlan):
     return PeftModel.from_pretrained(copy.deepcopy(current.adapter_base), str(current.adapter), is_trainable=True)
 
 
-def _after(current: _Current, plan: StagePlan, weights: TunedWeights) -> tuple[_Current, Any]:
-    """(what the next stage starts from, the model to score now) after a stage trained ``weights``."""
+def _after(current: _Current, plan: StagePlan, weights: TunedWeights, next_continues: bool) -> tuple[_Current, Any]:
+    """(what the next stage starts from, the model to score now) after a stage trained ``weights``. The
+    weights the adapter applies to are kept only for a next stage that continues the adapter
+    (``next_continues``): otherwise they are one more model copy in memory for nothing."""
     if weights.adapter is None:
         tuned = load_tuned(plan.recipe, weights)
         return _Current(tuned), tuned
@@ -139,9 +142,8 @@ def _after(current: _Current, plan: StagePlan, weights: TunedWeights) -> tuple[_
     # The adapter applies to what this stage trained on (not to the bundled base): load it onto that.
     trained_on = current.adapter_base if _continues_adapter(current, plan) else current.weights
     scored = PeftModel.from_pretrained(copy.deepcopy(trained_on), str(weights.adapter)).eval()
-    # The next stage decides between merged weights and the adapter; keep both possible.
     merged = copy.deepcopy(scored).merge_and_unload().eval()
-    return _Current(merged, adapter=weights.adapter, adapter_base=trained_on), scored
+    return _Current(merged, adapter=weights.adapter, adapter_base=trained_on if next_continues else None), scored
 
 
 def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
@@ -167,6 +169,7 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
     general_rows = probe_forgetting(base, suite, "base")
     all_rows = [r for r in scores["base"].values()] + general_rows
     current = _Current(base)
+    del base  # from here on `current` says which weights stay in memory
     stage_results = []
     for p in plans:
         stage_run = run.child(p.recipe, "stages", p.folder)
@@ -180,7 +183,13 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
               + (f", replay {p.replay:.0%}" if p.replay and earlier else ""))
         result = train(p.recipe, stage_run, train_file, task.val if task.counts["val"] else None,
                        model=_stage_model(current, p), tokenizer=tokenizer)
-        current, scored = _after(current, p, stage_run.tuned_weights(required=True))
+        # The stage's trained copy is not scored (its saved adapter or weights are, read back below): free it
+        # before the scoring copies are made, and so that it does not sit beside the next stage's training.
+        result.model = None
+        gc.collect()
+        following = plans[p.index] if p.index < len(plans) else None  # StagePlan.index counts from 1
+        current, scored = _after(current, p, stage_run.tuned_weights(required=True),
+                                 following is not None and following.start_from == "adapter")
         seen = {q.name: tasks[q.name] for q in plans if q.index <= p.index}
         system = f"after {p.folder}"
         rows = score_tasks(scored, tokenizer, seen, recipe, system)
