@@ -151,7 +151,8 @@ def test_cli_names_the_missing_section(capsys):
 
 def test_a_stage_trains_beside_only_the_weights_it_starts_from(tiny_model_dir, tmp_path, monkeypatch):
     """Nothing held twice: while a stage trains from merged weights, memory holds those weights and the copy
-    being trained, not also the base model and the previous stage's trained copy (4 models before)."""
+    being trained, not also the base model and the previous stage's trained copy (up to 5 models before);
+    while it is scored, the scored model and the merged copy for the next stage."""
     import gc
 
     from transformers import PreTrainedModel
@@ -163,15 +164,24 @@ def test_a_stage_trains_beside_only_the_weights_it_starts_from(tiny_model_dir, t
         gc.collect()
         return sum(1 for o in gc.get_objects() if isinstance(o, PreTrainedModel) and hasattr(o, "lm_head"))
 
-    real, alive = train_pkg.train, []
+    import tuneforge.strategies.stages as stages
+
+    real, real_score, alive, scoring = train_pkg.train, stages.score_tasks, [], []
 
     def counting(*args, **kwargs):
         alive.append(models() - before)
         return real(*args, **kwargs)
 
+    def counting_score(*args, **kwargs):
+        scoring.append(models() - before)
+        return real_score(*args, **kwargs)
+
     monkeypatch.setattr(train_pkg, "train", counting)
+    monkeypatch.setattr(stages, "score_tasks", counting_score)
     data = shrink(yaml.safe_load((EXAMPLES / "sequential.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=12)
     recipe = Recipe.model_validate(data)
     before = models()
     run_stages(recipe, create_run(recipe, "stages"))
     assert alive == [2, 2, 2]
+    # scoring: the base alone, then after each stage the scored model and the merged copy for the next stage
+    assert scoring == [1, 2, 2, 2]
