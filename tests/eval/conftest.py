@@ -73,3 +73,17 @@ def small_eval_cfg():
 
     return EvalConfig(max_new_tokens=4, batch_size=4, bootstrap_samples=200, forgetting_tasks=["arc_easy"],
                       forgetting_examples=4, forgetting_batch_size=8)
+
+
+def record_logit_shapes(model, monkeypatch) -> list[tuple[int, ...]]:
+    """Shape of the logits every forward pass returns."""
+    shapes: list[tuple[int, ...]] = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        shapes.append(tuple(out.logits.shape))
+        return out
+
+    monkeypatch.setattr(model, "forward", recording)
+    return shapes

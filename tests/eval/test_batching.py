@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.eval.conftest import record_logit_shapes
 from tuneforge.eval import batching
 from tuneforge.eval.batching import logit_positions, split_by_positions, token_batches
 from tuneforge.eval.generation import generate_batch
@@ -81,20 +82,6 @@ def test_the_eval_config_caps_batches_by_tokens_by_default():
     assert EvalConfig().batch_tokens == 4096 and EvalConfig(batch_tokens=None).batch_tokens is None
 
 
-def _logit_shapes(model, monkeypatch) -> list[tuple[int, ...]]:
-    """Shape of the logits every forward pass returns."""
-    shapes: list[tuple[int, ...]] = []
-    forward = model.forward
-
-    def recording(*args, **kwargs):
-        out = forward(*args, **kwargs)
-        shapes.append(tuple(out.logits.shape))
-        return out
-
-    monkeypatch.setattr(model, "forward", recording)
-    return shapes
-
-
 def test_a_batch_is_cut_where_its_widest_row_times_rows_passes_the_position_cap():
     positions = [3, 10, 2, 2, 9, 1]
     assert split_by_positions([0, 1, 2, 3, 4, 5], positions, 20) == [[0, 1], [2, 3], [4, 5]]  # 2 x 10, 2 x 2, 2 x 9
@@ -110,7 +97,7 @@ def test_loglik_logits_stay_within_the_byte_bound_with_the_same_scores(tiny_mode
     answers = [" " + LONG[: 40 * (k + 1)] for k in range(6)]
     pairs = [(f"Question {k}: what did the review say?", a) for k, a in enumerate(answers)]
     free = score_continuations(tiny_model, tokenizer, pairs, batch_size=16)  # 64 MiB: one batch here
-    shapes = _logit_shapes(tiny_model, monkeypatch)
+    shapes = record_logit_shapes(tiny_model, monkeypatch)
     vocab = tiny_model.config.vocab_size
     bound = 4 * vocab * 120  # 120 scored positions of fp32 logits
     monkeypatch.setattr(batching, "LOGIT_BYTES", bound)

@@ -6,6 +6,7 @@ import importlib.util
 import pytest
 import torch
 
+from tests.eval.conftest import record_logit_shapes
 from tuneforge.config.eval import EvalConfig
 from tuneforge.eval import drift
 from tuneforge.eval.forgetting import ForgettingSuite, compare_forgetting
@@ -94,15 +95,7 @@ def test_drift_logits_stay_within_the_byte_bound_with_the_same_kl(tiny_model, to
     other = _perturbed(tiny_model)
     ref = drift.reference(tiny_model, tokenizer, inputs, 64, top_k=20)
     free = drift.kl_per_input(other, tokenizer, ref)
-    shapes: list[tuple[int, ...]] = []
-    forward = other.forward
-
-    def recording(*args, **kwargs):
-        out = forward(*args, **kwargs)
-        shapes.append(tuple(out.logits.shape))
-        return out
-
-    monkeypatch.setattr(other, "forward", recording)
+    shapes = record_logit_shapes(other, monkeypatch)
     bound = 4 * tiny_model.config.vocab_size * 150  # 150 positions of fp32 logits: 2 rows of 64 tokens
     monkeypatch.setattr(batching, "LOGIT_BYTES", bound)
     capped = drift.kl_per_input(other, tokenizer, ref)

@@ -5,32 +5,14 @@ from __future__ import annotations
 import signal
 import time
 
+from tests.ui.conftest import training_recipe
 from tuneforge.serve.finetune import worker
 from tuneforge.ui.catalog import read_metrics
 
 
 def test_cancel_interrupts_a_worker_whose_server_ignores_sigint(tmp_path, tiny_model_dir):
     recipe = tmp_path / "job.yaml"
-    recipe.write_text(f"""\
-model:
-  name: {tiny_model_dir}
-run:
-  name: job
-  output_dir: {tmp_path / "runs"}
-data:
-  path: rotten-tomatoes
-  template: sentiment
-  max_examples: 40
-train:
-  method: lora
-  max_steps: 5000
-  batch_size: 2
-  max_length: 256
-  eval_every: 1000
-  log_every: 1
-eval:
-  after_train: false
-""")
+    recipe.write_text(training_recipe(tiny_model_dir, "job", 5000, output_dir=tmp_path / "runs"))
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `nohup tuneforge serve &`
     try:
         w = worker.start("job", recipe, tmp_path, resume=False)

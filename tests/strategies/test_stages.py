@@ -157,14 +157,13 @@ def test_a_stage_trains_beside_only_the_weights_it_starts_from(tiny_model_dir, t
 
     from transformers import PreTrainedModel
 
+    import tuneforge.strategies.stages as stages
     import tuneforge.train as train_pkg
     from tuneforge.strategies.stages import run_stages
 
     def models() -> int:  # whole models alive (not their inner decoders); session fixtures may hold some
         gc.collect()
         return sum(1 for o in gc.get_objects() if isinstance(o, PreTrainedModel) and hasattr(o, "lm_head"))
-
-    import tuneforge.strategies.stages as stages
 
     real, real_score, alive, scoring = train_pkg.train, stages.score_tasks, [], []
 

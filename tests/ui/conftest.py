@@ -27,6 +27,32 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 KEY = "test-key-0123456789"
 
 
+def training_recipe(model: Path, name: str, max_steps: int, save_every: int = 2, output_dir: Path | None = None) -> str:
+    """A LoRA training recipe on the tiny model that logs every step: what the launch, stop and cancel tests
+    start as a real `tuneforge train` process."""
+    out = f"\n  output_dir: {output_dir}" if output_dir is not None else ""
+    return f"""\
+model:
+  name: {model}
+run:
+  name: {name}{out}
+data:
+  path: rotten-tomatoes
+  template: sentiment
+  max_examples: 40
+train:
+  method: lora
+  max_steps: {max_steps}
+  batch_size: 2
+  max_length: 256
+  eval_every: 1000
+  save_every: {save_every}
+  log_every: 1
+eval:
+  after_train: false
+"""
+
+
 def make_run(runs: Path, name: str, *, finished: bool = False, results: dict | None = None,
              losses: list[float] = (0.9, 0.7, 0.5)) -> Path:
     """A run folder as `tuneforge train` leaves it: recipe, manifest, metrics (and the result if finished)."""

@@ -8,9 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
-from tests.ui.conftest import KEY, hold_lock, login, make_run
+from tests.ui.conftest import KEY, hold_lock, login, make_run, training_recipe
 from tests.ui.test_catalog import RESULTS
 from tuneforge.ui.catalog import pid_alive
 
@@ -88,26 +87,7 @@ def test_launch_watch_the_curve_grow_and_stop(tmp_path, serve_ui, page, tiny_mod
     url = serve_ui(runs)
     login(page, url)
     page.goto(url + "/launch")
-    page.fill("#recipe", f"""\
-model:
-  name: {tiny_model_dir}
-run:
-  name: live
-data:
-  path: rotten-tomatoes
-  template: sentiment
-  max_examples: 40
-train:
-  method: lora
-  max_steps: 2000
-  batch_size: 2
-  max_length: 256
-  eval_every: 1000
-  save_every: 5
-  log_every: 1
-eval:
-  after_train: false
-""")
+    page.fill("#recipe", training_recipe(tiny_model_dir, "live", 2000, save_every=5))
     page.click("#start")
     page.wait_for_url(url + "/runs/live")
     # The curve gains points while the page stays loaded (no reload: the same document object).
@@ -150,29 +130,6 @@ def test_no_key_configured_means_no_login(tmp_path, serve_ui, page):
     assert KEY not in page.content()
 
 
-def _recipe(model: Path, name: str, max_steps: int, extra: str = "") -> str:
-    return f"""\
-model:
-  name: {model}
-run:
-  name: {name}
-data:
-  path: rotten-tomatoes
-  template: sentiment
-  max_examples: 40
-train:
-  method: lora
-  max_steps: {max_steps}
-  batch_size: 2
-  max_length: 256
-  eval_every: 1000
-  save_every: 2
-  log_every: 1
-{extra}eval:
-  after_train: false
-"""
-
-
 def test_stop_then_resume_from_the_ui_gives_the_weights_of_an_uninterrupted_run(tmp_path, serve_ui, page,
                                                                                  tiny_model_dir, monkeypatch):
     import torch
@@ -184,7 +141,7 @@ def test_stop_then_resume_from_the_ui_gives_the_weights_of_an_uninterrupted_run(
     url = serve_ui(runs)
     login(page, url)
     page.goto(url + "/launch")
-    page.fill("#recipe", _recipe(tiny_model_dir, "stopped", 80))
+    page.fill("#recipe", training_recipe(tiny_model_dir, "stopped", 80))
     page.click("#start")
     page.wait_for_url(url + "/runs/stopped")
     page.wait_for_function("Number(document.querySelector('#chart').dataset.points || 0) >= 4"
@@ -199,7 +156,7 @@ def test_stop_then_resume_from_the_ui_gives_the_weights_of_an_uninterrupted_run(
 
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "straight.yaml"
-    recipe.write_text(_recipe(tiny_model_dir, "straight", 80))
+    recipe.write_text(training_recipe(tiny_model_dir, "straight", 80))
     assert main(["train", str(recipe), "--set", f"run.output_dir={runs}"]) == 0
     resumed = load_file(runs / "stopped" / "adapter" / "adapter_model.safetensors")
     straight = load_file(runs / "straight" / "adapter" / "adapter_model.safetensors")

@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from tests.ui.test_browser import _recipe
+from tests.ui.conftest import training_recipe
 from tuneforge.ui import launch
 from tuneforge.ui.catalog import pid_alive, read_metrics, run_path, status_of, ui_record
 
@@ -15,7 +15,7 @@ def test_stop_ends_a_run_launched_by_a_ui_that_ignores_sigint(tmp_path, tiny_mod
     runs = tmp_path / "runs"
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell's background job gets
     try:
-        name, problems = launch.launch(runs, _recipe(tiny_model_dir, "bg", 5000))
+        name, problems = launch.launch(runs, training_recipe(tiny_model_dir, "bg", 5000))
     finally:
         signal.signal(signal.SIGINT, before)
     assert problems == [] and name == "bg"
