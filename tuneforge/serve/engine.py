@@ -6,7 +6,8 @@ arrives while others are being generated is prefilled and joins the running batc
 and a row that finishes leaves at once, its KV-cache slot reused without re-padding the others
 (``kv_cache``). Each row keeps its own sampling settings, stop sequences, token cap and deadline;
 rows of different LoRA adapters share a step. Every token's text is pushed to the row's ``emit``
-callback as soon as it is safe to send (see ``textstream``).
+callback as soon as it is safe to send (see ``textstream``). The model's float32 Linear layers are swapped
+in place for ones that multiply from oneDNN's prepacked weights (``packed``: 1.3-1.7x quicker at 2-8 rows).
 
 The engine also owns admission: it holds at most ``max_batch + max_waiting`` live rows (queued or being
 generated), so the HTTP layer's 429 and the engine's queue are one bound, counted in rows. A request
@@ -45,7 +46,7 @@ class EngineStopped(Exception):
 class Engine:
     def __init__(
         self, model, tokenizer, adapters: dict[str, Path] | None = None, *,
-        max_batch: int = 8, max_waiting: int = 32, batch_window_s: float = 0.01,
+        max_batch: int = 8, max_waiting: int = 32, batch_window_s: float = 0.01, pack_weights: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -66,6 +67,13 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # rows joining a running batch ride in its decoding step where the model's attention allows it
         self.mixed_steps = install_slot_attention(model)
+        # float32 Linear layers run from oneDNN's prepacked weights (``packed``) until an adapter that reads the
+        # base weights themselves (DoRA, other tuners) is loaded: see _load_adapter
+        self.packed_linears = 0
+        if pack_weights:
+            from tuneforge.serve.packed import pack_linears
+
+            self.packed_linears = pack_linears(model)
         # batches: prefill forwards; steps: decoding forwards; rows: generated (taken into the batch);
         # joined_running: rows that joined while others were decoding (joined_in_step: of those, the ones whose
         # prompt rode in the running rows' decoding step, one forward for both); rows_dropped: stopped unfinished
@@ -247,6 +255,12 @@ class Engine:
         if name in self.loaded:
             return
         path = str(self.adapters[name])
+        if self.packed_linears and not self._mixable(name):
+            from tuneforge.serve.packed import unpack_linears
+
+            log.info("adapter %s reads the base weights: serving from plain (unpacked) weights from now on", name)
+            unpack_linears(self.model)
+            self.packed_linears = 0
         log.info("loading adapter %s from %s", name, path)
         if isinstance(self.model, PeftModel):
             self.model.load_adapter(path, adapter_name=name)
