@@ -50,7 +50,7 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = 
     from tuneforge.serve.server import load_base
 
     model, tok = load_base(C.ModelConfig(name=model_name))
-    engine = Engine(model, tok, max_batch=max(ROWS), pack_weights=pack)
+    engine = Engine(model, tok, max_batch=max(ROWS), **({} if pack else {"pack_weights": None}))
     engine.eos_ids = frozenset()  # rows must keep decoding for the whole measurement, whatever they say
     ids = _prompts(tok, prompts + 1)
 
@@ -131,8 +131,8 @@ def run(write: bool = True) -> common.Report:
         "rows (median of 5)",
         "ceiling x at C = (prefill + N x step(1)) / (join(C) + N x step(C) / C) for answers of N tokens: the most "
         "any scheduling can gain over one client at a time with these costs; steps alone x = C x step(1) / step(C)",
-        "fp32 serves its Linear layers from oneDNN's prepacked weights (`tuneforge.serve.packed`); the plain row is "
-        "the same model through `F.linear` (MKL), as served before, measured in the same run",
+        "fp32 serves its large Linear layers (MLP, head) from oneDNN's prepacked weights (`tuneforge.serve.packed`); "
+        "the plain row is the same model through `F.linear` (MKL) only, as served before, measured in the same run",
     ]
     cols = ["mode", "answer tokens", "prompt tokens", "prefill ms", *(f"step ms at {n}" for n in ROWS),
             "join ms at 8", "join ms at 32", "steps alone x at 8", "ceiling x at 8", "steps alone x at 32",

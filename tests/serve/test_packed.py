@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tests.serve.test_continuous import Answer, reference, row
-from tuneforge.serve.engine import Engine
+from tuneforge.serve.engine import PACK_MIN_WEIGHTS, Engine
 from tuneforge.serve.packed import PackedLinear, available, pack_linears
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch has no oneDNN")
@@ -46,6 +46,17 @@ def test_a_packed_model_keeps_its_logits_and_holds_each_weight_once(tiny_model, 
     assert all(w.untyped_storage().nbytes() == 4 and w.dtype == torch.float32 for w in placeholders)
 
 
+def test_the_engine_packs_only_the_large_layers_by_default(tiny_model, tokenizer):
+    """oneDNN's call overhead outweighs its GEMM on small matrices: they stay plain Linear layers."""
+    large = [m for m in tiny_model.modules() if type(m) is nn.Linear and m.weight.numel() >= PACK_MIN_WEIGHTS]
+    assert 0 < len(large) < 15  # the tiny model: its head is large, its block layers are not
+    engine = Engine(tiny_model, tokenizer)
+    assert engine.packed_linears == len(large)
+    packed = [m for m in tiny_model.modules() if isinstance(m, PackedLinear)]
+    assert [m.weight.numel() for m in packed] == [m.weight.numel() for m in large]
+    assert Engine(tiny_model, tokenizer, pack_weights=None).packed_linears == 0
+
+
 def _fresh(model_dir):
     from transformers import AutoModelForCausalLM
 
@@ -75,8 +86,9 @@ def test_a_dora_adapter_gets_the_plain_weights_back_and_its_own_answers(tiny_mod
 
     lora = lora_runs["lora-a"] / "adapter"
     dora = _dora_adapter(tiny_model_dir, tmp_path / "dora")
-    engine = Engine(_fresh(tiny_model_dir), tokenizer, {"lora": lora, "dora": dora}, batch_window_s=0)
-    assert engine.packed_linears > 0
+    engine = Engine(_fresh(tiny_model_dir), tokenizer, {"lora": lora, "dora": dora}, batch_window_s=0,
+                    pack_weights=0)  # every Linear: the tiny model's are below the default size
+    assert engine.packed_linears == 15
     prompt, n = "What is 2 plus 2, and why is that so?", 10
     expected = {name: reference(PeftModel.from_pretrained(_fresh(tiny_model_dir), str(path)).eval(), tokenizer,
                                 prompt, n) for name, path in (("lora", lora), ("dora", dora))}

@@ -7,7 +7,7 @@ and a row that finishes leaves at once, its KV-cache slot reused without re-padd
 (``kv_cache``). Each row keeps its own sampling settings, stop sequences, token cap and deadline;
 rows of different LoRA adapters share a step. Every token's text is pushed to the row's ``emit``
 callback as soon as it is safe to send (see ``textstream``). The model's float32 Linear layers are swapped
-in place for ones that multiply from oneDNN's prepacked weights (``packed``: 1.3-1.7x quicker at 2-8 rows).
+in place for ones that multiply from oneDNN's prepacked weights (``packed``: a decoding step of 8 rows 1.2x quicker).
 
 The engine also owns admission: it holds at most ``max_batch + max_waiting`` live rows (queued or being
 generated), so the HTTP layer's 429 and the engine's queue are one bound, counted in rows. A request
@@ -30,6 +30,7 @@ from tuneforge.serve.rows import BASE, MIXED_BASE, Row
 from tuneforge.serve.slot_attention import install as install_slot_attention
 
 log = logging.getLogger(__name__)
+PACK_MIN_WEIGHTS = 1 << 19  # smaller Linear layers stay plain: oneDNN's call overhead outweighs its GEMM (packed)
 
 class EngineBusy(Exception):
     """No room for the rows now (the HTTP layer answers 429)."""
@@ -46,7 +47,8 @@ class EngineStopped(Exception):
 class Engine:
     def __init__(
         self, model, tokenizer, adapters: dict[str, Path] | None = None, *,
-        max_batch: int = 8, max_waiting: int = 32, batch_window_s: float = 0.01, pack_weights: bool = True,
+        max_batch: int = 8, max_waiting: int = 32, batch_window_s: float = 0.01,
+        pack_weights: int | None = PACK_MIN_WEIGHTS,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -67,13 +69,13 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # rows joining a running batch ride in its decoding step where the model's attention allows it
         self.mixed_steps = install_slot_attention(model)
-        # float32 Linear layers run from oneDNN's prepacked weights (``packed``) until an adapter that reads the
-        # base weights themselves (DoRA, other tuners) is loaded: see _load_adapter
+        # float32 Linear layers of at least ``pack_weights`` weights (None: none) run from oneDNN's prepacked
+        # weights (``packed``) until an adapter that reads the base weights themselves (DoRA) is loaded
         self.packed_linears = 0
-        if pack_weights:
+        if pack_weights is not None:
             from tuneforge.serve.packed import pack_linears
 
-            self.packed_linears = pack_linears(model)
+            self.packed_linears = pack_linears(model, pack_weights)
         # batches: prefill forwards; steps: decoding forwards; rows: generated (taken into the batch);
         # joined_running: rows that joined while others were decoding (joined_in_step: of those, the ones whose
         # prompt rode in the running rows' decoding step, one forward for both); rows_dropped: stopped unfinished
