@@ -152,7 +152,8 @@ def test_cli_names_the_missing_section(capsys):
 def test_a_stage_trains_beside_only_the_weights_it_starts_from(tiny_model_dir, tmp_path, monkeypatch):
     """Nothing held twice: while a stage trains from merged weights, memory holds those weights and the copy
     being trained, not also the base model and the previous stage's trained copy (up to 5 models before);
-    while it is scored, the scored model and the merged copy for the next stage."""
+    while it is scored, the scored model and the merged copy for the next stage. The copy held beside the
+    training one comes out of an explicit memory budget, so the stage's planner does not count it twice."""
     import gc
 
     from transformers import PreTrainedModel
@@ -165,11 +166,12 @@ def test_a_stage_trains_beside_only_the_weights_it_starts_from(tiny_model_dir, t
         gc.collect()
         return sum(1 for o in gc.get_objects() if isinstance(o, PreTrainedModel) and hasattr(o, "lm_head"))
 
-    real, real_score, alive, scoring = train_pkg.train, stages.score_tasks, [], []
+    real, real_score, alive, scoring, budgets = train_pkg.train, stages.score_tasks, [], [], []
 
-    def counting(*args, **kwargs):
+    def counting(recipe, *args, **kwargs):
         alive.append(models() - before)
-        return real(*args, **kwargs)
+        budgets.append(recipe.train.memory_limit_gb)
+        return real(recipe, *args, **kwargs)
 
     def counting_score(*args, **kwargs):
         scoring.append(models() - before)
@@ -178,9 +180,14 @@ def test_a_stage_trains_beside_only_the_weights_it_starts_from(tiny_model_dir, t
     monkeypatch.setattr(train_pkg, "train", counting)
     monkeypatch.setattr(stages, "score_tasks", counting_score)
     data = shrink(yaml.safe_load((EXAMPLES / "sequential.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=12)
+    data["train"]["memory_limit_gb"] = 4
     recipe = Recipe.model_validate(data)
     before = models()
     run_stages(recipe, create_run(recipe, "stages"))
     assert alive == [2, 2, 2]
+    from transformers import AutoModelForCausalLM
+
+    one_copy = stages._weights_gb(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)))
+    assert one_copy > 0 and budgets == pytest.approx([4 - one_copy] * 3)
     # scoring: the base alone, then after each stage the scored model and the merged copy for the next stage
     assert scoring == [1, 2, 2, 2]

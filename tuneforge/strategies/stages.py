@@ -146,6 +146,25 @@ def _after(current: _Current, plan: StagePlan, weights: TunedWeights, next_conti
     return _Current(merged, adapter=weights.adapter, adapter_base=trained_on if next_continues else None), scored
 
 
+def _weights_gb(*models: Any) -> float:
+    return sum(t.numel() * t.element_size() for m in models if m is not None
+               for t in (*m.parameters(), *m.buffers())) / 2**30
+
+
+def _budgeted(recipe: Recipe, current: _Current) -> Recipe:
+    """A stage's recipe whose explicit ``train.memory_limit_gb`` leaves room for the weights held beside the copy
+    being trained (those the stage starts from, and an adapter's base): the run's memory planner counts its
+    own model only. (Without an explicit limit the planner's share of free memory already excludes them.)"""
+    limit = recipe.train.memory_limit_gb
+    if not limit:
+        return recipe
+    held = _weights_gb(current.weights, current.adapter_base)
+    print(f"memory: {held:.2f} GB of weights held beside this stage's training: it plans within "
+          f"{limit - held:.2f} of train.memory_limit_gb's {limit:g} GB")
+    train_cfg = recipe.train.model_copy(update={"memory_limit_gb": max(limit - held, 0.01)})
+    return recipe.model_copy(update={"train": train_cfg})
+
+
 def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     """Train every stage in order; score after each; write the gained/forgotten report."""
     from tuneforge.eval.results import write_results
@@ -181,7 +200,7 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
             train_file = write_jsonl(stage_run.path / DATA / "train_with_replay.jsonl", rows)
         print(f"stage {p.index}/{len(plans)} {p.name}: start from {p.start_from}"
               + (f", replay {p.replay:.0%}" if p.replay and earlier else ""))
-        result = train(p.recipe, stage_run, train_file, task.val if task.counts["val"] else None,
+        result = train(_budgeted(p.recipe, current), stage_run, train_file, task.val if task.counts["val"] else None,
                        model=_stage_model(current, p), tokenizer=tokenizer)
         # The stage's trained copy is not scored (its saved adapter or weights are, read back below): free it
         # before the scoring copies are made, and so that it does not sit beside the next stage's training.
