@@ -6,8 +6,9 @@ arrives while others are being generated is prefilled and joins the running batc
 and a row that finishes leaves at once, its KV-cache slot reused without re-padding the others
 (``kv_cache``). Each row keeps its own sampling settings, stop sequences, token cap and deadline;
 rows of different LoRA adapters share a step. Every token's text is pushed to the row's ``emit``
-callback as soon as it is safe to send (see ``textstream``). The model's float32 Linear layers are swapped
-in place for ones that multiply from oneDNN's prepacked weights (``packed``: a decoding step of 8 rows 1.2x quicker).
+callback as soon as it is safe to send (see ``textstream``). The model's large float32 Linear layers are
+swapped in place for ones that multiply from oneDNN's prepacked weights (``packed``: a decoding step of 8
+rows 1.2x quicker).
 
 The engine also owns admission: it holds at most ``max_batch + max_waiting`` live rows (queued or being
 generated), so the HTTP layer's 429 and the engine's queue are one bound, counted in rows. A request
@@ -30,7 +31,7 @@ from tuneforge.serve.rows import BASE, MIXED_BASE, Row
 from tuneforge.serve.slot_attention import install as install_slot_attention
 
 log = logging.getLogger(__name__)
-PACK_MIN_WEIGHTS = 1 << 19  # smaller Linear layers stay plain: oneDNN's call overhead outweighs its GEMM (packed)
+PACK_MIN_WEIGHTS = 1 << 19  # smaller Linear layers stay plain: oneDNN's call overhead outweighs its GEMM
 
 class EngineBusy(Exception):
     """No room for the rows now (the HTTP layer answers 429)."""

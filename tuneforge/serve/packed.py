@@ -10,9 +10,10 @@ another order: outputs differ from ``F.linear`` by float rounding only.
 
 A oneDNN call costs ~25 us more than ``F.linear`` whatever its size, which the small matrices do not
 earn back: the engine packs only those of at least ``engine.PACK_MIN_WEIGHTS`` weights (2 MB of
-float32: SmolLM2's MLP and head; its attention projections stay plain). Whole decoding steps of the real model, in one process, median of
-4 (``bench.serve_steps`` measures the same): 1 row 54.8 ms plain, 57.5 all packed, 53.9 large ones
-packed; 8 rows 110 / 93 / 90; 32 rows 197 / 188 / 182; a 20-token prefill 122 / 115 / 114.
+float32: SmolLM2's MLP and head; its attention projections stay plain). Whole decoding steps of the
+real model, in one process, median of 4 (``bench.serve_steps`` measures the same): 1 row 54.8 ms
+plain, 57.5 all packed, 53.9 large ones packed; 8 rows 110 / 93 / 90; 32 rows 197 / 188 / 182; a
+20-token prefill 122 / 115 / 114.
 
 Only the serving engine uses this, on a model that is never trained. :func:`pack_linears` swaps each
 plain ``nn.Linear`` for a :class:`PackedLinear`, which still is an ``nn.Linear`` (so PEFT wraps it when a
@@ -44,6 +45,7 @@ class PackedLinear(nn.Linear):
         weight = linear.weight.detach()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
         # nn.Linear's attribute, for the code that reads it (PEFT takes its shape, dtype and device)
+        self.placeholder = not keep_weight
         self.weight = linear.weight if keep_weight else nn.Parameter(
             weight.new_zeros(()).expand(weight.shape), requires_grad=False)
         self.bias = linear.bias
@@ -75,8 +77,8 @@ def unpack_linears(model: nn.Module) -> int:
     for name, module in swaps:
         parent, _, child = name.rpartition(".")
         plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
-        plain.weight = (module.weight if module.weight.untyped_storage().nbytes() > 4
-                        else nn.Parameter(module.packed.to_dense(), requires_grad=False))
+        plain.weight = (nn.Parameter(module.packed.to_dense(), requires_grad=False) if module.placeholder
+                        else module.weight)
         plain.bias = module.bias
         setattr(model.get_submodule(parent) if parent else model, child, plain)
     return len(swaps)

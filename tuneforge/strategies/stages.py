@@ -147,6 +147,7 @@ def _after(current: _Current, plan: StagePlan, weights: TunedWeights, next_conti
 
 
 def _weights_gb(*models: Any) -> float:
+    """GB (2**30 bytes, as train.memory_limit_gb) of the models' parameters and buffers."""
     return sum(t.numel() * t.element_size() for m in models if m is not None
                for t in (*m.parameters(), *m.buffers())) / 2**30
 
@@ -200,8 +201,9 @@ def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = Non
             train_file = write_jsonl(stage_run.path / DATA / "train_with_replay.jsonl", rows)
         print(f"stage {p.index}/{len(plans)} {p.name}: start from {p.start_from}"
               + (f", replay {p.replay:.0%}" if p.replay and earlier else ""))
-        result = train(_budgeted(p.recipe, current), stage_run, train_file, task.val if task.counts["val"] else None,
-                       model=_stage_model(current, p), tokenizer=tokenizer)
+        val = task.val if task.counts["val"] else None
+        result = train(_budgeted(p.recipe, current), stage_run, train_file, val, model=_stage_model(current, p),
+                       tokenizer=tokenizer)
         # The stage's trained copy is not scored (its saved adapter or weights are, read back below): free it
         # before the scoring copies are made, and so that it does not sit beside the next stage's training.
         result.model = None
