@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MARKER = re.compile(r"^(== |memory plan:|step \d+: validation loss|evaluating |  \S.{15} \S|report:|output:|done:)")
+MARKER = re.compile(r"^(== |memory plan:|stage \d+/\d+ |step \d+: validation loss|evaluating |  \S.{15} \S|report:|output:|done:)")
 
 
 def _children(pid: int) -> list[int]:
