@@ -172,3 +172,23 @@ def test_the_kv_cache_moves_only_the_leaving_rows_slot():
     assert mask[0, 0, 3].tolist() == [False, False, True, True]  # row 0 sees its own two columns only
     cache.move(2, 0)  # row 0 left: the last row takes its slot
     assert cache.keys[0][0, 0, 1:4, 0].tolist() == [9.0, 10.0, 11.0] and cache.start[0] == 1
+
+
+def test_an_idle_engine_prefills_a_burst_together_while_its_requests_keep_arriving(tiny_model, tokenizer):
+    """Requests of a burst reach the engine a little apart: each one within a batch window of the one before
+    keeps the window open, so all are prefilled in one forward (a window counted from the first request
+    took only those within it; the rest waited for that prefill and joined after)."""
+    import time
+
+    engine = Engine(tiny_model, tokenizer, max_batch=4, max_waiting=4, batch_window_s=1.5)
+    answers = [Answer() for _ in range(3)]
+    engine.start()
+    try:
+        for i, answer in enumerate(answers):  # 1.8 s from the first to the last: more than one window
+            if i:
+                time.sleep(0.9)
+            engine.submit([row(tokenizer, PROMPTS[i], answer, 4)])
+        assert all(a.text is not None for a in answers)
+        assert engine.stats["batches"] == 1 and engine.stats["max_rows_in_batch"] == 3
+    finally:
+        engine.stop(10)

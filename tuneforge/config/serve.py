@@ -33,8 +33,9 @@ class ServeConfig(Section):
         "that does not fit gets 429, one that could never fit gets 400.",
     )
     batch_window_ms: float = Field(
-        10.0, ge=0, description="When the engine is idle, how long it waits after a first request for more to "
-        "arrive, so a burst is prefilled together. While it generates, new requests join at the next step.",
+        10.0, ge=0, description="When the engine is idle, how long it waits after a request for another one "
+        "(4 windows in all at most), so a burst is prefilled together. While it generates, new requests join at "
+        "the next step.",
     )
     request_timeout_s: float = Field(120.0, gt=0, description="Per-request time limit (504 after it).")
     shutdown_timeout_s: float = Field(

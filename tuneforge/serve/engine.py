@@ -31,6 +31,7 @@ from tuneforge.serve.rows import BASE, MIXED_BASE, Row
 from tuneforge.serve.slot_attention import install as install_slot_attention
 
 log = logging.getLogger(__name__)
+BURST_WINDOWS = 4  # an idle engine waits for a burst at most this many batch windows after its first row
 PACK_MIN_WEIGHTS = 1 << 19  # smaller Linear layers stay plain: oneDNN's call overhead outweighs its GEMM
 
 class EngineBusy(Exception):
@@ -164,15 +165,21 @@ class Engine:
     # -- worker ----------------------------------------------------------------------------------
 
     def _take(self, running: int) -> list[Row]:
-        """Queued rows for the free slots. Idle, it waits for a first row and then ``batch_window_s`` for
-        more to arrive, so that a burst is prefilled together; busy, it takes what is there, at once."""
+        """Queued rows for the free slots. Idle, it waits for a first row and then ``batch_window_s`` after the
+        latest arrival (``BURST_WINDOWS`` windows at most), so that a burst is prefilled together; busy, it
+        takes what is there, at once. (A window counted from the first row split bursts whose requests the
+        HTTP layer hands over a few ms apart: the late ones waited for the first prefill, then joined.)"""
         with self._lock:
             if not running:
                 if not self._queue:
                     self._wake.wait(0.05)
-                end = time.monotonic() + self.batch_window_s
+                first = time.monotonic()
+                end, seen = first + self.batch_window_s, len(self._queue)
                 while self._queue and len(self._queue) < self.max_batch and (left := end - time.monotonic()) > 0:
                     self._wake.wait(left)
+                    if len(self._queue) > seen:  # still arriving: a window after this one
+                        seen = len(self._queue)
+                        end = min(time.monotonic() + self.batch_window_s, first + BURST_WINDOWS * self.batch_window_s)
             rows = [self._queue.popleft() for _ in range(min(self.max_batch - running, len(self._queue)))]
             for row in rows:
                 row.state = "running"
