@@ -1,8 +1,9 @@
-"""Serving: ``tuneforge serve`` (fp32 and int8) and llama.cpp's server at 1, 8 and 32 concurrent clients.
+"""Serving: ``tuneforge serve`` (fp32, bf16 and int8) and llama.cpp's server at 1, 8 and 32 concurrent clients.
 
 Each contender is a server process of its own on 127.0.0.1 (auth off: loopback only), serving the bundled
-SmolLM2-135M-Instruct: tuneforge from its fp32 conversion of the bundled GGUF and from an int8 export of it
-(``tuneforge.export.quantize``), llama.cpp's ``llama-server`` from the bundled GGUF itself. All servers are
+SmolLM2-135M-Instruct: tuneforge from its fp32 conversion of the bundled GGUF, from the same in bfloat16
+(``--dtype bfloat16``; only where the CPU multiplies bfloat16 natively, AVX512-BF16 or AMX) and from an int8
+export of it (``tuneforge.export.quantize``), llama.cpp's ``llama-server`` from the bundled GGUF itself. All servers are
 started first; then, at each client count, the contenders take turns, so that the load of a shared
 machine falls on all of them alike. Every contender gets the same chat requests (user turns of the
 training mix, ``max_tokens`` fixed, temperature 0), streamed, from 1, 8 and 32 client threads. Per
@@ -68,12 +69,13 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600, path: st
 # ---------------------------------------------------------------------------------------------- contenders
 
 
-def tuneforge_cmd(model: str, port: int) -> list[str]:
+def tuneforge_cmd(model: str, port: int, *extra: str) -> list[str]:
     top = max(LEVELS)
     return [sys.executable, "-m", "tuneforge.cli.main", "serve", "--model", model, "--no-auth", "--host", "127.0.0.1",
             "--port", str(port), "--max-concurrent", str(top), "--max-queue", str(2 * top),
             "--no-fine-tuning",  # inference only; and two servers in one folder would share its state folder
-            "--timeout", "900"]  # the default 120 s cut every fp32 answer at 32 clients on a machine loaded 15-fold
+            "--timeout", "900",  # the default 120 s cut every fp32 answer at 32 clients on a machine loaded 15-fold
+            *extra]
 
 
 def llama_server_path(given: str | None) -> Path | None:
@@ -205,12 +207,16 @@ def contenders(int8: Path, llama: Path | None) -> list[tuple[str, Any, str, floa
     """(name, command builder, readiness path, weights MB read per decoding step) of each contender."""
     from tuneforge.models import bundled_gguf_path
     from tuneforge.models.load import resolve_model
+    from tuneforge.serve.packed import native_bf16
 
     fp32 = Path(resolve_model(MODEL))
     out = [(f"tuneforge fp32 (continuous batching, {max(LEVELS)} rows)", lambda p: tuneforge_cmd(MODEL, p),
-            "/health", weights_mb(fp32)),
-           ("tuneforge int8 (int8 weights, fp16 GEMM)", lambda p: tuneforge_cmd(str(int8), p), "/health",
-            weights_mb(int8))]
+            "/health", weights_mb(fp32))]
+    if native_bf16():  # elsewhere oneDNN emulates bfloat16, slower than float32: not a mode to serve
+        out.append(("tuneforge bf16 (--dtype bfloat16, native bf16 GEMM)",
+                    lambda p: tuneforge_cmd(MODEL, p, "--dtype", "bfloat16"), "/health", weights_mb(fp32) / 2))
+    out.append(("tuneforge int8 (int8 weights, fp16 GEMM)", lambda p: tuneforge_cmd(str(int8), p), "/health",
+                weights_mb(int8)))
     if llama is None:
         return out
     gguf = bundled_gguf_path(MODEL)
@@ -231,6 +237,11 @@ def run(size: str, write: bool = True, llama: Path | None = None) -> common.Repo
     bw = bandwidth_gbs()
     per_mb: dict[str, float | None] = {}
     servers: dict[str, tuple] = {}
+    from tuneforge.serve.packed import native_bf16
+
+    if not native_bf16():
+        report.setup.append("tuneforge bf16: **not measured** (this CPU has no native bfloat16 multiply: "
+                            "neither AVX512-BF16 nor AMX)")
     if llama is None:
         report.setup.append("llama.cpp's server: **not measured** (no llama-server binary: pass --llama-server "
                             "PATH or set LLAMA_SERVER; bench/build_llama_server.sh builds one)")
@@ -263,7 +274,8 @@ def run(size: str, write: bool = True, llama: Path | None = None) -> common.Repo
         f"each contender its own server process on 127.0.0.1, all started first, then at each client count the "
         f"contenders alternate; tuneforge: `tuneforge serve --max-concurrent {max(LEVELS)} --max-queue "
         f"{2 * max(LEVELS)}` on {MODEL} (fp32 conversion of the bundled GGUF, its Linear layers from oneDNN's "
-        f"prepacked weights) and on its int8 export (served by "
+        f"prepacked weights), the same with `--dtype bfloat16` (every Linear prepacked, oneDNN's native bf16 "
+        f"GEMM) and on its int8 export (served by "
         f"fbgemm's float16-weight GEMM of the int8 values, activations float32); llama.cpp: `llama-server --parallel {max(LEVELS)} --cont-batching --ctx-size "
         f"{max(LEVELS) * 1024}` on the bundled GGUF itself, the same --threads as torch ({threads})",
         f"chat requests: user turns of the training mix (seed 2), max_tokens {cfg['max_tokens']}, temperature 0, "
@@ -305,7 +317,7 @@ def targets(by: dict[tuple[str, int], dict]) -> list[str]:
 
     out = []
     for name in (n for n in names if n.startswith("tuneforge")):
-        mode = name.split()[1]  # fp32 / int8
+        mode = name.split()[1]  # fp32 / bf16 / int8
         for clients, goal in ((8, 4), (32, 8)):
             for key, per in (("x own 1 client", "tokens/s"), ("x own 1 client (CPU)", "tokens/CPU-s")):
                 out.append(common.target_line(f"{mode}, {clients} clients vs 1 client {per}", get(name, clients, key),

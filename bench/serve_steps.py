@@ -14,7 +14,7 @@ Prompts are compute-bound: they cost about the same per request at any client co
 answers they are a large share of all the work, which caps the ratio however well the steps batch.
 The ratio decoding steps alone reach, ``C x D(1) / D(C)``, is printed beside it.
 
-    python -m bench.serve_steps            # fp32 (packed and plain weights) and the int8 export, answers of 24 and 64 tokens
+    python -m bench.serve_steps   # fp32 (packed and plain weights), bf16 (native bf16 CPUs), int8; answers of 24 and 64 tokens
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ def _prompts(tokenizer, n: int) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
-def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = True) -> dict[str, Any]:
+def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = True,
+               dtype: str = "auto") -> dict[str, Any]:
     """Thread CPU ms of one request's prefill (mean over ``prompts``, prefix store warm) and of one decoding
     step at each of ``ROWS`` (best of 3 x ``steps``); ``pack=False``: float32 layers through plain ``F.linear``
-    instead of oneDNN's prepacked weights (``tuneforge.serve.packed``), as served before them."""
+    instead of oneDNN's prepacked weights (``tuneforge.serve.packed``), as served before them; ``dtype``: the
+    weights' (``tuneforge serve --dtype``)."""
     import torch
 
     import tuneforge.config as C
@@ -49,7 +51,7 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = 
     from tuneforge.serve.scheduler import Batch
     from tuneforge.serve.server import load_base
 
-    model, tok = load_base(C.ModelConfig(name=model_name))
+    model, tok = load_base(C.ModelConfig(name=model_name, dtype=dtype))
     engine = Engine(model, tok, max_batch=max(ROWS), **({} if pack else {"pack_weights": None}))
     engine.eos_ids = frozenset()  # rows must keep decoding for the whole measurement, whatever they say
     ids = _prompts(tok, prompts + 1)
@@ -111,16 +113,19 @@ def run(write: bool = True) -> common.Report:
     import torch
 
     from bench.serve import int8_folder
+    from tuneforge.serve.packed import native_bf16
 
     torch.set_num_threads(1)  # as bench.serve runs its servers (--threads 1)
     report = common.Report(name="serve-steps", title="Serving: what batching can gain at most (engine CPU time)",
                            size="small", command="python -m bench.serve_steps")
     rows = []
-    modes = (("fp32", MODEL, True), ("fp32, plain F.linear (before packed weights)", MODEL, False),
-             ("int8 export", str(int8_folder()), True))
-    for label, name, pack in modes:
+    modes = [("fp32", MODEL, True, "float32"), ("fp32, plain F.linear (before packed weights)", MODEL, False, "float32"),
+             ("int8 export", str(int8_folder()), True, "auto")]
+    if native_bf16():  # elsewhere bfloat16 is emulated, slower than float32: not a mode to serve
+        modes.insert(2, ("bf16 (--dtype bfloat16)", MODEL, True, "bfloat16"))
+    for label, name, pack, dtype in modes:
         print(f"bench.serve_steps: measuring {label}", flush=True)
-        costs = step_costs(name, pack=pack)
+        costs = step_costs(name, pack=pack, dtype=dtype)
         for answer in ANSWERS:
             rows.append({"mode": label, "answer tokens": answer, **costs, **ceilings(costs, answer)})
     report.setup = [
@@ -133,6 +138,8 @@ def run(write: bool = True) -> common.Report:
         "any scheduling can gain over one client at a time with these costs; steps alone x = C x step(1) / step(C)",
         "fp32 serves its large Linear layers (MLP, head) from oneDNN's prepacked weights (`tuneforge.serve.packed`); "
         "the plain row is the same model through `F.linear` (MKL) only, as served before, measured in the same run",
+        "bf16: the same model with `--dtype bfloat16`, every Linear prepacked (oneDNN's native bfloat16 GEMM): "
+        + ("measured" if native_bf16() else "**not measured**, this CPU has no native bfloat16 (AVX512-BF16, AMX)"),
     ]
     cols = ["mode", "answer tokens", "prompt tokens", "prefill ms", *(f"step ms at {n}" for n in ROWS),
             "join ms at 8", "join ms at 32", "steps alone x at 8", "ceiling x at 8", "steps alone x at 32",

@@ -126,3 +126,15 @@ def test_the_bundled_models_int8_export_picks_fp32s_token_almost_everywhere(tmp_
         agree += int((a == b).sum())
         total += a.numel()
     assert agree / total >= 0.9  # measured 0.95 (weight-only int8 on every Linear and the head)
+
+
+def test_serving_an_int8_export_in_another_dtype_is_refused_and_its_format_is_said(int8_dir, tokenizer):
+    import tuneforge.config as C
+    from tuneforge.errors import UserError
+    from tuneforge.serve.engine import Engine
+    from tuneforge.serve.server import load_base
+
+    with pytest.raises(UserError, match="int8 export is served in its own format.*--dtype bfloat16"):
+        load_base(C.ModelConfig(name=str(int8_dir), dtype="bfloat16"))
+    model, tok = load_base(C.ModelConfig(name=str(int8_dir)))
+    assert Engine(model, tok).describe().startswith("weights int8 (float32 activations) on cpu")

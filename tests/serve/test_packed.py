@@ -1,5 +1,5 @@
-"""Serving from oneDNN's prepacked float32 weights: the plain layers' outputs, the weights held once, and
-never under an adapter that reads the base weights itself."""
+"""Serving from oneDNN's prepacked float32 and bfloat16 weights: the plain layers' outputs, the weights held
+once, and never under an adapter that reads the base weights itself."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from tests.serve.test_continuous import Answer, reference, row
-from tuneforge.serve.engine import PACK_MIN_WEIGHTS, Engine
-from tuneforge.serve.packed import PackedLinear, available, pack_linears
+from tuneforge.serve.engine import Engine
+from tuneforge.serve.packed import MIN_WEIGHTS, PackedLinear, available, native_bf16, pack_linears
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch has no oneDNN")
 
@@ -25,6 +25,20 @@ def test_a_packed_linear_gives_the_plain_layers_output(shape, bias):
         got = PackedLinear(plain, keep_weight=False)(x)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
+@pytest.mark.parametrize("shape", [(1, 48), (2, 5, 48), (33, 48)])
+def test_a_packed_bfloat16_linear_gives_the_same_sums_as_the_plain_one(shape):
+    torch.manual_seed(0)
+    plain = nn.Linear(48, 80).to(torch.bfloat16)
+    x = torch.randn(*shape, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        expected = plain(x)
+        packed = PackedLinear(plain, keep_weight=False)
+        got = packed(x)
+    assert got.dtype == torch.bfloat16 and packed.weight.untyped_storage().nbytes() == 2
+    torch.testing.assert_close(got, expected, rtol=1e-2, atol=1e-2)
 
 
 def test_a_packed_model_keeps_its_logits_and_holds_each_weight_once(tiny_model, tokenizer):
@@ -48,7 +62,7 @@ def test_a_packed_model_keeps_its_logits_and_holds_each_weight_once(tiny_model, 
 
 def test_the_engine_packs_only_the_large_layers_by_default(tiny_model, tokenizer):
     """oneDNN's call overhead outweighs its GEMM on small matrices: they stay plain Linear layers."""
-    large = [m for m in tiny_model.modules() if type(m) is nn.Linear and m.weight.numel() >= PACK_MIN_WEIGHTS]
+    large = [m for m in tiny_model.modules() if type(m) is nn.Linear and m.weight.numel() >= MIN_WEIGHTS[torch.float32]]
     assert 0 < len(large) < 15  # the tiny model: its head is large, its block layers are not
     engine = Engine(tiny_model, tokenizer)
     assert engine.packed_linears == len(large)
@@ -103,3 +117,62 @@ def test_a_dora_adapter_gets_the_plain_weights_back_and_its_own_answers(tiny_mod
         assert not any(isinstance(m, PackedLinear) for m in engine.model.modules())
     finally:
         engine.stop(10)
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
+def test_a_bfloat16_model_is_served_packed_with_its_own_greedy_answers(tiny_model_dir, tokenizer, lora_runs):
+    """`tuneforge serve --dtype bfloat16`: every bfloat16 Linear is packed by default (small ones too), and
+    the answers, rows joining mid-decode and a LoRA adapter's rows among them, are the model's own
+    one-at-a-time greedy answers in bfloat16."""
+    from peft import PeftModel
+
+    def fresh():
+        return _fresh(tiny_model_dir).to(torch.bfloat16)
+
+    lora = lora_runs["lora-a"] / "adapter"
+    plan = [(None, "Hello there"), ("lora", "Hello there"), (None, "What is 2 plus 2, and why is that so?"),
+            ("lora", "A much longer prompt about many different things")]
+    n = 12
+    expected = [reference(fresh() if ad is None else PeftModel.from_pretrained(fresh(), str(lora)).eval(),
+                          tokenizer, prompt, n) for ad, prompt in plan]
+    assert expected[0] != expected[1]  # the adapter changes the answer, so a mix-up would show
+    engine = Engine(fresh(), tokenizer, {"lora": lora}, max_batch=4, batch_window_s=0)
+    assert engine.packed_linears == 15  # all of them: bfloat16's bound is 0
+    assert engine.describe() == "weights bfloat16 on cpu, 15 Linear layers prepacked (oneDNN)"
+    answers = [Answer() for _ in plan]
+
+    def join_late(n_pieces: int) -> None:  # in the worker thread, between two decoding steps
+        if n_pieces == 4:
+            engine.submit([row(tokenizer, p, a, n, adapter=ad) for (ad, p), a in zip(plan[2:], answers[2:],
+                                                                                     strict=True)])
+
+    answers[0].on_delta = join_late
+    engine.start()
+    try:
+        engine.submit([row(tokenizer, p, a, n, adapter=ad) for (ad, p), a in zip(plan[:2], answers[:2], strict=True)])
+        assert [a.text for a in answers] == expected
+        assert engine.stats["joined_running"] == 2
+        assert all(m.weight.dtype == torch.bfloat16 for m in engine.model.modules() if isinstance(m, PackedLinear))
+    finally:
+        engine.stop(10)
+
+
+@pytest.mark.slow
+def test_the_bundled_model_served_in_bfloat16_picks_fp32s_token_almost_everywhere():
+    """bfloat16 keeps 8 bits of mantissa: on the real model its greedy token must stay float32's nearly
+    everywhere (on float32's own answers, so one early flip does not count for every later position)."""
+    from tuneforge.models import load_model, load_tokenizer
+
+    name = "smollm2-135m-instruct"
+    fp32, tok = load_model(name, device="cpu").eval(), load_tokenizer(name)
+    bf16 = Engine(load_model(name, device="cpu", dtype="bfloat16").eval(), tok).model  # packed as served
+    agree = total = 0
+    for ask in ("What is the capital of France?", "Give me three tips for better sleep."):
+        text = tok.apply_chat_template([{"role": "user", "content": ask}], add_generation_prompt=True, tokenize=False)
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        with torch.inference_mode():
+            seq = fp32.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
+            a, b = fp32(seq).logits.argmax(-1), bf16(seq).logits.argmax(-1)
+        agree += int((a == b).sum())
+        total += a.numel()
+    assert agree / total >= 0.9, agree / total  # measured 105 of 107 (0.98)

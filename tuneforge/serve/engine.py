@@ -6,9 +6,9 @@ arrives while others are being generated is prefilled and joins the running batc
 and a row that finishes leaves at once, its KV-cache slot reused without re-padding the others
 (``kv_cache``). Each row keeps its own sampling settings, stop sequences, token cap and deadline;
 rows of different LoRA adapters share a step. Every token's text is pushed to the row's ``emit``
-callback as soon as it is safe to send (see ``textstream``). The model's large float32 Linear layers are
-swapped in place for ones that multiply from oneDNN's prepacked weights (``packed``: a decoding step of 8
-rows 1.2x quicker).
+callback as soon as it is safe to send (see ``textstream``). The model's large float32 Linear layers (and
+all bfloat16 ones, where the CPU multiplies bfloat16 natively) are swapped in place for ones that multiply
+from oneDNN's prepacked weights (``packed``: a float32 decoding step of 8 rows 1.2x quicker).
 
 The engine also owns admission: it holds at most ``max_batch + max_waiting`` live rows (queued or being
 generated), so the HTTP layer's 429 and the engine's queue are one bound, counted in rows. A request
@@ -32,7 +32,7 @@ from tuneforge.serve.slot_attention import install as install_slot_attention
 
 log = logging.getLogger(__name__)
 BURST_WINDOWS = 4  # an idle engine waits for a burst at most this many batch windows after its first row
-PACK_MIN_WEIGHTS = 1 << 19  # smaller Linear layers stay plain: oneDNN's call overhead outweighs its GEMM
+PACK = "by dtype"  # Engine(pack_weights=): packed.MIN_WEIGHTS' bound for each layer's dtype
 
 class EngineBusy(Exception):
     """No room for the rows now (the HTTP layer answers 429)."""
@@ -50,7 +50,7 @@ class Engine:
     def __init__(
         self, model, tokenizer, adapters: dict[str, Path] | None = None, *,
         max_batch: int = 8, max_waiting: int = 32, batch_window_s: float = 0.01,
-        pack_weights: int | None = PACK_MIN_WEIGHTS,
+        pack_weights: int | str | None = PACK,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -71,19 +71,34 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # rows joining a running batch ride in its decoding step where the model's attention allows it
         self.mixed_steps = install_slot_attention(model)
-        # float32 Linear layers of at least ``pack_weights`` weights (None: none) run from oneDNN's prepacked
-        # weights (``packed``) until an adapter that reads the base weights themselves (DoRA) is loaded
+        # Linear layers of at least ``pack_weights`` weights (PACK: a bound per dtype; None: none) run from
+        # oneDNN's prepacked weights (``packed``) until an adapter that reads the base weights (DoRA) is loaded
         self.packed_linears = 0
         if pack_weights is not None:
-            from tuneforge.serve.packed import pack_linears
+            from tuneforge.serve.packed import MIN_WEIGHTS, pack_linears
 
-            self.packed_linears = pack_linears(model, pack_weights)
+            self.packed_linears = pack_linears(model, MIN_WEIGHTS if pack_weights == PACK else int(pack_weights))
         # batches: prefill forwards; steps: decoding forwards; rows: generated (taken into the batch);
         # joined_running: rows that joined while others were decoding (joined_in_step: of those, the ones whose
         # prompt rode in the running rows' decoding step, one forward for both); rows_dropped: stopped unfinished
         # because their client left; prefix_tokens_reused: prompt tokens copied from a stored prefix, not computed
         self.stats = {"batches": 0, "steps": 0, "rows": 0, "max_rows_in_batch": 0, "rows_dropped": 0,
                       "joined_running": 0, "joined_in_step": 0, "prefix_tokens_reused": 0}
+
+    def describe(self) -> str:
+        """One line for the server's start: the weights' dtype, what is packed, and a hint where bfloat16
+        would be quicker on this CPU."""
+        import torch
+
+        from tuneforge.serve.packed import native_bf16
+
+        param = next(self.model.parameters())
+        int8 = any(getattr(b, "dtype", None) == torch.int8 for b in self.model.buffers())  # tuneforge export --int8
+        dtype = "int8 (float32 activations)" if int8 else str(param.dtype).removeprefix("torch.")
+        line = f"weights {dtype} on {param.device.type}, {self.packed_linears} Linear layers prepacked (oneDNN)"
+        if not int8 and param.dtype == torch.float32 and param.device.type == "cpu" and native_bf16():
+            line += "; this CPU multiplies bfloat16 natively: --dtype bfloat16 serves batches quicker"
+        return line
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()

@@ -50,6 +50,9 @@ def load_base(model: ModelConfig):
 
     tokenizer = load_tokenizer(model.name, model.trust_remote_code)
     if is_int8_folder(model.name):
+        if model.dtype not in ("auto", "float32"):
+            raise UserError(f"{model.name}: an int8 export is served in its own format (int8 weights, float32 "
+                            f"activations); drop --dtype {model.dtype} or serve the float32 model")
         return load_int8_model(model.name), tokenizer
     return load_model(model.model_copy(update={"adapter": None})), tokenizer
 
