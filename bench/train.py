@@ -107,11 +107,14 @@ def flop_counts(n_marks: int, counts: list[int], shapes: list[tuple[int, int]]) 
 # ------------------------------------------------------------------------------------------------ TRL
 
 
-def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing: bool, tuned: bool = False) -> dict[str, Any]:
+def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing: bool, tuned: bool = False,
+               bf16: str | None = None) -> dict[str, Any]:
     """Train with TRL's SFTTrainer (its defaults, our shared hyperparameters); time the training steps.
 
     TRL's defaults include bf16 autocast (``bf16=True`` unless fp16) and gradient checkpointing;
-    ``tuned`` turns both off (fp32, no recomputation), which is what suits a CPU.
+    ``tuned`` turns both off (fp32, no recomputation), which is what suits a CPU without native bfloat16.
+    With ``tuned``, ``bf16="autocast"`` keeps its bf16 autocast and ``bf16="weights"`` also loads the model
+    in bfloat16 (PEFT keeps the adapters float32): its settings for a CPU with AVX512-BF16 or AMX.
     """
     import torch
     from datasets import Dataset
@@ -123,7 +126,7 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
 
     folder = str(resolve_model(MODEL))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16 if bf16 == "weights" else torch.float32)
     rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in read_jsonl(Path(train_file))]
     s = SETTINGS
     out = tempfile.mkdtemp(prefix="trl-bench-")
@@ -133,7 +136,7 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
         max_grad_norm=s["max_grad_norm"], weight_decay=0.0, max_length=s["max_length"], packing=packing,
         logging_steps=10_000, save_strategy="no", eval_strategy="no", report_to="none", seed=s["seed"],
         use_cpu=True, dataloader_num_workers=0, completion_only_loss=True,  # its default for this data, made explicit
-        **({"bf16": False, "gradient_checkpointing": False} if tuned else {}),
+        **({"bf16": bf16 is not None, "gradient_checkpointing": False} if tuned else {}),
     )
     lc = s["lora"]
     peft_config = None if method == "full" else LoraConfig(
@@ -180,7 +183,10 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
 
 
 def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, packing: bool,
-                     tuned: bool = False, checkpointing: bool = False) -> dict[str, Any]:
+                     tuned: bool = False, checkpointing: bool = False, bf16: str | None = None) -> dict[str, Any]:
+    """Train with tuneforge (its defaults, the shared hyperparameters); time the training steps.
+    ``bf16="autocast"``: ``train.mixed_precision: bf16``; ``bf16="weights"``: ``model.dtype: bfloat16`` (the
+    frozen base in bfloat16, the LoRA adapters float32)."""
     from tuneforge.config import load_recipe
     from tuneforge.models import load_tokenizer
     from tuneforge.runs import create_run
@@ -198,6 +204,8 @@ def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, pa
         "train.eval_at_start": False, "train.save_every": 10**6, "train.log_every": 10**6,
         "train.lora.r": lc["r"], "train.lora.alpha": lc["alpha"], "train.lora.dropout": lc["dropout"],
         "train.lora.target_modules": lc["target_modules"], "train.gradient_checkpointing": checkpointing,
+        "train.mixed_precision": "bf16" if bf16 == "autocast" else "auto",
+        "model.dtype": "bfloat16" if bf16 == "weights" else "auto",
     }
     recipe = load_recipe(None, overrides)
     run = create_run(recipe, "bench-train", inputs=[train_file])
@@ -370,14 +378,22 @@ def main(argv: list[str] | None = None) -> None:
                    help="tuneforge LoRA vs TRL fp32, no checkpointing, packing=True, alternated and repeated "
                         "(bench/train_vs_best.py)")
     p.add_argument("--repeats", type=int, default=3, help="pairs of runs for --vs-best")
+    p.add_argument("--bf16", action="store_true",
+                   help="with --vs-best, on a CPU with AVX512-BF16 or AMX: also tuneforge and TRL with the base "
+                        "model's weights in bfloat16 (LoRA adapters float32), in the same alternation")
     p.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.vs_best:
         from bench import train_vs_best
 
+        if a.bf16:
+            from tuneforge.models import native_bf16
+
+            if not native_bf16():
+                p.error("--bf16: this CPU has neither AVX512-BF16 nor AMX (bfloat16 would be emulated, slower)")
         train_vs_best.run("full" if a.full else "small", SIZES, SETTINGS, a.repeats, write=not a.no_write,
-                          threads=a.threads)
+                          threads=a.threads, bf16=a.bf16)
         return
     run("full" if a.full else "small", a.only, write=not a.no_write, threads=a.threads,
         parallel=a.parallel, vs_tuned=a.vs_tuned)

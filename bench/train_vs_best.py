@@ -13,7 +13,10 @@ share of the machine's fp32 ``torch.mm`` rate, measured in this process at the s
 the run with the contenders' torch thread count (formula and what each contender computes:
 ``bench/train_flops.py``), and the share tuneforge would need for 2x TRL's tokens/s.
 
-Run it as ``python -m bench.train --full --vs-best`` (``--repeats`` to change the count).
+Run it as ``python -m bench.train --full --vs-best`` (``--repeats`` to change the count). With ``--bf16`` (a
+CPU with AVX512-BF16 or AMX) two more contenders join the alternation: tuneforge and TRL with the base model's
+weights in bfloat16 (``model.dtype: bfloat16``; TRL: the model loaded in bfloat16, ``bf16=True``), the LoRA
+adapters float32 in both; their ratios are reported against TRL fp32 (the issue's figure) and TRL bf16.
 """
 
 from __future__ import annotations
@@ -28,23 +31,29 @@ from bench.data import write_splits
 
 TRL_BEST = "TRL SFTTrainer fp32, no checkpointing, packing=True"
 TUNEFORGE = "tuneforge (defaults: packing)"
+TRL_BF16 = "TRL SFTTrainer bf16 weights, no checkpointing, packing=True"
+TUNEFORGE_BF16 = "tuneforge bf16 weights (model.dtype: bfloat16)"
 # label -> (worker, keyword arguments besides the data files and the size)
 CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
     TRL_BEST: ("bench.train:trl_worker", {"method": "lora", "packing": True, "tuned": True}),
     TUNEFORGE: ("bench.train:tuneforge_worker", {"method": "lora", "packing": True}),
+    TRL_BF16: ("bench.train:trl_worker", {"method": "lora", "packing": True, "tuned": True, "bf16": "weights"}),
+    TUNEFORGE_BF16: ("bench.train:tuneforge_worker", {"method": "lora", "packing": True, "bf16": "weights"}),
 }
+# (tuneforge, TRL) pairs whose ratios are reported; the first is the issue's figure
+PAIRS = [(TUNEFORGE, TRL_BEST), (TUNEFORGE_BF16, TRL_BEST), (TUNEFORGE_BF16, TRL_BF16)]
 
 
 MM_SIZE = 2048  # the matmul whose rate is "the machine's": 17 GFLOP, large enough for the BLAS's best blocking
 
 
-def schedule(repeats: int) -> list[tuple[int, str]]:
-    """(repeat, contender) in run order: pairs whose order flips every repeat (A B, B A, A B, ...).
+def schedule(repeats: int, bf16: bool = False) -> list[tuple[int, str]]:
+    """(repeat, contender) in run order: rounds whose order flips every repeat (A B, B A, A B, ...).
 
     Flipping cancels a steady drift of the load (rising or falling) out of the median ratio, which a
     fixed order would fold into it.
     """
-    pair = [TRL_BEST, TUNEFORGE]
+    pair = [TRL_BEST, TUNEFORGE, *((TRL_BF16, TUNEFORGE_BF16) if bf16 else ())]
     return [(r, label) for r in range(repeats) for label in (pair if r % 2 == 0 else pair[::-1])]
 
 
@@ -55,11 +64,12 @@ def median_spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def pair_ratios(runs: dict[tuple[int, str], dict[str, Any]]) -> list[dict[str, float]]:
+def pair_ratios(runs: dict[tuple[int, str], dict[str, Any]], tuneforge: str = TUNEFORGE,
+                trl_label: str = TRL_BEST) -> list[dict[str, float]]:
     """Per repeat with both runs: tuneforge / TRL for throughput and RSS, val-loss difference in %."""
     out = []
     for r in sorted({rep for rep, _ in runs}):
-        tf, trl = runs.get((r, TUNEFORGE)), runs.get((r, TRL_BEST))
+        tf, trl = runs.get((r, tuneforge)), runs.get((r, trl_label))
         if tf is None or trl is None:
             continue
         out.append({
@@ -81,7 +91,7 @@ def summary_rows(ratios: list[dict[str, float]]) -> list[dict[str, Any]]:
 
 
 def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = True,
-        threads: int | None = None) -> common.Report:
+        threads: int | None = None, bf16: bool = False) -> common.Report:
     import torch
 
     cfg = sizes[size]
@@ -92,14 +102,15 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
         env["OMP_NUM_THREADS"] = str(threads)
     report = common.Report(
         name="train-vs-best", size=size,
-        command="python -m bench.train --vs-best" + (" --full" if size == "full" else "") + f" --repeats {repeats}",
+        command="python -m bench.train --vs-best" + (" --full" if size == "full" else "") + f" --repeats {repeats}"
+        + (" --bf16" if bf16 else ""),
         title="Training: tuneforge LoRA vs TRL SFTTrainer in its best CPU configuration (alternated, repeated)")
     load_before = common.load_average()
     mm_before = common.matmul_rates(n=MM_SIZE)
     runs: dict[tuple[int, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="tf-bench-data-") as tmp:
         train_file, val_file = write_splits(Path(tmp), cfg["n_train"], cfg["n_val"])
-        for rep, label in schedule(repeats):
+        for rep, label in schedule(repeats, bf16):
             worker, extra = CONTENDERS[label]
             print(f"\n=== repeat {rep + 1}/{repeats}: {label} ===", flush=True)
             kwargs = {"train_file": str(train_file), "val_file": str(val_file), "steps": cfg["steps"], **extra}
@@ -110,14 +121,14 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
                 report.setup.append(f"repeat {rep + 1}, {label}: failed (see the run's output)")
     load_after = common.load_average()
     mm_after = common.matmul_rates(n=MM_SIZE)
-    build_report(report, runs, cfg, settings, repeats, load_before, load_after)
-    add_ceiling(report, runs, settings, repeats, mm_before, mm_after, torch.get_num_threads())
+    build_report(report, runs, cfg, settings, repeats, load_before, load_after, bf16)
+    add_ceiling(report, runs, settings, repeats, mm_before, mm_after, torch.get_num_threads(), bf16)
     common.finish(report, write=write)
     return report
 
 
 def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, Any]], cfg: dict, settings: dict,
-                 repeats: int, load_before, load_after) -> None:
+                 repeats: int, load_before, load_after, bf16: bool = False) -> None:
     """Setup lines, the per-run table, the ratio summary and the targets, from whatever runs completed."""
     ratios = pair_ratios(runs)
     report.setup += [
@@ -132,29 +143,46 @@ def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, An
         "timed = steps 2..S; tokens = non-padding tokens; val loss = the shared evaluator of bench/train.py on "
         "each trained model in place",
     ]
+    if bf16:
+        report.setup.append(
+            "bf16 weights (--bf16, a CPU with AVX512-BF16 or AMX): the same runs with the base model loaded in "
+            "bfloat16 (tuneforge `model.dtype: bfloat16`; TRL: `from_pretrained(dtype=bfloat16)` and `bf16=True`), "
+            "PEFT's LoRA adapters float32 in both; in the same alternation as the fp32 pair")
+    order = schedule(repeats, bf16)
     per_run = [{"repeat": rep + 1, "contender": label, "timed tokens": r["tokens"], "wall s": r["seconds"],
                 "tokens/s": r["tokens_per_s"], "tokens/CPU-s": r["tokens_per_cpu_s"],
                 "peak RSS MB": r["peak_rss_mb"], "val loss": r["val_loss"]}
-               for (rep, label), r in sorted(runs.items(), key=lambda kv: schedule(repeats).index(kv[0]))]
+               for (rep, label), r in sorted(runs.items(), key=lambda kv: order.index(kv[0]))]
     report.tables.append(common.table(per_run, ["repeat", "contender", "timed tokens", "wall s", "tokens/s",
                                                 "tokens/CPU-s", "peak RSS MB", "val loss"]))
-    if ratios:
-        summary = summary_rows(ratios)
-        report.tables.append(common.table(summary, ["ratio (tuneforge / TRL)", "median", "min", "max"]))
-        med = {row["ratio (tuneforge / TRL)"]: row["median"] for row in summary}
-        report.targets = [
-            common.target_line("LoRA tokens/s vs TRL best CPU config (wall, median)", med["tokens/s x TRL"], 2.0, unit="x"),
-            common.target_line("LoRA tokens/CPU-s vs TRL best CPU config (median)", med["tokens/CPU-s x TRL"], 2.0,
+    summary = []
+    for tf, trl in PAIRS if bf16 else PAIRS[:1]:
+        pair = pair_ratios(runs, tf, trl)
+        if pair:
+            summary += [{"tuneforge": tf, "TRL": trl, **row} for row in summary_rows(pair)]
+    if summary:
+        report.tables.append(common.table(summary, ["tuneforge", "TRL", "ratio (tuneforge / TRL)", "median", "min",
+                                                    "max"]))
+    for tf, trl in PAIRS if bf16 else PAIRS[:1]:
+        med = {row["ratio (tuneforge / TRL)"]: row["median"] for row in summary if (row["tuneforge"], row["TRL"]) == (tf, trl)}
+        if not med:
+            continue
+        who = "" if (tf, trl) == PAIRS[0] else f" [{tf} vs {trl}]"
+        report.targets += [
+            common.target_line(f"LoRA tokens/s vs TRL best CPU config (wall, median){who}", med["tokens/s x TRL"], 2.0,
                                unit="x"),
-            common.target_line("peak RSS vs TRL best CPU config (median)", med["RSS x TRL"], 0.7,
+            common.target_line(f"LoRA tokens/CPU-s vs TRL best CPU config (median){who}", med["tokens/CPU-s x TRL"], 2.0,
+                               unit="x"),
+            common.target_line(f"peak RSS vs TRL best CPU config (median){who}", med["RSS x TRL"], 0.7,
                                higher_is_better=False, unit="x"),
-            common.target_line("|val loss difference| vs TRL (median)", abs(med["val loss diff %"]), 2.0,
+            common.target_line(f"|val loss difference| vs TRL (median){who}", abs(med["val loss diff %"]), 2.0,
                                higher_is_better=False, unit="%"),
         ]
 
 
 def add_ceiling(report: common.Report, runs: dict[tuple[int, str], dict[str, Any]], settings: dict, repeats: int,
-                mm_before: tuple[float, float], mm_after: tuple[float, float], n_threads: int) -> None:
+                mm_before: tuple[float, float], mm_after: tuple[float, float], n_threads: int,
+                bf16: bool = False) -> None:
     """Per run: FLOPs per token, achieved GFLOP/s, share of the matmul rate; and what 2x would need."""
     if not runs:
         return
@@ -163,7 +191,7 @@ def add_ceiling(report: common.Report, runs: dict[tuple[int, str], dict[str, Any
     cfg = train_flops.model_config(MODEL)
     rate, cpu_rate = max(mm_before[0], mm_after[0]), max(mm_before[1], mm_after[1])
     rows, flops = [], {}
-    for (rep, label), r in sorted(runs.items(), key=lambda kv: schedule(repeats).index(kv[0])):
+    for (rep, label), r in sorted(runs.items(), key=lambda kv: schedule(repeats, bf16).index(kv[0])):
         terms = train_flops.per_token(cfg, settings["lora"]["r"], r)  # both: LM head on loss positions
         flops[(rep, label)] = sum(terms.values())
         rows.append({"repeat": rep + 1, **train_flops.utilisation_row(label, terms, r, rate, cpu_rate)})

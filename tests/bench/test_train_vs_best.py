@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bench.train_vs_best import TRL_BEST, TUNEFORGE, median_spread, pair_ratios, schedule, summary_rows
+from bench.train_vs_best import (
+    TRL_BEST,
+    TRL_BF16,
+    TUNEFORGE,
+    TUNEFORGE_BF16,
+    median_spread,
+    pair_ratios,
+    schedule,
+    summary_rows,
+)
 
 
 def test_schedule_flips_the_order_every_repeat():
@@ -37,3 +46,13 @@ def test_ratios_pair_runs_of_the_same_repeat_and_skip_incomplete_ones():
     assert summary["tokens/s x TRL"]["median"] == pytest.approx(2.0)
     assert summary["tokens/s x TRL"]["min"] == pytest.approx(1.5)
     assert summary["val loss diff %"]["max"] == pytest.approx(1.0)
+
+
+def test_bf16_contenders_join_the_alternation_and_pair_with_either_trl():
+    assert schedule(2, bf16=True) == [(0, TRL_BEST), (0, TUNEFORGE), (0, TRL_BF16), (0, TUNEFORGE_BF16),
+                                      (1, TUNEFORGE_BF16), (1, TRL_BF16), (1, TUNEFORGE), (1, TRL_BEST)]
+    runs = {(0, TRL_BEST): _run(100, 50, 2000, 4.0), (0, TRL_BF16): _run(125, 60, 1500, 4.0),
+            (0, TUNEFORGE_BF16): _run(250, 100, 1200, 4.04)}
+    assert pair_ratios(runs) == []  # the fp32 tuneforge run is missing
+    assert pair_ratios(runs, TUNEFORGE_BF16, TRL_BEST)[0]["tokens/s x TRL"] == pytest.approx(2.5)
+    assert pair_ratios(runs, TUNEFORGE_BF16, TRL_BF16)[0]["RSS x TRL"] == pytest.approx(0.8)

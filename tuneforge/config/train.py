@@ -85,7 +85,9 @@ class TrainConfig(Section):
     load_best_at_end: bool = Field(True, description="Export the weights with the lowest validation loss, not the last.")
     log_every: int = Field(10, ge=1, description="Write the training loss to metrics.jsonl every N steps.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on capable GPUs, none on CPU.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on capable GPUs, none on CPU. bf16 on a CPU with AVX512-BF16 or AMX: "
+        "autocast, float32 weights and optimizer, about 1.5x the float32 steps (BENCHMARKS.md).")
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after N validations without improvement.")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice, one per core).")
     memory_limit_gb: float | None = Field(

@@ -162,6 +162,17 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise UserError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
 
 
+def native_bf16() -> bool:
+    """The CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): oneDNN's bfloat16 GEMMs are 1.5-3x its
+    float32 ones there (a Zen 4 core, 8-64 rows x SmolLM2's shapes). Elsewhere oneDNN emulates bfloat16,
+    slower than float32."""
+    import torch
+
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     import torch
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tuneforge.models.load import native_bf16
+
 # the smallest Linear layer packed, in weights, by dtype (the module docstring says why they differ)
 MIN_WEIGHTS: dict[torch.dtype, int] = {torch.float32: 1 << 19, torch.bfloat16: 0}
 
@@ -42,14 +44,6 @@ MIN_WEIGHTS: dict[torch.dtype, int] = {torch.float32: 1 << 19, torch.bfloat16: 0
 def available() -> bool:
     """oneDNN is compiled into this PyTorch (it is in the x86/ARM CPU wheels)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def native_bf16() -> bool:
-    """The CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): oneDNN's bfloat16 GEMMs beat float32's
-    there. Elsewhere oneDNN emulates them, slower than float32, and bfloat16 layers stay as they are."""
-    cpu = torch.cpu
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 class PackedLinear(nn.Linear):

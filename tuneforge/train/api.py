@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 def resolve_mixed_precision(setting: str, device: torch.device) -> str:
     if setting != "auto":
         return setting
-    # CPUs gain little from bf16 autocast in eager mode (and lose precision); GPUs gain a lot.
+    # GPUs gain a lot from bf16 autocast. On a CPU, auto stays float32 (the same numbers on every machine):
+    # bf16 is asked for by name, where the CPU multiplies it natively (models.native_bf16).
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
@@ -55,12 +56,13 @@ def resolve_mixed_precision(setting: str, device: torch.device) -> str:
 def make_accelerator(recipe: Recipe):
     from accelerate import Accelerator
 
-    from tuneforge.models import resolve_device
+    from tuneforge.models import native_bf16, resolve_device
 
     device = resolve_device(recipe.model.device)
     mp = resolve_mixed_precision(recipe.train.mixed_precision, device)
-    if mp != "no" and device.type != "cuda":
-        raise UserError(f"train.mixed_precision={mp} needs a GPU; use auto or no on {device.type}")
+    if mp != "no" and device.type != "cuda" and not (mp == "bf16" and device.type == "cpu" and native_bf16()):
+        cpu = " or a CPU with AVX512-BF16 or AMX (this one has neither)" if mp == "bf16" and device.type == "cpu" else ""
+        raise UserError(f"train.mixed_precision={mp} needs a GPU{cpu}; use auto or no on {device.type}")
     return Accelerator(cpu=device.type == "cpu", mixed_precision=mp)
 
 
@@ -165,7 +167,11 @@ def _estimator(model, cfg: TrainConfig, data: LoopData, accelerator, n_steps: in
     """
     shapes = ModelShapes.of(model)
     chunked = chunkable(model, cfg.prompt_learning)[0] is not None
-    act_bytes = 2 if accelerator.mixed_precision in ("bf16", "fp16") else 4
+    # activations are half precision under autocast, or when the model's weights are (model.dtype bfloat16:
+    # a LoRA run's frozen base and everything computed from it; its adapters stay float32)
+    half = accelerator.mixed_precision in ("bf16", "fp16") or next(model.parameters()).dtype in (
+        torch.bfloat16, torch.float16)
+    act_bytes = 2 if half else 4
     lengths = data.row_lengths
     targets = [sum(data.train[i].n_target for i in row) for row in data.train_rows]
     world = accelerator.num_processes
