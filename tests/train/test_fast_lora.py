@@ -117,3 +117,39 @@ def test_lora_method_uses_fused_layers_and_dora_keeps_peft(tiny_model):
 def test_saved_adapter_state_is_unchanged_by_the_switch(bias):
     peft, fast = _pair(lora_bias=bias)
     assert peft.state_dict().keys() == fast.state_dict().keys()
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_a_half_precision_base_with_float32_adapters_matches_peft_outputs_and_gradients(half):
+    """model.dtype: bfloat16 (the frozen base halved, PEFT's adapters float32): PEFT's sum, rounded once; every
+    result as close to PEFT's as the half dtype allows, and no further from the float32 model's than PEFT's."""
+    peft, fast = _pair()
+    exact = copy.deepcopy(peft)  # all float32
+    for m in (peft, fast):
+        for layer in (m.base_model.model.up, m.base_model.model.down):
+            layer.base_layer.to(half)
+    assert fast.base_model.model.up.lora_A["default"].weight.dtype == torch.float32
+    x = torch.randn(3, 7, 12).to(half)
+    inner = FastLoraLinear._fast_adapter
+    picked = []
+    FastLoraLinear._fast_adapter = lambda self, *a: picked.append(inner(self, *a)) or picked[-1]
+    try:
+        out_p, gx_p, g_p = _grads(peft, x)
+        out_f, gx_f, g_f = _grads(fast, x)
+    finally:
+        FastLoraLinear._fast_adapter = inner
+    out_e, _, g_e = _grads(exact, x.float())
+    assert picked == ["default", "default"]  # both layers took the fused path
+    assert out_f.dtype == gx_f.dtype == half
+
+    def close(got, want, ref):  # within 1% of the tensor's largest value: a few roundings to the half dtype
+        torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=1e-2 * float(ref.abs().max()))
+
+    close(out_f, out_p, out_e)
+    close(gx_f, gx_p, gx_p)
+    assert g_f.keys() == g_p.keys() and len(g_f) == 4
+    for n in g_p:
+        assert g_f[n].dtype == torch.float32
+        close(g_f[n], g_p[n], g_e[n])
+        err_fast, err_peft = (g_f[n] - g_e[n]).abs().max(), (g_p[n] - g_e[n]).abs().max()
+        assert err_fast <= 2 * err_peft + 1e-3 * g_e[n].abs().max(), n

@@ -11,6 +11,11 @@ synchronisation of the thread pool. Here the scaling and the adds ride on the ma
 - backward: ``gh = s g B``, ``grad_B = s g^T h``, ``grad_A = gh^T x``, ``grad_x = addmm(g W, gh, A)``
   (the multiplies by ``s`` are on ``[tokens x r]`` and ``[out x r]``, r = 16).
 
+A frozen base in bfloat16 or float16 (``model.dtype: bfloat16``) with float32 adapters (PEFT's default) takes
+``_LoraLinearMixedFn``: the base product in the base's dtype, the adapter's in float32 from the input cast
+up, their sum rounded once to the base's dtype, as PEFT computes it (without PEFT's float32 copy of the
+input kept for backward, nor its scaling and add passes).
+
 The maths is PEFT's (the same result to float rounding; a test compares outputs and every gradient).
 ``FastLoraLinear.forward`` falls back to PEFT's own forward for anything else: dropout, DoRA and other
 variants, several or disabled adapters, merged weights, autocast, a base layer that is not a plain
@@ -51,6 +56,39 @@ class _LoraLinearFn(torch.autograd.Function):
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None
 
 
+class _LoraLinearMixedFn(torch.autograd.Function):
+    """``x``, ``weight``, ``bias`` in a half dtype, ``a`` and ``b`` float32: PEFT's ``(base(x) + s B A x.float())``
+    rounded to the half dtype; the adapters' gradients float32."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, a, b, scaling: float):
+        x2 = x.reshape(-1, x.shape[-1])
+        y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+        h = x2.float() @ a.t()
+        out = torch.addmm(y.float(), h, b.t(), alpha=scaling).to(x.dtype)
+        ctx.save_for_backward(x2, h, weight, a, b)
+        ctx.scaling, ctx.in_shape = scaling, x.shape
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x2, h, weight, a, b = ctx.saved_tensors
+        s = ctx.scaling
+        g = grad_y.reshape(-1, grad_y.shape[-1])
+        need_x, need_w, need_bias, need_a, need_b, _ = ctx.needs_input_grad
+        gf = g.float() if (need_x or need_a or need_b) else None
+        gh = (gf @ b).mul_(s) if (need_x or need_a) else None
+        grad_x = (g @ weight).float().addmm_(gh, a).to(x2.dtype).view(ctx.in_shape) if need_x else None
+        grad_w = g.t() @ x2 if need_w else None
+        grad_bias = g.sum(0) if need_bias else None
+        grad_a = gh.t() @ x2.float() if need_a else None
+        grad_b = (gf.t() @ h).mul_(s) if need_b else None
+        return grad_x, grad_w, grad_bias, grad_a, grad_b, None
+
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
 class FastLoraLinear(PeftLoraLinear):
     """PEFT's LoRA ``Linear`` with the fused forward/backward above where it applies (see module doc)."""
 
@@ -67,7 +105,11 @@ class FastLoraLinear(PeftLoraLinear):
             return None
         if not isinstance(self.lora_dropout[name], torch.nn.Identity) or lora_b.bias is not None:
             return None
-        if torch.is_autocast_enabled(x.device.type) or not (x.dtype == base.weight.dtype == lora_a.weight.dtype):
+        if torch.is_autocast_enabled(x.device.type) or x.dtype != base.weight.dtype:
+            return None
+        same = lora_a.weight.dtype == lora_b.weight.dtype == x.dtype
+        mixed = x.dtype in _HALF and lora_a.weight.dtype == lora_b.weight.dtype == torch.float32
+        if not (same or mixed) or getattr(self, "cast_input_dtype_enabled", True) is False:
             return None
         return name
 
@@ -75,9 +117,9 @@ class FastLoraLinear(PeftLoraLinear):
         name = self._fast_adapter(x, args, kwargs)
         if name is None:
             return super().forward(x, *args, **kwargs)
-        base = self.base_layer
-        return _LoraLinearFn.apply(x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                                   float(self.scaling[name]))
+        base, a = self.base_layer, self.lora_A[name].weight
+        fn = _LoraLinearFn if a.dtype == x.dtype else _LoraLinearMixedFn
+        return fn.apply(x, base.weight, base.bias, a, self.lora_B[name].weight, float(self.scaling[name]))
 
 
 def use_fast_lora(model: torch.nn.Module) -> int:
