@@ -168,12 +168,13 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
 
     trainer.add_callback(Clock())
     trainer.train()
+    train_rss = common.peak_rss_mb()  # before the shared evaluator below
     # The dataloader may fetch one batch ahead: the first `steps` collated batches are the trained ones.
     timing = steady_state(marks, counts[:steps])
     timing.update(flop_counts(len(marks), counts, shapes))
     val = validation_loss(trainer.model, tokenizer, Path(val_file), s["max_length"])
     shutil.rmtree(out, ignore_errors=True)
-    return {**timing, "val_loss": val,
+    return {**timing, "val_loss": val, "train_peak_rss_mb": train_rss,
             "params": sum(p.numel() for p in model.parameters()) if method == "full"
             else sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" not in n),
             "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": bool(args.bf16)}
@@ -230,12 +231,13 @@ def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, pa
     result = train(recipe, run, Path(train_file), None, tokenizer=tokenizer,
                    on_step=lambda step, loss: marks.append((time.perf_counter(), time.process_time())))
     loop.collate = inner
+    train_rss = common.peak_rss_mb()  # before the shared evaluator below
     timing = steady_state(marks, counts)
     timing.update(flop_counts(len(marks), counts, shapes))
     # The trained model in place, as for TRL (reloading it would put a second copy in this process's peak RSS).
     val = validation_loss(result.model, tokenizer, Path(val_file), s["max_length"])
     shutil.rmtree(out, ignore_errors=True)
-    return {**timing, "val_loss": val, "params": result.total_params - (result.trainable_params if method != "full" else 0),
+    return {**timing, "val_loss": val, "train_peak_rss_mb": train_rss, "params": result.total_params - (result.trainable_params if method != "full" else 0),
             "tuneforge_tokens_per_s": result.tokens_per_s,
             "gradient_checkpointing": recipe.train.gradient_checkpointing}
 

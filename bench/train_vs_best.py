@@ -77,6 +77,9 @@ def pair_ratios(runs: dict[tuple[int, str], dict[str, Any]], tuneforge: str = TU
             "tokens/s x TRL": tf["tokens_per_s"] / trl["tokens_per_s"],
             "tokens/CPU-s x TRL": tf["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"],
             "RSS x TRL": tf["peak_rss_mb"] / trl["peak_rss_mb"],
+            # the peak when training ended, before the shared evaluator ran (absent from older runs)
+            **({"training RSS x TRL": tf["train_peak_rss_mb"] / trl["train_peak_rss_mb"]}
+               if "train_peak_rss_mb" in tf and "train_peak_rss_mb" in trl else {}),
             "val loss diff %": 100 * (tf["val_loss"] - trl["val_loss"]) / trl["val_loss"],
         })
     return out
@@ -84,7 +87,9 @@ def pair_ratios(runs: dict[tuple[int, str], dict[str, Any]], tuneforge: str = TU
 
 def summary_rows(ratios: list[dict[str, float]]) -> list[dict[str, Any]]:
     rows = []
-    for key in ("tokens/s x TRL", "tokens/CPU-s x TRL", "RSS x TRL", "val loss diff %"):
+    for key in ("tokens/s x TRL", "tokens/CPU-s x TRL", "RSS x TRL", "training RSS x TRL", "val loss diff %"):
+        if any(key not in p for p in ratios):
+            continue
         s = median_spread([p[key] for p in ratios])
         rows.append({"ratio (tuneforge / TRL)": key, "median": s["median"], "min": s["min"], "max": s["max"]})
     return rows
@@ -141,7 +146,8 @@ def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, An
         "dropout 0 all-linear, lr 2e-4 cosine, 3% warmup, clip 1.0, fp32, no gradient checkpointing, loss on the "
         "answer tokens only (TRL: prompt/completion data, completion_only_loss=True, packing=True)",
         "timed = steps 2..S; tokens = non-padding tokens; val loss = the shared evaluator of bench/train.py on "
-        "each trained model in place",
+        "each trained model in place; peak RSS = the worker process's whole peak, that evaluator included (the "
+        "issue's figure); peak RSS, training = the same read when training returned, before the evaluator",
     ]
     if bf16:
         report.setup.append(
@@ -151,10 +157,12 @@ def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, An
     order = schedule(repeats, bf16)
     per_run = [{"repeat": rep + 1, "contender": label, "timed tokens": r["tokens"], "wall s": r["seconds"],
                 "tokens/s": r["tokens_per_s"], "tokens/CPU-s": r["tokens_per_cpu_s"],
-                "peak RSS MB": r["peak_rss_mb"], "val loss": r["val_loss"]}
+                "peak RSS MB": r["peak_rss_mb"], "peak RSS MB, training": r.get("train_peak_rss_mb"),
+                "val loss": r["val_loss"]}
                for (rep, label), r in sorted(runs.items(), key=lambda kv: order.index(kv[0]))]
     report.tables.append(common.table(per_run, ["repeat", "contender", "timed tokens", "wall s", "tokens/s",
-                                                "tokens/CPU-s", "peak RSS MB", "val loss"]))
+                                                "tokens/CPU-s", "peak RSS MB", "peak RSS MB, training",
+                                                "val loss"]))
     summary = []
     for tf, trl in PAIRS if bf16 else PAIRS[:1]:
         pair = pair_ratios(runs, tf, trl)

@@ -34,9 +34,12 @@ def test_bf16_autocast_on_a_cpu_is_taken_where_it_multiplies_bf16_natively_and_r
 
     recipe = load_recipe(None, {"model.device": "cpu", "train.mixed_precision": "bf16"})
     monkeypatch.setattr(models, "native_bf16", lambda: True)
+    # accelerate keeps one process-wide state, set by the first Accelerator of the process: start afresh, and
+    # leave it fresh for the other tests' (float32) accelerators
+    AcceleratorState._reset_state(True)
     try:
         assert make_accelerator(recipe).mixed_precision == "bf16"
-    finally:  # accelerate keeps one process-wide state: the other tests' accelerators train in float32
+    finally:
         AcceleratorState._reset_state(True)
     monkeypatch.setattr(models, "native_bf16", lambda: False)
     with pytest.raises(UserError, match="bf16 needs a GPU or a CPU with AVX512-BF16 or AMX"):
