@@ -205,9 +205,8 @@ def bandwidth_gbs(mb: int = 512, repeats: int = 5) -> dict[str, float]:
 
 def contenders(int8: Path, llama: Path | None) -> list[tuple[str, Any, str, float | None]]:
     """(name, command builder, readiness path, weights MB read per decoding step) of each contender."""
-    from tuneforge.models import bundled_gguf_path
+    from tuneforge.models import bundled_gguf_path, native_bf16
     from tuneforge.models.load import resolve_model
-    from tuneforge.serve.packed import native_bf16
 
     fp32 = Path(resolve_model(MODEL))
     out = [(f"tuneforge fp32 (continuous batching, {max(LEVELS)} rows)", lambda p: tuneforge_cmd(MODEL, p),
@@ -237,7 +236,7 @@ def run(size: str, write: bool = True, llama: Path | None = None) -> common.Repo
     bw = bandwidth_gbs()
     per_mb: dict[str, float | None] = {}
     servers: dict[str, tuple] = {}
-    from tuneforge.serve.packed import native_bf16
+    from tuneforge.models import native_bf16
 
     if not native_bf16():
         report.setup.append("tuneforge bf16: **not measured** (this CPU has no native bfloat16 multiply: "

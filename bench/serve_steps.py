@@ -113,7 +113,7 @@ def run(write: bool = True) -> common.Report:
     import torch
 
     from bench.serve import int8_folder
-    from tuneforge.serve.packed import native_bf16
+    from tuneforge.models import native_bf16
 
     torch.set_num_threads(1)  # as bench.serve runs its servers (--threads 1)
     report = common.Report(name="serve-steps", title="Serving: what batching can gain at most (engine CPU time)",

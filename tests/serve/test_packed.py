@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from tests.serve.test_continuous import Answer, reference, row
+from tuneforge.models import native_bf16
 from tuneforge.serve.engine import Engine
-from tuneforge.serve.packed import MIN_WEIGHTS, PackedLinear, available, native_bf16, pack_linears
+from tuneforge.serve.packed import MIN_WEIGHTS, PackedLinear, available, pack_linears
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch has no oneDNN")
 

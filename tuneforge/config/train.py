@@ -87,7 +87,8 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on capable GPUs, none on CPU. bf16 on a CPU with AVX512-BF16 or AMX: "
-        "autocast, float32 weights and optimizer, about 1.5x the float32 steps (BENCHMARKS.md).")
+        "autocast over float32 weights and optimizer (a LoRA step 1.17x float32's on a Zen 4 core; for LoRA, "
+        "model.dtype: bfloat16 is quicker and smaller, BENCHMARKS.md).")
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after N validations without improvement.")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice, one per core).")
     memory_limit_gb: float | None = Field(

@@ -90,7 +90,7 @@ class Engine:
         would be quicker on this CPU."""
         import torch
 
-        from tuneforge.serve.packed import native_bf16
+        from tuneforge.models import native_bf16
 
         param = next(self.model.parameters())
         int8 = any(getattr(b, "dtype", None) == torch.int8 for b in self.model.buffers())  # tuneforge export --int8
