@@ -110,21 +110,14 @@ def test_int8_logits_stay_within_three_percent_of_the_dequantised_weights(int8_d
 def test_the_bundled_models_int8_export_picks_fp32s_token_almost_everywhere(tmp_path):
     # On the real model, not the random tiny one: quantizing activations per tensor (the dynamic int8 Linear)
     # agreed with float32's top-1 token on 43% of positions, because of SmolLM2's outlier channels.
+    from tests.agreement import top1_agreement
     from tuneforge.models import load_model, load_tokenizer
 
     name = "smollm2-135m-instruct"
     model, tok = load_model(name, device="cpu").eval(), load_tokenizer(name)
     save_int8(model, tok, tmp_path / "int8")
     int8 = load_int8_model(tmp_path / "int8")
-    agree = total = 0
-    for ask in ("What is the capital of France?", "Give me three tips for better sleep."):
-        text = tok.apply_chat_template([{"role": "user", "content": ask}], add_generation_prompt=True, tokenize=False)
-        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
-        with torch.inference_mode():
-            seq = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
-            a, b = model(seq).logits.argmax(-1), int8(seq).logits.argmax(-1)
-        agree += int((a == b).sum())
-        total += a.numel()
+    agree, total = top1_agreement(model, int8, tok)
     assert agree / total >= 0.9  # measured 0.95 (weight-only int8 on every Linear and the head)
 
 

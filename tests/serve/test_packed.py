@@ -162,18 +162,11 @@ def test_a_bfloat16_model_is_served_packed_with_its_own_greedy_answers(tiny_mode
 def test_the_bundled_model_served_in_bfloat16_picks_fp32s_token_almost_everywhere():
     """bfloat16 keeps 8 bits of mantissa: on the real model its greedy token must stay float32's nearly
     everywhere (on float32's own answers, so one early flip does not count for every later position)."""
+    from tests.agreement import top1_agreement
     from tuneforge.models import load_model, load_tokenizer
 
     name = "smollm2-135m-instruct"
     fp32, tok = load_model(name, device="cpu").eval(), load_tokenizer(name)
     bf16 = Engine(load_model(name, device="cpu", dtype="bfloat16").eval(), tok).model  # packed as served
-    agree = total = 0
-    for ask in ("What is the capital of France?", "Give me three tips for better sleep."):
-        text = tok.apply_chat_template([{"role": "user", "content": ask}], add_generation_prompt=True, tokenize=False)
-        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
-        with torch.inference_mode():
-            seq = fp32.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
-            a, b = fp32(seq).logits.argmax(-1), bf16(seq).logits.argmax(-1)
-        agree += int((a == b).sum())
-        total += a.numel()
+    agree, total = top1_agreement(fp32, bf16, tok)
     assert agree / total >= 0.9, agree / total  # measured 105 of 107 (0.98)
