@@ -12,7 +12,7 @@ synchronisation of the thread pool. Here the scaling and the adds ride on the ma
   (the multiplies by ``s`` are on ``[tokens x r]`` and ``[out x r]``, r = 16).
 
 A frozen base in bfloat16 or float16 (``model.dtype: bfloat16``) with float32 adapters (PEFT's default) takes
-``_LoraLinearMixedFn``: the base product in the base's dtype, the adapter's in float32 from the input cast
+the same function: the base product in the base's dtype, the adapter's in float32 from the input cast
 up, their sum rounded once to the base's dtype, as PEFT computes it (without PEFT's float32 copy of the
 input kept for backward, nor its scaling and add passes).
 
@@ -31,12 +31,17 @@ from peft.tuners.lora.layer import Linear as PeftLoraLinear
 
 
 class _LoraLinearFn(torch.autograd.Function):
+    """The adapter's products in the adapter's dtype ``c``; with a half-precision base and float32 adapters
+    (``model.dtype: bfloat16``) the input is cast up for them and the sum rounded once to the base's dtype,
+    as PEFT does. With one dtype throughout every cast below is a no-op."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, scaling: float):
+        c = a.dtype
         x2 = x.reshape(-1, x.shape[-1])
-        h = x2 @ a.t()
+        h = x2.to(c) @ a.t()
         y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-        y.addmm_(h, b.t(), alpha=scaling)
+        y = y.to(c).addmm_(h, b.t(), alpha=scaling).to(x.dtype)
         ctx.save_for_backward(x2, h, weight, a, b)
         ctx.scaling, ctx.in_shape = scaling, x.shape
         return y.view(*x.shape[:-1], y.shape[-1])
@@ -44,45 +49,16 @@ class _LoraLinearFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x2, h, weight, a, b = ctx.saved_tensors
-        s = ctx.scaling
+        s, c = ctx.scaling, a.dtype
         g = grad_y.reshape(-1, grad_y.shape[-1])
         need_x, need_w, need_bias, need_a, need_b, _ = ctx.needs_input_grad
-        gh = (g @ b).mul_(s) if (need_x or need_a) else None
-        grad_x = (g @ weight).addmm_(gh, a).view(ctx.in_shape) if need_x else None
+        gc = g.to(c) if (need_x or need_a or need_b) else None
+        gh = (gc @ b).mul_(s) if (need_x or need_a) else None
+        grad_x = (g @ weight).to(c).addmm_(gh, a).to(x2.dtype).view(ctx.in_shape) if need_x else None
         grad_w = g.t() @ x2 if need_w else None
         grad_bias = g.sum(0) if need_bias else None
-        grad_a = gh.t() @ x2 if need_a else None
-        grad_b = (g.t() @ h).mul_(s) if need_b else None
-        return grad_x, grad_w, grad_bias, grad_a, grad_b, None
-
-
-class _LoraLinearMixedFn(torch.autograd.Function):
-    """``x``, ``weight``, ``bias`` in a half dtype, ``a`` and ``b`` float32: PEFT's ``(base(x) + s B A x.float())``
-    rounded to the half dtype; the adapters' gradients float32."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, a, b, scaling: float):
-        x2 = x.reshape(-1, x.shape[-1])
-        y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-        h = x2.float() @ a.t()
-        out = torch.addmm(y.float(), h, b.t(), alpha=scaling).to(x.dtype)
-        ctx.save_for_backward(x2, h, weight, a, b)
-        ctx.scaling, ctx.in_shape = scaling, x.shape
-        return out.view(*x.shape[:-1], out.shape[-1])
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x2, h, weight, a, b = ctx.saved_tensors
-        s = ctx.scaling
-        g = grad_y.reshape(-1, grad_y.shape[-1])
-        need_x, need_w, need_bias, need_a, need_b, _ = ctx.needs_input_grad
-        gf = g.float() if (need_x or need_a or need_b) else None
-        gh = (gf @ b).mul_(s) if (need_x or need_a) else None
-        grad_x = (g @ weight).float().addmm_(gh, a).to(x2.dtype).view(ctx.in_shape) if need_x else None
-        grad_w = g.t() @ x2 if need_w else None
-        grad_bias = g.sum(0) if need_bias else None
-        grad_a = gh.t() @ x2.float() if need_a else None
-        grad_b = (gf.t() @ h).mul_(s) if need_b else None
+        grad_a = gh.t() @ x2.to(c) if need_a else None
+        grad_b = (gc.t() @ h).mul_(s) if need_b else None
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None
 
 
@@ -117,9 +93,9 @@ class FastLoraLinear(PeftLoraLinear):
         name = self._fast_adapter(x, args, kwargs)
         if name is None:
             return super().forward(x, *args, **kwargs)
-        base, a = self.base_layer, self.lora_A[name].weight
-        fn = _LoraLinearFn if a.dtype == x.dtype else _LoraLinearMixedFn
-        return fn.apply(x, base.weight, base.bias, a, self.lora_B[name].weight, float(self.scaling[name]))
+        base = self.base_layer
+        return _LoraLinearFn.apply(x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                                   float(self.scaling[name]))
 
 
 def use_fast_lora(model: torch.nn.Module) -> int:
