@@ -51,7 +51,7 @@ def label_modules(model) -> None:
             m.register_forward_hook(post)
 
 
-def setup(threads: int | None):
+def setup(threads: int | None, dtype: str | None = None):
     import torch
 
     from bench.data import write_splits
@@ -69,7 +69,7 @@ def setup(threads: int | None):
                                 "train.lora.alpha": lc["alpha"], "train.lora.dropout": lc["dropout"],
                                 "train.lora.target_modules": lc["target_modules"]})
     tok = load_tokenizer(MODEL)
-    model = apply_method(load_model(MODEL, is_trainable=True), recipe.train, tok)
+    model = apply_method(load_model(MODEL, is_trainable=True, dtype=dtype), recipe.train, tok)
     model.train()
     with tempfile.TemporaryDirectory() as tmp:
         train_file, _ = write_splits(Path(tmp), 64, 1)
@@ -112,7 +112,7 @@ def profile_steps(a) -> None:
 
     from tuneforge.train.schedule import make_optimizer
 
-    recipe, tok, model, examples, rows = setup(a.threads)
+    recipe, tok, model, examples, rows = setup(a.threads, a.dtype)
     label_modules(model)
     step = make_step(model, make_optimizer(model, recipe.train), examples, rows, a.rows, tok.pad_token_id)
     step(0)
@@ -143,7 +143,7 @@ def ab(a) -> None:
 
     from tuneforge.train.schedule import make_optimizer
 
-    recipe, tok, model, examples, rows = setup(a.threads)
+    recipe, tok, model, examples, rows = setup(a.threads, a.dtype)
     foreach = make_optimizer(model, recipe.train)
     groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in foreach.param_groups]
     fused = torch.optim.AdamW(groups, lr=recipe.train.learning_rate, betas=tuple(recipe.train.adam_betas), fused=True)
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--rows", type=int, default=1, help="packed rows per step")
     p.add_argument("--threads", type=int)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"],
+                   help="the frozen base's weights (model.dtype; adapters stay float32)")
     p.add_argument("--ab", action="store_true", help="time step variants against each other, alternated")
     p.add_argument("--rounds", type=int, default=4, help="timed rounds of --ab")
     a = p.parse_args(argv)

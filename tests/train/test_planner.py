@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.train.helpers import write_recipe
 from tuneforge.errors import UserError
 from tuneforge.train.memory import GB, MemoryEstimate
-from tuneforge.train.planner import choose_plan
+from tuneforge.train.planner import ESTIMATE_MARGIN, choose_plan
 
 
 def _fake(rows: int, ckpt: bool) -> MemoryEstimate:
@@ -49,6 +50,27 @@ def test_nothing_fits_says_what_to_change():
         choose_plan(8, _fake, 1.1 * GB)
 
 
+def test_an_explicit_limit_keeps_a_margin_for_the_estimates_error(tmp_path, tiny_model_dir, prepared_dir,
+                                                                   monkeypatch):
+    # examples/sequential.yaml's stage: estimate 3.95 GiB under a 4 GiB limit, measured peak 4.13: an estimate
+    # just under the limit is not taken; the next plan, clear of the margin, is.
+    from tuneforge.config import load_recipe
+    from tuneforge.train import api
+
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_model_dir, prepared_dir, tmp_path / "runs",
+                                      batch_size=8, memory_limit_gb=5.2))  # 4 rows: 5 GB; 2 rows: 3 GB
+    monkeypatch.setattr(api, "_estimator", lambda *a: _fake)
+
+    class _Acc:
+        device, num_processes = torch.device("cpu"), 1
+
+    said: list[str] = []
+    planned = api._plan_memory(recipe, None, None, _Acc(), 1, said.append).train
+    assert (planned.batch_size, planned.grad_accum) == (2, 4)  # 3 GB: 4 rows' 5 GB would reach into the margin
+    assert "budget 4.94 GB (train.memory_limit_gb 5.2 less 5% for the estimate's error)" in said[0]
+    assert choose_plan(8, _fake, 5.2 * GB, max_micro=8).batch_size == 4  # without the margin: 4 rows
+
+
 def _train(tmp_path, tiny_model_dir, prepared_dir, name, capsys, **train):
     from tuneforge.config import load_recipe
     from tuneforge.runs import create_run
@@ -83,7 +105,8 @@ def test_two_plans_train_to_the_same_losses(tmp_path, tiny_model_dir, prepared_d
 
     n_steps = recipe.train.total_steps(len(data.train_rows))
     estimate = api._estimator(model, recipe.train, data, _Acc(), n_steps, recipe.run.seed)
-    limit = (estimate(1, False).total + estimate(2, False).total) / 2 / GB
+    one, two = estimate(1, False).total, estimate(2, False).total
+    limit = (one + two) / 2 / (1 - ESTIMATE_MARGIN) / GB  # the budget the planner keeps of it falls midway
     whole, out_whole = _train(tmp_path, tiny_model_dir, prepared_dir, "whole", capsys, memory_limit_gb=1000)
     split, out_split = _train(tmp_path, tiny_model_dir, prepared_dir, "split", capsys, memory_limit_gb=limit)
     assert "micro-batch 4 row(s) x 1 accumulation" in out_whole

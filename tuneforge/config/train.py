@@ -92,7 +92,8 @@ class TrainConfig(Section):
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after N validations without improvement.")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice, one per core).")
     memory_limit_gb: float | None = Field(
-        None, gt=0, description="Memory the run may use; default: free RAM (CPU) or free GPU memory."
+        None, gt=0, description="Memory the run may use (GB, 2^30 bytes): the plan's estimate stays 5% under it, "
+        "for the estimate's error; default: 85% of the free RAM (CPU) or free GPU memory."
     )
     distributed: Literal["auto", "fsdp"] = Field(
         "auto", description="With several processes (torchrun / accelerate launch): auto keeps what the launcher set "

@@ -36,7 +36,7 @@ from tuneforge.train.loop import (
 from tuneforge.train.memory import GB, ModelShapes, estimate_batch, memory_budget
 from tuneforge.train.methods import apply_method, count_parameters, load_base_model
 from tuneforge.train.packing import make_rows, task_names
-from tuneforge.train.planner import SAFE_SHARE, choose_plan, default_budget
+from tuneforge.train.planner import ESTIMATE_MARGIN, SAFE_SHARE, choose_plan, default_budget, explicit_budget
 from tuneforge.train.result import TrainResult
 from tuneforge.train.schedule import make_optimizer, make_scheduler
 
@@ -198,10 +198,11 @@ def _plan_memory(recipe: Recipe, model, data: LoopData, accelerator, n_steps: in
     memory budget (``planner``); print the plan; stop with advice when nothing fits."""
     cfg = recipe.train
     limit, free_now = memory_budget(accelerator.device)
-    budget = cfg.memory_limit_gb * GB if cfg.memory_limit_gb else default_budget(limit, free_now)
+    budget = explicit_budget(cfg.memory_limit_gb) if cfg.memory_limit_gb else default_budget(limit, free_now)
     if accelerator.num_processes > 1:  # every process must take the same plan (the same accumulation)
         budget = float(accelerator.gather(torch.tensor([budget], device=accelerator.device)).min())
-    where = "train.memory_limit_gb" if cfg.memory_limit_gb else f"{SAFE_SHARE:.0%} of free memory"
+    where = (f"train.memory_limit_gb {cfg.memory_limit_gb:g} less {ESTIMATE_MARGIN:.0%} for the estimate's error"
+             if cfg.memory_limit_gb else f"{SAFE_SHARE:.0%} of free memory")
     estimate = _estimator(model, cfg, data, accelerator, n_steps, recipe.run.seed)
     plan = choose_plan(cfg.batch_size * cfg.grad_accum, estimate, budget, cfg.gradient_checkpointing, cfg.method,
                        max_micro=cfg.batch_size)

@@ -25,6 +25,10 @@ from tuneforge.train.memory import GB, MemoryEstimate
 # Default budget: this share of the memory free when the run starts (RAM on a CPU, device memory on a
 # GPU), leaving room for what else runs and for the estimate's error.
 SAFE_SHARE = 0.85
+# An explicit ``train.memory_limit_gb`` is a ceiling the peak should stay under, and the estimate errs both
+# ways (a training's peak measured up to ~5% above its estimate on the examples, BENCHMARKS.md "Every example
+# trained under train.memory_limit_gb: 4"): the plan's estimate must leave this share of it free.
+ESTIMATE_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,11 @@ def choose_plan(global_rows: int, estimate: Estimator, budget: float, checkpoint
         f"train.memory_limit_gb: no plan fits {budget / GB:.2f} GB: even 1 row per micro-batch with "
         f"gradient checkpointing needs about {smallest.describe()}; try {'; or '.join(fixes)}"
     )
+
+
+def explicit_budget(limit_gb: float) -> float:
+    """The bytes a plan may be estimated at under an explicit ``train.memory_limit_gb``."""
+    return (1 - ESTIMATE_MARGIN) * limit_gb * GB
 
 
 def default_budget(limit: float, free_now: float) -> float:
