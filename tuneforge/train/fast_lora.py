@@ -12,11 +12,15 @@ synchronisation of the thread pool. Here the scaling and the adds ride on the ma
   (the multiplies by ``s`` are on ``[tokens x r]`` and ``[out x r]``, r = 16).
 
 A frozen base in bfloat16 or float16 (``model.dtype: bfloat16``) with float32 adapters (PEFT's default) takes
-the same function: the base product in the base's dtype, the adapter's in float32 from the input cast
-up, their sum rounded once to the base's dtype, as PEFT computes it (without PEFT's float32 copy of the
-input kept for backward, nor its scaling and add passes).
+the same function with every product in the base's dtype, as under autocast: the adapter's weights are
+cast down for the step (``[r x features]``, cheap), the matmuls accumulate in float32 and round once, and
+the adapter's gradients come back float32 for the float32 optimizer. PEFT without autocast instead casts
+the input and the output up to float32 around the adapter: four conversions of ``[tokens x features]``
+tensors per layer and step, measured at 14% of a SmolLM2 bf16 step (``bench.profile_train --dtype
+bfloat16``), and skinny float32 matmuls beside bfloat16 ones.
 
-The maths is PEFT's (the same result to float rounding; a test compares outputs and every gradient).
+In one dtype the maths is PEFT's (the same result to float rounding; a test compares outputs and every
+gradient); with a half base it is PEFT's under autocast, the sum rounded once instead of twice.
 ``FastLoraLinear.forward`` falls back to PEFT's own forward for anything else: dropout, DoRA and other
 variants, several or disabled adapters, merged weights, autocast, a base layer that is not a plain
 ``nn.Linear`` (quantised) or carries hooks, extra arguments.
@@ -31,34 +35,32 @@ from peft.tuners.lora.layer import Linear as PeftLoraLinear
 
 
 class _LoraLinearFn(torch.autograd.Function):
-    """The adapter's products in the adapter's dtype ``c``; with a half-precision base and float32 adapters
-    (``model.dtype: bfloat16``) the input is cast up for them and the sum rounded once to the base's dtype,
-    as PEFT does. With one dtype throughout every cast below is a no-op."""
+    """Every product in the input's dtype; the adapter's weights cast to it (a no-op in one dtype) and its
+    gradients returned in the weights' own dtype."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, scaling: float):
-        c = a.dtype
         x2 = x.reshape(-1, x.shape[-1])
-        h = x2.to(c) @ a.t()
+        a_c, b_c = a.to(x.dtype), b.to(x.dtype)
+        h = x2 @ a_c.t()
         y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-        y = y.to(c).addmm_(h, b.t(), alpha=scaling).to(x.dtype)
-        ctx.save_for_backward(x2, h, weight, a, b)
-        ctx.scaling, ctx.in_shape = scaling, x.shape
+        y.addmm_(h, b_c.t(), alpha=scaling)
+        ctx.save_for_backward(x2, h, weight, a_c, b_c)
+        ctx.scaling, ctx.in_shape, ctx.adapter_dtype = scaling, x.shape, a.dtype
         return y.view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_y):
         x2, h, weight, a, b = ctx.saved_tensors
-        s, c = ctx.scaling, a.dtype
+        s, dtype = ctx.scaling, ctx.adapter_dtype
         g = grad_y.reshape(-1, grad_y.shape[-1])
         need_x, need_w, need_bias, need_a, need_b, _ = ctx.needs_input_grad
-        gc = g.to(c) if (need_x or need_a or need_b) else None
-        gh = (gc @ b).mul_(s) if (need_x or need_a) else None
-        grad_x = (g @ weight).to(c).addmm_(gh, a).to(x2.dtype).view(ctx.in_shape) if need_x else None
+        gh = (g @ b).mul_(s) if (need_x or need_a) else None
+        grad_x = (g @ weight).addmm_(gh, a).view(ctx.in_shape) if need_x else None
         grad_w = g.t() @ x2 if need_w else None
         grad_bias = g.sum(0) if need_bias else None
-        grad_a = gh.t() @ x2.to(c) if need_a else None
-        grad_b = (gc.t() @ h).mul_(s) if need_b else None
+        grad_a = (gh.t() @ x2).to(dtype) if need_a else None
+        grad_b = (g.t() @ h).mul_(s).to(dtype) if need_b else None
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None
 
 
