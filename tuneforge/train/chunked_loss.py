@@ -61,18 +61,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 t = target[s : s + chunk]
                 valid = t != IGNORE_INDEX
                 t_safe = torch.where(valid, t, 0).unsqueeze(1)
-                z = F.linear(h, w, b).float()
+                z = F.linear(h, w, b)
                 th = None
                 if softcap is not None:  # Gemma 2's final_logit_softcapping: softcap * tanh(z / softcap)
-                    th = torch.tanh(z / softcap)
+                    th = torch.tanh(z.float() / softcap)
                     z = th * softcap
-                lse = torch.logsumexp(z, dim=-1)
-                losses[s : s + chunk] = (lse - z.gather(1, t_safe).squeeze(1)) * valid
+                # One fused kernel for the log-probabilities (float32, also from a half z): torch.logsumexp is
+                # composite on CPU (two [chunk x vocab] temporaries), and subtracting it was one more pass.
+                logp = torch.log_softmax(z, dim=-1, dtype=torch.float32)
+                del z
+                losses[s : s + chunk] = -logp.gather(1, t_safe).squeeze(1) * valid
                 if grad_h is None and grad_w is None:
                     continue
-                # d loss / d z = softmax(z) - onehot(target), zero on ignored rows (in place: z is ours).
-                dz = z.sub_(lse.unsqueeze(1)).exp_()
-                dz.scatter_add_(1, t_safe, torch.full_like(lse, -1.0).unsqueeze(1))
+                # d loss / d z = softmax(z) - onehot(target), zero on ignored rows (in place: logp is ours).
+                dz = logp.exp_()
+                dz.scatter_add_(1, t_safe, torch.full_like(valid, -1.0, dtype=dz.dtype).unsqueeze(1))
                 dz.mul_(valid.unsqueeze(1))
                 if th is not None:  # d softcap(z) / dz = 1 - tanh^2
                     dz.mul_(1 - th * th)
