@@ -6,7 +6,7 @@ import torch
 
 from tuneforge.data.chat import IGNORE_INDEX
 from tuneforge.train.data import tokenize_file
-from tuneforge.train.packing import collate, pack_examples, plan_epoch
+from tuneforge.train.packing import WIDTH_MULTIPLE, collate, pack_examples, plan_epoch
 
 
 def _per_example_losses(model, batch, spans):
@@ -42,13 +42,33 @@ def test_packed_batch_gives_each_example_its_unpacked_loss(tiny_model, tokenizer
     assert packed.position_ids[0, len(examples[0])] == 0
 
 
+def test_a_row_is_padded_to_a_multiple_of_the_width_and_keeps_its_loss(tiny_model, tokenizer, prepared_dir):
+    # Widths rounded up so the allocator can reuse a step's activations for the next (see WIDTH_MULTIPLE).
+    examples = tokenize_file(tokenizer, prepared_dir / "train.jsonl", max_length=256)
+    n = len(examples[0]) + len(examples[1])
+    if n % WIDTH_MULTIPLE == 0:
+        examples = examples[1:]
+        n = len(examples[0]) + len(examples[1])
+    assert n % WIDTH_MULTIPLE  # the row really needs padding
+    padded = collate(examples, [[0, 1]], tokenizer.pad_token_id)
+    assert padded.input_ids.shape[1] == -(-n // WIDTH_MULTIPLE) * WIDTH_MULTIPLE and padded.n_tokens == n
+    assert (padded.target[0, n:] == IGNORE_INDEX).all()
+    exact = collate(examples, [[0, 1]], tokenizer.pad_token_id)
+    for name in ("input_ids", "position_ids", "target"):
+        setattr(exact, name, getattr(exact, name)[:, :n])
+    spans = [(0, 0, len(examples[0])), (0, len(examples[0]), n)]
+    got = _per_example_losses(tiny_model, padded, spans)
+    want = _per_example_losses(tiny_model, exact, spans)
+    assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-5, rtol=1e-5)
+
+
 def test_without_restarting_positions_examples_would_interfere(tiny_model, tokenizer, prepared_dir):
     """The check above can fail: with plain 0..L positions the second example sees the first."""
     examples = tokenize_file(tokenizer, prepared_dir / "train.jsonl", max_length=256)[:2]
     packed = collate(examples, [[0, 1]], tokenizer.pad_token_id)
     alone = collate(examples, [[1]], tokenizer.pad_token_id)
     n0, n1 = len(examples[0]), len(examples[1])
-    packed.position_ids = torch.arange(n0 + n1).unsqueeze(0)
+    packed.position_ids = torch.arange(packed.input_ids.shape[1]).unsqueeze(0)
     leaked = _per_example_losses(tiny_model, packed, [(0, n0, n0 + n1)])[0]
     clean = _per_example_losses(tiny_model, alone, [(0, 0, n1)])[0]
     assert abs(leaked - clean) > 1e-3

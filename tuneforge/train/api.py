@@ -35,7 +35,7 @@ from tuneforge.train.loop import (
 )
 from tuneforge.train.memory import GB, ModelShapes, estimate_batch, memory_budget
 from tuneforge.train.methods import apply_method, count_parameters, load_base_model
-from tuneforge.train.packing import make_rows, task_names
+from tuneforge.train.packing import make_rows, padded_width, task_names
 from tuneforge.train.planner import ESTIMATE_MARGIN, SAFE_SHARE, choose_plan, default_budget, explicit_budget
 from tuneforge.train.result import TrainResult
 from tuneforge.train.schedule import make_optimizer, make_scheduler
@@ -179,7 +179,8 @@ def _estimator(model, cfg: TrainConfig, data: LoopData, accelerator, n_steps: in
              for k in range(n_steps)]
 
     def estimate(rows: int, checkpointing: bool):
-        seen = {(len(mb), max(lengths[r] for r in mb), max(targets[r] for r in mb), sum(targets[r] for r in mb))
+        seen = {(len(mb), padded_width(max(lengths[r] for r in mb)), max(targets[r] for r in mb),
+                 sum(targets[r] for r in mb))
                 for step in steps for mb in (step[s : s + rows] for s in range(0, len(step), rows))}
         best = None
         for n, width, most, total in seen:

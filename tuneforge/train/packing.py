@@ -16,6 +16,18 @@ import torch
 from tuneforge.data.chat import IGNORE_INDEX
 from tuneforge.train.data import TokenizedExample
 
+# A micro-batch is padded to a width that is a multiple of this. Packed rows end at a different length every
+# step, and glibc's heap cannot reuse a freed activation for a slightly wider one: without rounding, a bf16
+# SmolLM2 LoRA run's RSS crept from 710 to ~1,310 MB over 24 steps of <= 192-token rows; rounded to 8, to
+# ~1,150 (to 32: ~1,070, at 1.5% of tokens/s). Steps alternated in one process: 8 costs no measurable
+# speed (245.6 vs 244.1 tokens/s; up to 7 padded positions per row, attended by nobody, with no target).
+WIDTH_MULTIPLE = 8
+
+
+def padded_width(longest: int) -> int:
+    """The width of a micro-batch whose longest row has ``longest`` tokens."""
+    return -(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+
 
 def pack_examples(lengths: list[int], capacity: int) -> list[list[int]]:
     """First-fit decreasing: group example indices into bins of at most ``capacity`` tokens.
@@ -85,7 +97,8 @@ def task_names(examples: list[TokenizedExample]) -> list[str]:
 
 
 def collate(examples: list[TokenizedExample], rows: list[list[int]], pad_id: int, tasks: list[str] | None = None) -> Batch:
-    """Tensors for a micro-batch of rows (each row a list of example indices), right-padded.
+    """Tensors for a micro-batch of rows (each row a list of example indices), right-padded to
+    ``padded_width`` of the longest.
 
     With ``tasks`` (see ``task_names``) every token also carries its example's task index, so a packed
     row of several tasks' examples can still be scored task by task.
@@ -106,7 +119,7 @@ def collate(examples: list[TokenizedExample], rows: list[list[int]], pad_id: int
             tag += [index.get(ex.task, -1) if ex.task is not None else -1] * len(ex)
         seqs.append((ids, pos, tgt))
         tags.append(tag)
-    width = max(len(s[0]) for s in seqs)
+    width = padded_width(max(len(s[0]) for s in seqs))
     n_real = sum(len(s[0]) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(seqs), width), dtype=torch.long)
