@@ -8,6 +8,7 @@ import torch
 
 from tuneforge.errors import UserError
 from tuneforge.models import load_model, load_tokenizer, resolve_model
+from tuneforge.models.cache import verify_checksums
 
 
 def _tinycoder_gguf() -> Path:
@@ -92,3 +93,38 @@ def test_converted_gguf_files_reach_the_disk_before_the_folder_appears(tmp_path,
         folder = resolve_model(str(_tinycoder_gguf()))
     written = {p.name for p in folder.iterdir()} - {".verified.json"}  # the stamp is written after the swap
     assert written and written <= set(names)
+
+
+def test_half_precision_load_saves_the_cast_weights_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    gguf = str(_tinycoder_gguf())
+    folder = resolve_model(gguf)
+    reference = load_model(gguf, device="cpu", dtype="float32")
+    model = load_model(gguf, device="cpu", dtype="bfloat16")
+    half = folder / "bfloat16"
+    assert (half / "checksums.json").is_file()
+    # the file holds bfloat16 tensors (half the float32 file), so nothing float32 is mapped at load
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (folder / "model.safetensors").stat().st_size
+    for (name, p), (_, ref) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
+        assert p.dtype == torch.bfloat16, name
+        assert torch.equal(p, ref.to(torch.bfloat16)), name  # the same cast from_pretrained makes
+    mtime = (half / "model.safetensors").stat().st_mtime_ns
+    load_model(gguf, device="cpu", dtype="bfloat16")
+    assert (half / "model.safetensors").stat().st_mtime_ns == mtime  # saved once
+    verify_checksums(folder)  # the parent's own files are untouched
+
+
+def test_half_precision_load_from_a_read_only_cache_falls_back(tmp_path, monkeypatch):
+    import tuneforge.models.load as load
+
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    gguf = str(_tinycoder_gguf())
+    folder = resolve_model(gguf)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(load, "_cast_into", refuse)
+    model = load_model(gguf, device="cpu", dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert not (folder / "bfloat16").exists()

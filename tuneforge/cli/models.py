@@ -50,8 +50,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         if folder is None:
             state = "not converted yet (converted once on first use)"
         else:
-            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e9
-            state = f"converted: {folder} ({size:.1f} GB)"
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e9
+            halves = sorted(p.name for p in folder.iterdir() if (p / "checksums.json").is_file())
+            also = f", also saved in {' and '.join(halves)}" if halves else ""
+            state = f"converted: {folder} ({size:.1f} GB{also})"
         default = " (default)" if name == BUNDLED_DEFAULT else ""
         print(f"{name}{default}\n  {model.description}\n  package: {model.install_hint}\n  {state}")
     return 0

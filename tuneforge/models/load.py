@@ -132,6 +132,44 @@ def resolve_model(name: str) -> Path:
     )
 
 
+def _in_cache(folder: Path) -> bool:
+    return folder.parent == cache_root() / "models" and _converted(folder)
+
+
+def half_precision_folder(folder: Path, dtype: torch.dtype) -> Path:
+    """The converted ``folder``'s weights saved once more in ``dtype`` (bfloat16/float16), in a subfolder.
+
+    Why: loading float32 safetensors as bfloat16 maps the float32 file and copies every tensor down, so the
+    load peaks at both (SmolLM2-135M: 1,247 MB against 771 MB from a bfloat16 file, the same model after).
+    The subfolder is built from the float32 weights by the same cast ``from_pretrained`` makes, so the
+    model is bit for bit the one a float32 load cast down would give; it is deleted with its parent.
+    A cache that cannot be written (read-only, full) falls back to the float32 folder.
+    """
+    name = str(dtype).removeprefix("torch.")
+    target = folder / name
+    if _converted(target):
+        verify_checksums(target)
+        return target
+    try:
+        with file_lock(folder / f"{name}.lock"):
+            if not _converted(target):
+                _cast_into(folder, target, dtype)
+    except OSError as exc:
+        log.warning("could not save %s weights under %s (%s); loading the float32 ones", name, folder, exc)
+        return folder
+    return target
+
+
+def _cast_into(folder: Path, target: Path, dtype: torch.dtype) -> None:
+    from transformers import AutoModelForCausalLM
+
+    print(f"tuneforge: saving {folder.name}'s weights in {str(dtype).removeprefix('torch.')} (once) -> {target}")
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
+    with atomic.replace_folder(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        write_checksums(tmp)
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The model's tokenizer, with its chat template (a documented plain one for bundled base models)
     and a pad token."""
@@ -192,6 +230,7 @@ def load_model(
     is_trainable: bool = False,
 ) -> PreTrainedModel:
     """Load a causal LM (and optionally a PEFT adapter on top), in eval mode unless is_trainable."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     from tuneforge.config.recipe import ModelConfig
@@ -201,6 +240,8 @@ def load_model(
     dev = resolve_device(device or cfg.device)
     torch_dtype = resolve_dtype(dtype or cfg.dtype, dev)
     folder = resolve_model(cfg.name)
+    if torch_dtype in (torch.bfloat16, torch.float16) and _in_cache(folder):
+        folder = half_precision_folder(folder, torch_dtype)
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": cfg.trust_remote_code, "use_safetensors": True}
     if cfg.attn_implementation != "auto":
         kwargs["attn_implementation"] = cfg.attn_implementation
