@@ -123,10 +123,14 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
     from trl import SFTConfig, SFTTrainer
 
     from tuneforge.models import resolve_model
+    from tuneforge.models.load import half_precision_folder
 
-    folder = str(resolve_model(MODEL))
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16 if bf16 == "weights" else torch.float32)
+    folder = resolve_model(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    dtype = torch.bfloat16 if bf16 == "weights" else torch.float32
+    if dtype == torch.bfloat16:  # the weights saved in bfloat16, as tuneforge loads them (and as the hub ships SmolLM2)
+        folder = half_precision_folder(folder, dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
     rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in read_jsonl(Path(train_file))]
     s = SETTINGS
     out = tempfile.mkdtemp(prefix="trl-bench-")

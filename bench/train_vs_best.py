@@ -153,7 +153,8 @@ def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, An
         report.setup.append(
             "bf16 weights (--bf16, a CPU with AVX512-BF16 or AMX): the same runs with the base model loaded in "
             "bfloat16 (tuneforge `model.dtype: bfloat16`; TRL: `from_pretrained(dtype=bfloat16)` and `bf16=True`), "
-            "PEFT's LoRA adapters float32 in both; in the same alternation as the fp32 pair")
+            "both from the same bfloat16 safetensors file (as the hub ships SmolLM2), PEFT's LoRA adapters float32 in "
+            "both; in the same alternation as the fp32 pair")
     order = schedule(repeats, bf16)
     per_run = [{"repeat": rep + 1, "contender": label, "timed tokens": r["tokens"], "wall s": r["seconds"],
                 "tokens/s": r["tokens_per_s"], "tokens/CPU-s": r["tokens_per_cpu_s"],
