@@ -21,6 +21,7 @@ ru_maxrss.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -390,6 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if importlib.util.find_spec("trl") is None:  # every mode measures against it: a table without it says nothing
+        p.error("TRL, the peer this benchmark measures against, is not installed: make bench "
+                "(or pip install -e '.[bench]')")
     if a.vs_best:
         from bench import train_vs_best
 

@@ -113,6 +113,7 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
     load_before = common.load_average()
     mm_before = common.matmul_rates(n=MM_SIZE)
     runs: dict[tuple[int, str], dict[str, Any]] = {}
+    failed = 0
     with tempfile.TemporaryDirectory(prefix="tf-bench-data-") as tmp:
         train_file, val_file = write_splits(Path(tmp), cfg["n_train"], cfg["n_val"])
         for rep, label in schedule(repeats, bf16):
@@ -124,11 +125,14 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
             except RuntimeError as exc:
                 print(exc, flush=True)
                 report.setup.append(f"repeat {rep + 1}, {label}: failed (see the run's output)")
+                failed += 1
     load_after = common.load_average()
     mm_after = common.matmul_rates(n=MM_SIZE)
     build_report(report, runs, cfg, settings, repeats, load_before, load_after, bf16)
     add_ceiling(report, runs, settings, repeats, mm_before, mm_after, torch.get_num_threads(), bf16)
-    common.finish(report, write=write)
+    if failed and write:  # keep the last complete table rather than replace it with ratios that lack runs
+        print(f"{failed} run(s) failed: BENCHMARKS.md left as it was")
+    common.finish(report, write=write and not failed)
     return report
 
 
