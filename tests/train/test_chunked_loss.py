@@ -136,3 +136,22 @@ def test_prompt_learning_and_unknown_models_fall_back(tokenizer):
     model.config.model_type = "cohere"  # its forward multiplies the logits by logit_scale
     lm, why = chunked_loss.chunkable(model, False)
     assert lm is None and "cohere" in why
+
+
+def test_the_head_sees_a_multiple_of_row_multiple_positions(monkeypatch):
+    seen = []
+    apply = chunked_loss._LinearCrossEntropy.apply
+
+    def recording(hidden, *args):
+        seen.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(chunked_loss._LinearCrossEntropy, "apply", recording)
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(37, 16, requires_grad=True), torch.randn(101, 16)
+    target = torch.randint(0, 101, (37,))
+    total, losses = chunked_loss.linear_cross_entropy(hidden, weight, target)
+    total.backward()
+    assert seen == [64] and losses.shape == (37,)  # padded for the allocator, per-token losses unpadded
+    assert hidden.grad.shape == hidden.shape
+    assert torch.allclose(losses, _reference(hidden, weight, None, target).detach(), atol=1e-5)

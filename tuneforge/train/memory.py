@@ -192,3 +192,23 @@ def memory_budget(device: torch.device) -> tuple[float, float]:
     limit = min(total, _cgroup_limit() or total)
     free = _meminfo("MemAvailable") or limit
     return limit, min(free, limit)
+
+
+def return_freed_memory() -> None:
+    """Give the heap memory that training freed (activations, gradients, AdamW state) back to the system.
+
+    glibc keeps freed chunks for reuse; what runs after training (evaluation, export) allocates other
+    sizes, which do not fit those holes, and grows RSS on top of them: measured, a bf16 LoRA run's shared
+    evaluator raised the peak 190 MB above training's after 6 steps. Called once per run (per step it halved
+    tokens/s, every step faulting its pages in again). A no-op where the C library has no ``malloc_trim``.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
