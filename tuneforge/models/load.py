@@ -140,7 +140,7 @@ def half_precision_folder(folder: Path, dtype: torch.dtype) -> Path:
     """The converted ``folder``'s weights saved once more in ``dtype`` (bfloat16/float16), in a subfolder.
 
     Why: loading float32 safetensors as bfloat16 maps the float32 file and copies every tensor down, so the
-    load peaks at both (SmolLM2-135M: 1,247 MB against 771 MB from a bfloat16 file, the same model after).
+    load peaks at both (SmolLM2-135M: 1,255 MB against 773 MB from a bfloat16 file, the same model after).
     The subfolder is built from the float32 weights by the same cast ``from_pretrained`` makes, so the
     model is bit for bit the one a float32 load cast down would give; it is deleted with its parent.
     A cache that cannot be written (read-only, full) falls back to the float32 folder.
