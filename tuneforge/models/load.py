@@ -163,7 +163,7 @@ def half_precision_folder(folder: Path, dtype: torch.dtype) -> Path:
 def _cast_into(folder: Path, target: Path, dtype: torch.dtype) -> None:
     from transformers import AutoModelForCausalLM
 
-    print(f"tuneforge: saving {folder.name}'s weights in {str(dtype).removeprefix('torch.')} (once) -> {target}")
+    print(f"tuneforge: saving {folder.name}'s weights in {target.name} (once) -> {target}")
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
     with atomic.replace_folder(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

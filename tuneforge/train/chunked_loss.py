@@ -127,7 +127,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: tor
     grad = torch.is_grad_enabled()
     chunk = chunk or chunk_rows(weight.shape[0])
     n = hidden.shape[0]
-    pad = -n % ROW_MULTIPLE if ROW_MULTIPLE > 1 else 0
+    pad = -n % ROW_MULTIPLE
     if pad:
         hidden = F.pad(hidden, (0, 0, 0, pad))
         target = F.pad(target, (0, pad), value=IGNORE_INDEX)
