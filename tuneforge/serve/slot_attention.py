@@ -7,8 +7,12 @@ sequence, every token would attend over every slot's columns (the rest masked): 
 token gathers its own slot's keys and values and attends over those ``width`` columns only.
 
 The function is registered with transformers' ``AttentionInterface`` and the serving model uses it for
-every forward; outside a mixed forward (no plan set in :data:`PLAN`) it is exactly transformers' SDPA
-attention. Only model types whose attention is plain scaled dot-product over the cache (no logit
+every forward; outside a mixed forward (no plan set in :data:`PLAN`) it is transformers' SDPA attention,
+except for a decoding step of many rows in bfloat16 or float16: one query per row over its slot is then
+two batched matmuls and a softmax (:func:`_one_token_rows`), as transformers' eager attention computes it.
+PyTorch's CPU flash kernel is slow there in half precision (a bf16 step of 32 rows spent 36 of its 121 ms
+in it, profiled in the engine; the matmuls take half as long, see ``MATMUL_MIN_ROWS``); in float32 it is
+as fast and stays. Only model types whose attention is plain scaled dot-product over the cache (no logit
 soft-capping, no sliding window of their own) use it: for the others :func:`install` returns False and
 the engine prefills joining rows apart, as before.
 """
@@ -36,6 +40,10 @@ class MixedPlan:
 
 # The plan of the mixed forward running now, set by the scheduler around that forward.
 PLAN: ContextVar[MixedPlan | None] = ContextVar("tuneforge_mixed_plan", default=None)
+# Decoding steps of at least this many rows in half precision attend through two matmuls, not the CPU flash
+# kernel: per layer on one Zen 4 thread, bf16, 92 columns, kernel vs matmuls 194 vs 168 us at 8 rows, 935 vs
+# 485 at 32; at 1-4 rows the kernel's single call is quicker (43 vs 147 us at one row).
+MATMUL_MIN_ROWS = 8
 PLAIN_ATTENTION = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "smollm3"})
 
 
@@ -44,26 +52,31 @@ def slot_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
                    **kwargs: Any) -> tuple[torch.Tensor, None]:
     """``query`` [1, heads, tokens, dim]; ``key``/``value`` [slots, kv_heads, width, dim] (the cache's slots);
     ``attention_mask`` [1, 1, tokens, width], True where a token may look in its own slot."""
+    import torch
+
     plan = PLAN.get()
+    heads, dim, kv_heads = query.shape[1], query.shape[3], key.shape[1]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
     if plan is None:
+        rows = query.shape[0]
+        if (query.shape[2] == 1 and rows >= MATMUL_MIN_ROWS and query.dtype in (torch.bfloat16, torch.float16)
+                and dropout == 0.0 and (attention_mask is None or attention_mask.dtype == torch.bool)):
+            # a decoding step in half precision: [rows, heads, 1, dim] -> [rows, 1, heads, dim]
+            allowed = None if attention_mask is None else attention_mask[:, 0, 0]
+            out = _one_token_rows(query.reshape(rows, kv_heads, group, dim), key, value, allowed, scale)
+            return out.reshape(rows, 1, heads, dim), None
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    import torch
-
-    tokens, heads, dim = query.shape[2], query.shape[1], query.shape[3]
-    kv_heads = key.shape[1]
-    group = heads // kv_heads
-    scale = scaling if scaling is not None else dim**-0.5
+    tokens = query.shape[2]
     q = query[0].transpose(0, 1).reshape(tokens, kv_heads, group, dim)  # grouped-query heads
     allowed = attention_mask[0, 0]  # [tokens, width]
     out = torch.empty_like(q)
     r = plan.running
     if r:  # one token per running slot 0..r-1: the slots themselves, no gather
-        scores = torch.matmul(q[:r], key[:r].transpose(-1, -2)).mul_(scale)  # [r, kv_heads, group, width]
-        scores.masked_fill_(~allowed[:r, None, None, :], float("-inf"))
-        out[:r] = torch.matmul(torch.softmax(scores, dim=-1), value[:r])
+        out[:r] = _one_token_rows(q[:r], key[:r], value[:r], allowed[:r], scale)
     for slot, first, end in plan.joining:  # a new row's prompt tokens against its own slot
         n = end - first
         qj = q[first:end].permute(1, 0, 2, 3).reshape(kv_heads, n * group, dim)
@@ -72,6 +85,23 @@ def slot_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
         probs = torch.softmax(scores, dim=-1).view(kv_heads, n * group, -1)
         out[first:end] = torch.matmul(probs, value[slot]).view(kv_heads, n, group, dim).permute(1, 0, 2, 3)
     return out.reshape(1, tokens, heads, dim), None
+
+
+def _one_token_rows(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed: torch.Tensor | None,
+                    scale: float) -> torch.Tensor:
+    """One query token per row against that row's own slot: ``q`` [rows, kv_heads, group, dim] (the query
+    heads that share a key head side by side), ``key``/``value`` [rows, kv_heads, width, dim], ``allowed``
+    [rows, width] (None: every column). Returns [rows, kv_heads, group, dim]."""
+    import torch
+
+    if q.dtype in (torch.bfloat16, torch.float16):
+        # A cache view narrower than its storage reaches oneDNN's half-precision matmul with gaps between its
+        # rows' blocks, which it copies element by element (3x the whole product at 32 rows): copy densely.
+        key, value = key.contiguous(), value.contiguous()
+    scores = torch.matmul(q, key.transpose(-1, -2)).mul_(scale)  # [rows, kv_heads, group, width]
+    if allowed is not None:
+        scores.masked_fill_(~allowed[:, None, None, :], float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), value)
 
 
 def install(model: Any) -> bool:
