@@ -388,6 +388,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bf16", action="store_true",
                    help="with --vs-best, on a CPU with AVX512-BF16 or AMX: also tuneforge and TRL with the base "
                         "model's weights in bfloat16 (LoRA adapters float32), in the same alternation")
+    p.add_argument("--omp-passive", action="store_true",
+                   help="with --vs-best: OMP_WAIT_POLICY=PASSIVE for every run (threads sleep at once between "
+                        "parallel regions: fewer CPU-s on a shared machine, fewer tokens/s; the runs before "
+                        "2026-12-04 16:00 used it)")
     p.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -403,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
             if not native_bf16():
                 p.error("--bf16: this CPU has neither AVX512-BF16 nor AMX (bfloat16 would be emulated, slower)")
         train_vs_best.run("full" if a.full else "small", SIZES, SETTINGS, a.repeats, write=not a.no_write,
-                          threads=a.threads, bf16=a.bf16)
+                          threads=a.threads, bf16=a.bf16, omp_passive=a.omp_passive)
         return
     run("full" if a.full else "small", a.only, write=not a.no_write, threads=a.threads,
         parallel=a.parallel, vs_tuned=a.vs_tuned)

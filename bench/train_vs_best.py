@@ -95,20 +95,31 @@ def summary_rows(ratios: list[dict[str, float]]) -> list[dict[str, Any]]:
     return rows
 
 
+def worker_env(threads: int | None, omp_passive: bool) -> dict[str, str]:
+    """The environment of every contender's process. OpenMP keeps its own wait policy, as users run both tools
+    (threads spin a while between parallel regions); ``omp_passive`` makes them sleep at once, as the runs
+    before 2026-12-04 16:00 did: fewer CPU-s burnt waiting on a shared machine, but 20-40% fewer tokens/s for
+    both tools here (BENCHMARKS.md, "OpenMP's wait policy")."""
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    if omp_passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
 def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = True,
-        threads: int | None = None, bf16: bool = False) -> common.Report:
+        threads: int | None = None, bf16: bool = False, omp_passive: bool = False) -> common.Report:
     import torch
 
     cfg = sizes[size]
     if threads:
         torch.set_num_threads(threads)  # the matmul rate is measured with the contenders' thread count
-    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
+    env = worker_env(threads, omp_passive)
     report = common.Report(
         name="train-vs-best", size=size,
         command="python -m bench.train --vs-best" + (" --full" if size == "full" else "") + f" --repeats {repeats}"
-        + (" --bf16" if bf16 else ""),
+        + (" --bf16" if bf16 else "") + (" --omp-passive" if omp_passive else ""),
         title="Training: tuneforge LoRA vs TRL SFTTrainer in its best CPU configuration (alternated, repeated)")
     load_before = common.load_average()
     mm_before = common.matmul_rates(n=MM_SIZE)
@@ -129,6 +140,9 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
     load_after = common.load_average()
     mm_after = common.matmul_rates(n=MM_SIZE)
     build_report(report, runs, cfg, settings, repeats, load_before, load_after, bf16)
+    report.setup.append("OpenMP wait policy: " + ("PASSIVE (--omp-passive: threads sleep at once between parallel "
+                        "regions)" if omp_passive else "the library's default (OMP_WAIT_POLICY unset), as users run "
+                        "both tools"))
     add_ceiling(report, runs, settings, repeats, mm_before, mm_after, torch.get_num_threads(), bf16)
     if failed and write:  # keep the last complete table rather than replace it with ratios that lack runs
         print(f"{failed} run(s) failed: BENCHMARKS.md left as it was")

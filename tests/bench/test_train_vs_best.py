@@ -13,7 +13,14 @@ from bench.train_vs_best import (
     pair_ratios,
     schedule,
     summary_rows,
+    worker_env,
 )
+
+
+def test_contenders_keep_openmps_own_wait_policy_unless_passive_is_asked():
+    assert "OMP_WAIT_POLICY" not in worker_env(None, omp_passive=False)  # as users run both tools
+    assert worker_env(2, omp_passive=True) == {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+                                              "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "2"}
 
 
 def test_schedule_flips_the_order_every_repeat():

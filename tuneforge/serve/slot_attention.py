@@ -11,7 +11,7 @@ every forward; outside a mixed forward (no plan set in :data:`PLAN`) it is trans
 except for a decoding step of many rows in bfloat16 or float16: one query per row over its slot is then
 two batched matmuls and a softmax (:func:`_one_token_rows`), as transformers' eager attention computes it.
 PyTorch's CPU flash kernel is slow there in half precision (a bf16 step of 32 rows spent 36 of its 121 ms
-in it, profiled in the engine; the matmuls take half as long, see ``MATMUL_MIN_ROWS``); in float32 it is
+in it, profiled in the engine; the matmuls take 0.6x as long, see ``MATMUL_MIN_ROWS``); in float32 it is
 as fast and stays. Only model types whose attention is plain scaled dot-product over the cache (no logit
 soft-capping, no sliding window of their own) use it: for the others :func:`install` returns False and
 the engine prefills joining rows apart, as before.
@@ -41,9 +41,10 @@ class MixedPlan:
 # The plan of the mixed forward running now, set by the scheduler around that forward.
 PLAN: ContextVar[MixedPlan | None] = ContextVar("tuneforge_mixed_plan", default=None)
 # Decoding steps of at least this many rows in half precision attend through two matmuls, not the CPU flash
-# kernel: per layer on one Zen 4 thread, bf16, 92 columns, kernel vs matmuls 194 vs 168 us at 8 rows, 935 vs
-# 485 at 32; at 1-4 rows the kernel's single call is quicker (43 vs 147 us at one row).
-MATMUL_MIN_ROWS = 8
+# kernel (``python -m bench.serve_attention``, one Zen 4 thread, bf16): per layer at 92 columns kernel vs
+# matmuls 631 vs 382 us at 32 rows, 309 vs 228 at 16, 157 vs 151 at 8, 34 vs 172 at one row; whole engine
+# steps x1.11-1.17 at 32 rows, x1.10 at 24, x0.98-1.04 at 16 and x0.98 at 8.
+MATMUL_MIN_ROWS = 16
 PLAIN_ATTENTION = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "smollm3"})
 
 
