@@ -55,7 +55,7 @@ def setup(threads: int | None, dtype: str | None = None):
     import torch
 
     from bench.data import write_splits
-    from bench.train import MODEL, SETTINGS
+    from bench.train_workers import MODEL, SETTINGS
     from tuneforge.config import load_recipe
     from tuneforge.models import load_model, load_tokenizer
     from tuneforge.train.data import tokenize_file

@@ -31,7 +31,7 @@ def main(steps: int = 10, rounds: int = 2) -> None:
         train_file, val_file = write_splits(Path(tmp), 800, 8)
         for rnd in range(rounds):
             for name in list(VARIANTS) if rnd % 2 == 0 else list(VARIANTS)[::-1]:
-                r = common.run_worker("bench.train:tuneforge_worker",
+                r = common.run_worker("bench.train_workers:tuneforge_worker",
                                       {"train_file": str(train_file), "val_file": str(val_file), "method": "lora",
                                        "steps": steps, "packing": True}, env={**BASE_ENV, **VARIANTS[name]})
                 print(f"round {rnd} {name:18s} peak {r['peak_rss_mb']:7.0f} MB  tok/s {r['tokens_per_s']:6.1f}  "

@@ -35,10 +35,10 @@ TRL_BF16 = "TRL SFTTrainer bf16 weights, no checkpointing, packing=True"
 TUNEFORGE_BF16 = "tuneforge bf16 weights (model.dtype: bfloat16)"
 # label -> (worker, keyword arguments besides the data files and the size)
 CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
-    TRL_BEST: ("bench.train:trl_worker", {"method": "lora", "packing": True, "tuned": True}),
-    TUNEFORGE: ("bench.train:tuneforge_worker", {"method": "lora", "packing": True}),
-    TRL_BF16: ("bench.train:trl_worker", {"method": "lora", "packing": True, "tuned": True, "bf16": "weights"}),
-    TUNEFORGE_BF16: ("bench.train:tuneforge_worker", {"method": "lora", "packing": True, "bf16": "weights"}),
+    TRL_BEST: ("bench.train_workers:trl_worker", {"method": "lora", "packing": True, "tuned": True}),
+    TUNEFORGE: ("bench.train_workers:tuneforge_worker", {"method": "lora", "packing": True}),
+    TRL_BF16: ("bench.train_workers:trl_worker", {"method": "lora", "packing": True, "tuned": True, "bf16": "weights"}),
+    TUNEFORGE_BF16: ("bench.train_workers:tuneforge_worker", {"method": "lora", "packing": True, "bf16": "weights"}),
 }
 # (tuneforge, TRL) pairs whose ratios are reported; the first is the issue's figure
 PAIRS = [(TUNEFORGE, TRL_BEST), (TUNEFORGE_BF16, TRL_BEST), (TUNEFORGE_BF16, TRL_BF16)]
@@ -163,7 +163,7 @@ def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, An
         f"steps of {settings['packed_batch']} packed row of {settings['max_length']} tokens, LoRA r=16 alpha=32 "
         "dropout 0 all-linear, lr 2e-4 cosine, 3% warmup, clip 1.0, fp32, no gradient checkpointing, loss on the "
         "answer tokens only (TRL: prompt/completion data, completion_only_loss=True, packing=True)",
-        "timed = steps 2..S; tokens = non-padding tokens; val loss = the shared evaluator of bench/train.py on "
+        "timed = steps 2..S; tokens = non-padding tokens; val loss = the shared evaluator of bench/train_workers.py on "
         "each trained model in place; peak RSS = the worker process's whole peak, that evaluator included (the "
         "issue's figure); peak RSS, training = the same read when training returned, before the evaluator",
     ]
@@ -213,7 +213,7 @@ def add_ceiling(report: common.Report, runs: dict[tuple[int, str], dict[str, Any
     """Per run: FLOPs per token, achieved GFLOP/s, share of the matmul rate; and what 2x would need."""
     if not runs:
         return
-    from bench.train import MODEL
+    from bench.train_workers import MODEL
 
     cfg = train_flops.model_config(MODEL)
     rate, cpu_rate = max(mm_before[0], mm_after[0]), max(mm_before[1], mm_after[1])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.train import flop_counts
 from bench.train_flops import flops_terms, needed_share, per_token, utilisation_row
+from bench.train_workers import flop_counts
 
 # A tiny Llama: h=4, 2 heads of 2, 1 kv head, intermediate 8, 2 layers, vocabulary 10.
 CFG = {"hidden_size": 4, "intermediate_size": 8, "num_attention_heads": 2, "num_key_value_heads": 1,

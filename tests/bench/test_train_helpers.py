@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from bench.train import encode_pair, flops_per_token, validation_loss
+from bench.train import flops_per_token
+from bench.train_workers import encode_pair, validation_loss
 
 
 def test_encode_pair_masks_the_prompt_and_keeps_the_answer(tokenizer):
