@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--omp-passive", action="store_true",
                    help="with --vs-best: OMP_WAIT_POLICY=PASSIVE for every run (threads sleep at once between "
                         "parallel regions: fewer CPU-s on a shared machine, fewer tokens/s; the runs before "
-                        "2026-12-04 16:00 used it)")
+                        "2026-12-04 15:15 used it)")
     p.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

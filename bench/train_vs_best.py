@@ -98,8 +98,8 @@ def summary_rows(ratios: list[dict[str, float]]) -> list[dict[str, Any]]:
 def worker_env(threads: int | None, omp_passive: bool) -> dict[str, str]:
     """The environment of every contender's process. OpenMP keeps its own wait policy, as users run both tools
     (threads spin a while between parallel regions); ``omp_passive`` makes them sleep at once, as the runs
-    before 2026-12-04 16:00 did: fewer CPU-s burnt waiting on a shared machine, but 20-40% fewer tokens/s for
-    both tools here (BENCHMARKS.md, "OpenMP's wait policy")."""
+    before 2026-12-04 15:15 did: fewer CPU-s burnt waiting on a shared machine, but 35-50% fewer tokens/s for
+    both tools here (BENCHMARKS.md, "Reading of the 2026-12-04 fourth-session run")."""
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     if omp_passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
