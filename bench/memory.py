@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="run only these configurations")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=10, help="optimizer steps per configuration (the heap levels off "
-                                                          "after several; the runs before 2026-12-04 16:00 used 2)")
+                                                          "after several; the runs before 2026-12-04 16:19 used 2)")
     p.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     p.add_argument("--from-raw", type=Path, nargs="*", help="measure nothing: re-estimate the configurations "
                                                               "kept in these --raw files with the current formula")
