@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench import common
 from bench.data import write_splits
-from bench.train_workers import SETTINGS
+from bench.train_workers import SETTINGS, worker_env
 
 SIZES = {
     # train lines, val lines, optimizer steps
@@ -66,9 +66,7 @@ def run(size: str, only: list[str] | None = None, write: bool = True, threads: i
     if threads:
         torch.set_num_threads(threads)  # the matmul peak is measured with the contenders' thread count
     # Passive OpenMP waiting: on a busy machine a spinning thread would burn CPU seconds waiting for its partner.
-    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
+    env = worker_env(threads, omp_passive=True)
     command = "python -m bench.train" + (" --full" if size == "full" else "") + (" --vs-tuned" if vs_tuned else "")
     report = common.Report(name="train-tuned" if vs_tuned else "train", size=size, command=command,
                            title="Training: tuneforge vs TRL SFTTrainer" + (" set up for CPU (fp32, no checkpointing)"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from bench import common
 from bench.data import write_splits
+from bench.train_workers import worker_env
 
-BASE_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+BASE_ENV = worker_env(None, omp_passive=True)
 VARIANTS = {
     "default": {},
     "mmap>=256K fixed": {"MALLOC_MMAP_THRESHOLD_": str(256 << 10)},

@@ -28,6 +28,7 @@ from typing import Any
 
 from bench import common, train_flops
 from bench.data import write_splits
+from bench.train_workers import worker_env
 
 TRL_BEST = "TRL SFTTrainer fp32, no checkpointing, packing=True"
 TUNEFORGE = "tuneforge (defaults: packing)"
@@ -93,19 +94,6 @@ def summary_rows(ratios: list[dict[str, float]]) -> list[dict[str, Any]]:
         s = median_spread([p[key] for p in ratios])
         rows.append({"ratio (tuneforge / TRL)": key, "median": s["median"], "min": s["min"], "max": s["max"]})
     return rows
-
-
-def worker_env(threads: int | None, omp_passive: bool) -> dict[str, str]:
-    """The environment of every contender's process. OpenMP keeps its own wait policy, as users run both tools
-    (threads spin a while between parallel regions); ``omp_passive`` makes them sleep at once, as the runs
-    before 2026-12-04 15:15 did: fewer CPU-s burnt waiting on a shared machine, but 35-50% fewer tokens/s for
-    both tools here (BENCHMARKS.md, "Reading of the 2026-12-04 fourth-session run")."""
-    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    if omp_passive:
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
 
 
 def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = True,

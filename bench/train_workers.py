@@ -29,6 +29,20 @@ SETTINGS = {
 }
 
 
+def worker_env(threads: int | None, omp_passive: bool) -> dict[str, str]:
+    """The environment of every contender's process. OpenMP keeps its own wait policy, as users run both tools
+    (threads spin a while between parallel regions); ``omp_passive`` makes them sleep at once, as ``bench.train``'s
+    own tables and ``bench.train_malloc_ab`` still do and ``--vs-best`` did before 2026-12-04 15:15: fewer CPU-s
+    burnt waiting on a shared machine, but 35-50% fewer tokens/s for both tools here (BENCHMARKS.md, "Reading
+    of the 2026-12-04 fourth-session run")."""
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    if omp_passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
 # ------------------------------------------------------------------------------------- shared evaluator
 
 

@@ -13,8 +13,8 @@ from bench.train_vs_best import (
     pair_ratios,
     schedule,
     summary_rows,
-    worker_env,
 )
+from bench.train_workers import worker_env
 
 
 def test_contenders_keep_openmps_own_wait_policy_unless_passive_is_asked():
