@@ -64,11 +64,9 @@ def in_engine(rounds: int = 16, row_counts: tuple[int, ...] = (8, 16, 24, 32)) -
     import torch
 
     import tuneforge.config as C
-    from bench.serve_steps import MODEL, _prompts
+    from bench.serve_steps import MODEL, _prompts, mid_answer_batch
     from tuneforge.serve import slot_attention
     from tuneforge.serve.engine import Engine
-    from tuneforge.serve.rows import Row
-    from tuneforge.serve.scheduler import Batch
     from tuneforge.serve.server import load_base
 
     model, tok = load_base(C.ModelConfig(name=MODEL, dtype="bfloat16"))
@@ -79,11 +77,7 @@ def in_engine(rounds: int = 16, row_counts: tuple[int, ...] = (8, 16, 24, 32)) -
     print(f"in the engine (bf16, 1 thread): ms per decoding step, thread CPU, median of {rounds} alternated pairs")
     with torch.inference_mode():
         for rows in row_counts:
-            batch = Batch(engine)
-            batch._prefill([Row(prompt_ids=list(prompts[i]), adapter=None, max_tokens=10_000,
-                                emit=lambda kind, payload: None) for i in range(rows)])
-            for _ in range(24):  # mid-answer, as bench.serve_steps measures
-                batch._decode()
+            batch = mid_answer_batch(engine, prompts, rows)  # as bench.serve_steps measures
             times: dict[str, list[float]] = {"kernel": [], "matmuls": []}
             for r in range(rounds):
                 for name in ("kernel", "matmuls") if r % 2 else ("matmuls", "kernel"):

@@ -37,6 +37,24 @@ def _prompts(tokenizer, n: int) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
+def silent_row(prompt_ids: list[int]):
+    """A request whose output goes nowhere, long enough never to finish during a measurement."""
+    from tuneforge.serve.rows import Row
+
+    return Row(prompt_ids=list(prompt_ids), adapter=None, max_tokens=10_000, emit=lambda kind, payload: None)
+
+
+def mid_answer_batch(engine, prompts: list[list[int]], rows: int):
+    """A batch of ``rows`` running rows (prompts reused in turn) whose caches hold prompt + 24 tokens."""
+    from tuneforge.serve.scheduler import Batch
+
+    batch = Batch(engine)
+    batch._prefill([silent_row(prompts[i % len(prompts)]) for i in range(rows)])
+    for _ in range(24):
+        batch._decode()
+    return batch
+
+
 def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = True,
                dtype: str = "auto") -> dict[str, Any]:
     """Thread CPU ms of one request's prefill (mean over ``prompts``, prefix store warm) and of one decoding
@@ -47,7 +65,6 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = 
 
     import tuneforge.config as C
     from tuneforge.serve.engine import Engine
-    from tuneforge.serve.rows import Row
     from tuneforge.serve.scheduler import Batch
     from tuneforge.serve.server import load_base
 
@@ -56,26 +73,20 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = 
     engine.eos_ids = frozenset()  # rows must keep decoding for the whole measurement, whatever they say
     ids = _prompts(tok, prompts + 1)
 
-    def row(p: list[int]) -> Row:
-        return Row(prompt_ids=list(p), adapter=None, max_tokens=10_000, emit=lambda kind, payload: None)
-
     out: dict[str, Any] = {"model": model_name}
     with torch.inference_mode():
         batch = Batch(engine)
-        batch._prefill([row(ids[0])])  # warm-up, and the template prefix is stored
+        batch._prefill([silent_row(ids[0])])  # warm-up, and the template prefix is stored
         cost = 0.0
         for p in ids[1:]:
             t = time.thread_time()
-            batch._prefill([row(p)])
+            batch._prefill([silent_row(p)])
             cost += time.thread_time() - t
             batch.reset()
         out["prompt tokens"] = sum(len(p) for p in ids[1:]) / prompts
         out["prefill ms"] = 1e3 * cost / prompts
         for n in ROWS:
-            batch = Batch(engine)
-            batch._prefill([row(ids[i % len(ids)]) for i in range(n)])
-            for _ in range(24):  # mid-answer: the rows' caches hold prompt + 24 tokens
-                batch._decode()
+            batch = mid_answer_batch(engine, ids, n)
             best = float("inf")
             for _ in range(3):
                 t = time.thread_time()
@@ -88,7 +99,7 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = 
                 joins = []
                 for p in ids[1 : 1 + steps]:
                     t = time.thread_time()
-                    batch.step([row(p)])
+                    batch.step([silent_row(p)])
                     joins.append(time.thread_time() - t)
                     batch.live.pop()
                 out[f"join ms at {n}"] = 1e3 * sorted(joins)[len(joins) // 2] - out[f"step ms at {n}"]
