@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.train.shapes import SMOL_FULL, SMOL_LORA
 from tuneforge.config.train import TrainConfig
 from tuneforge.train.memory import estimate_memory
 from tuneforge.train.methods import apply_method
@@ -38,12 +39,10 @@ def test_checkpointed_estimate_is_within_15_percent_of_the_measured_peaks():
     """bench.memory on SmolLM2-135M, LoRA, gradient checkpointing, 2 steps (BENCHMARKS.md, 2026-12-03):
     peaks 1,212 MB (1 packed row, widest 245 tokens, 144 carrying loss) and 1,607 MB (768 tokens, 505).
     Counting one recomputed block, the 768-token estimate was 1.29 GiB: 18% under its peak."""
-    from tuneforge.train.memory import ModelShapes, estimate_batch
+    from tuneforge.train.memory import estimate_batch
 
-    smollm2_lora = ModelShapes(weights=557_597_952, gradients=19_537_920, optimizer=39_075_840, hidden=576,
-                               intermediate=1536, layers=30, vocab=49_152, heads=9, kv_heads=3, head_dim=64)
     for width, targets, peak_mb in ((245, 144, 1212), (768, 505, 1607)):
-        est = estimate_batch(smollm2_lora, 1, width, True, 4, targets, chunked_logits=True).total
+        est = estimate_batch(SMOL_LORA, 1, width, True, 4, targets, chunked_logits=True).total
         assert abs(est / (peak_mb * 2**20) - 1) <= 0.15, (width, est / 2**30)
 
 
@@ -52,19 +51,15 @@ def test_estimates_are_within_15_percent_of_six_measured_run_peaks():
     peaked within 1.5% of 10), SmolLM2-135M on the 2026-12-04 machine: peak (MB) and the heaviest micro-batch
     (rows, width, positions carrying loss) the planner estimated each run by. Measured after 2 steps instead,
     lora-2rows read 2,428 MB (+24% over) and lora-long 2,775: a transient, not the run's peak."""
-    from tuneforge.train.memory import ModelShapes, estimate_batch
+    from tuneforge.train.memory import estimate_batch
 
-    lora = ModelShapes(weights=557_597_952, gradients=19_537_920, optimizer=39_075_840, hidden=576,
-                       intermediate=1536, layers=30, vocab=49_152, heads=9, kv_heads=3, head_dim=64)
-    full = ModelShapes(weights=538_060_032, gradients=538_060_032, optimizer=1_076_120_064, hidden=576,
-                       intermediate=1536, layers=30, vocab=49_152, heads=9, kv_heads=3, head_dim=64)
     runs = {  # name: (shapes, checkpointing, heaviest micro-batch, peak MB)
-        "lora-short": (lora, False, (1, 256, 153), 1727),
-        "lora-long": (lora, False, (1, 768, 505), 3082),
-        "lora-long-ckpt": (lora, True, (1, 768, 505), 1714),
-        "lora-2rows": (lora, False, (2, 384, 510), 2954),
-        "full-short": (full, False, (1, 256, 153), 2969),
-        "full-ckpt": (full, True, (1, 504, 345), 2926),
+        "lora-short": (SMOL_LORA, False, (1, 256, 153), 1727),
+        "lora-long": (SMOL_LORA, False, (1, 768, 505), 3082),
+        "lora-long-ckpt": (SMOL_LORA, True, (1, 768, 505), 1714),
+        "lora-2rows": (SMOL_LORA, False, (2, 384, 510), 2954),
+        "full-short": (SMOL_FULL, False, (1, 256, 153), 2969),
+        "full-ckpt": (SMOL_FULL, True, (1, 504, 345), 2926),
     }
     for name, (shapes, ckpt, (rows, width, targets), peak_mb) in runs.items():
         est = estimate_batch(shapes, rows, width, ckpt, 4, targets, chunked_logits=True).total
