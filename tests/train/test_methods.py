@@ -114,3 +114,35 @@ def test_a_model_that_already_has_an_adapter_keeps_training_it(tiny_model, token
     assert apply_method(model, TrainConfig(method="lora"), tokenizer) is model
     merged = apply_method(model, TrainConfig(method="full"), tokenizer)
     assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+def test_qlora_base_keeps_its_compute_dtype_and_is_frozen(monkeypatch, tokenizer):
+    """QLoRA loads the 4-bit base (bitsandbytes, CUDA: stood in for here by a tiny bf16 model) and keeps its
+    other weights in the compute dtype: peft's prepare_model_for_kbit_training cast them to fp32, which ran
+    the residual stream and every saved activation in fp32 (H200, SmolLM2: 17.5 GB against LoRA's 13.8)."""
+    import transformers
+
+    from tuneforge import models
+    from tuneforge.config import load_recipe
+    from tuneforge.models.tiny import tiny_model
+    from tuneforge.train import methods
+
+    loaded = {}
+
+    def from_pretrained(path, **kwargs):
+        loaded.update(kwargs)
+        model = tiny_model(tokenizer).to(torch.bfloat16)
+        model.is_loaded_in_4bit = True  # what bitsandbytes' loading sets (and peft's kbit helper looks at)
+        return model
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(models, "resolve_model", lambda name: name)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    for ckpt in (False, True):
+        recipe = load_recipe(None, {"train.method": "qlora", "train.gradient_checkpointing": ckpt})
+        model = methods._load_4bit(recipe)
+        assert loaded["quantization_config"].load_in_4bit and loaded["dtype"] == torch.bfloat16
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # norms and embeddings too
+        assert not any(p.requires_grad for p in model.parameters())
+        assert (getattr(model, "_require_grads_hook", None) is not None) == ckpt  # checkpointing needs it

@@ -41,8 +41,11 @@ class ModelConfig(Section):
     trust_remote_code: bool = Field(
         False, description="Allow a model folder to run its own Python code. Off: only enable for folders you trust."
     )
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
-        "auto", description="Attention kernel. auto: sdpa where available."
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "varlen"] = Field(
+        "auto", description="Attention kernel. auto: sdpa, except training on a CUDA GPU, which uses varlen. "
+        "varlen: PyTorch's variable-length flash-attention kernel (CUDA, torch >= 2.10), one causal attention "
+        "per packed example instead of a masked [row x row] one; for training and scoring only (the trained "
+        "model returns to sdpa for generation).",
     )
 
 

@@ -243,7 +243,14 @@ def load_model(
     if torch_dtype in (torch.bfloat16, torch.float16) and _in_cache(folder):
         folder = half_precision_folder(folder, torch_dtype)
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": cfg.trust_remote_code, "use_safetensors": True}
-    if cfg.attn_implementation != "auto":
+    if cfg.attn_implementation == "varlen":
+        from tuneforge.models import varlen_attention
+
+        if not varlen_attention.available(dev):
+            raise UserError(f"model.attn_implementation varlen needs a CUDA device and torch >= 2.10 "
+                            f"(device here: {dev}, torch {torch.__version__}); use auto or sdpa")
+        kwargs["attn_implementation"] = varlen_attention.register()
+    elif cfg.attn_implementation != "auto":
         kwargs["attn_implementation"] = cfg.attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)

@@ -14,6 +14,7 @@ from tuneforge import atomic
 from tuneforge.config.recipe import Recipe
 from tuneforge.config.train import TrainConfig
 from tuneforge.errors import UserError
+from tuneforge.models import varlen_attention
 from tuneforge.runs import ADAPTER, CHECKPOINTS, METRICS, MODEL, TRAIN_RESULT, Run
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train import dist_checkpoint as dist_ckpt
@@ -285,6 +286,7 @@ def _finish(loop: Loop, state: LoopState, tokenizer, counts, out: Path, resumed_
         exported_step = state.best_step
         say(f"exporting the best weights (step {state.best_step}, validation loss {state.best_val_loss:.4f})")
     accelerator.wait_for_everyone()
+    varlen_attention.use_sdpa(unwrapped)  # what comes next may generate with a KV cache
     # Sharded engines gather the full weights on every process; plain runs read them directly.
     if loop.dist_checkpoints:
         full_state = fsdp.full_state(loop.model, trainable_only=False)

@@ -75,26 +75,50 @@ def load_base_model(recipe: Recipe) -> PreTrainedModel:
     if method in ("full", "freeze") and recipe.model.dtype == "auto":
         # Trained weights stay in fp32; mixed precision (autocast) gives the speed without bf16 weight updates.
         dtype = "float32"
-    model = load_model(recipe.model.model_copy(update={"adapter": None}), dtype=dtype, is_trainable=True)
+    update = {"adapter": None, "attn_implementation": training_attention(recipe)}
+    model = load_model(recipe.model.model_copy(update=update), dtype=dtype, is_trainable=True)
     return model
 
 
-def _load_4bit(recipe: Recipe) -> PreTrainedModel:  # pragma: no cover - needs CUDA + bitsandbytes
-    from peft import prepare_model_for_kbit_training
+def training_attention(recipe: Recipe) -> str:
+    """The recipe's ``model.attn_implementation`` for training: ``auto`` becomes ``varlen`` on a CUDA device
+    with PyTorch's variable-length kernel (each packed example attends within itself, no [row x row] mask),
+    except for prompt/prefix tuning, whose rows carry a padding mask and virtual tokens."""
+    from tuneforge.models import resolve_device, varlen_attention
+
+    chosen = recipe.model.attn_implementation
+    if chosen != "auto" or recipe.train.prompt_learning:
+        return chosen
+    if recipe.model.dtype == "float32" and recipe.train.mixed_precision == "no":
+        return chosen  # the flash kernel computes in bf16/fp16 only
+    return "varlen" if varlen_attention.available(resolve_device(recipe.model.device)) else "auto"
+
+
+def _load_4bit(recipe: Recipe) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from tuneforge.models import resolve_model
+    from tuneforge.models import resolve_model, varlen_attention
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     quant = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
     )
+    attn = training_attention(recipe)
+    extra = {} if attn == "auto" else {"attn_implementation": varlen_attention.register() if attn == "varlen" else attn}
     model = AutoModelForCausalLM.from_pretrained(
         str(resolve_model(recipe.model.name)), quantization_config=quant, dtype=compute,
         device_map={"": torch.cuda.current_device()}, use_safetensors=True,
-        trust_remote_code=recipe.model.trust_remote_code,
+        trust_remote_code=recipe.model.trust_remote_code, **extra,
     )
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
+    # Not peft's prepare_model_for_kbit_training: it casts every non-4-bit weight (norms, embeddings, the
+    # head) to fp32, which carries the whole residual stream, and so every saved activation, in fp32: on an
+    # H200, SmolLM2 QLoRA at 8 x 2,048 tokens peaked at 17.5 GB against LoRA's 13.8, at 0.72x TRL's tokens/s
+    # (TRL keeps them bf16 too). The base stays in the compute dtype; the adapters are fp32 (PEFT's default).
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if recipe.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    return model
 
 
 def apply_method(model: PreTrainedModel, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase | None = None):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.data.chat import IGNORE_INDEX
+from tuneforge.models import varlen_attention
 from tuneforge.train.chunked_loss import chunkable, hidden_states, lm_cross_entropy
 from tuneforge.train.packing import Batch
 
@@ -27,7 +28,15 @@ def _inputs(model: torch.nn.Module, batch: Batch, prompt_learning: bool) -> tupl
     else:
         # No 2D mask: the model derives a block-diagonal causal mask from the restarting position ids.
         kwargs["position_ids"] = batch.position_ids.to(device, non_blocking=True)
+        if varlen_attention.in_use(model):
+            # The variable-length kernel takes the examples' bounds instead: found here, on the host, once per
+            # batch rather than by every layer from the ids on the device.
+            bounds = varlen_attention.packed_boundaries(batch.position_ids)
+            for key in ("cu_seq_lens_q", "cu_seq_lens_k"):
+                bounds[key] = bounds[key].to(device, non_blocking=True)
+            kwargs.update(bounds)
     return kwargs, batch.target.to(device, non_blocking=True)
+
 
 
 def _logits_and_target(model: torch.nn.Module, batch: Batch, prompt_learning: bool):
