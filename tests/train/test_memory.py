@@ -78,3 +78,16 @@ def test_lora_dropout_counts_the_inputs_it_keeps_for_backward(tokenizer):
     assert ModelShapes.of(plain).dropout_inputs == 0 and shapes.dropout_inputs > 0
     extra = estimate_memory(dropped, 1024, False).activations - estimate_memory(plain, 1024, False).activations
     assert abs(extra - 1024 * shapes.dropout_inputs * 5 * ALLOCATOR_FACTOR) < 1
+
+
+def test_on_a_gpu_the_loss_chunks_are_larger_and_varlen_rows_need_no_masks():
+    from tuneforge.train.chunked_loss import chunk_rows
+    from tuneforge.train.memory import estimate_batch
+
+    assert chunk_rows(49_152, "cuda") == 2730 and chunk_rows(49_152) == 341  # 512 vs 64 MiB of fp32 logits
+    cpu = estimate_batch(SMOL_LORA, 8, 2048, False, 2, 5000, chunked_logits=True)
+    gpu = estimate_batch(SMOL_LORA, 8, 2048, False, 2, 5000, chunked_logits=True, device_type="cuda")
+    assert gpu.logits * 341 == cpu.logits * 2730
+    varlen = estimate_batch(SMOL_LORA, 8, 2048, False, 2, 5000, chunked_logits=True, masks=False)
+    # one [rows, 1, L, L] fp32 mask per layer, kept for backward, that the variable-length kernel never builds
+    assert cpu.activations - varlen.activations > 0.9 * SMOL_LORA.layers * 8 * 2048**2 * 4

@@ -180,6 +180,8 @@ def _estimator(model, cfg: TrainConfig, data: LoopData, accelerator, n_steps: in
     half = accelerator.mixed_precision in ("bf16", "fp16") or next(model.parameters()).dtype in (
         torch.bfloat16, torch.float16)
     act_bytes = 2 if half else 4
+    masks = not varlen_attention.in_use(model)  # the variable-length kernel needs no [L x L] masks
+    device_type = next(model.parameters()).device.type  # the chunked loss's chunks are larger on a GPU
     lengths = data.row_lengths
     targets = [sum(data.train[i].n_target for i in row) for row in data.train_rows]
     world = accelerator.num_processes
@@ -195,7 +197,8 @@ def _estimator(model, cfg: TrainConfig, data: LoopData, accelerator, n_steps: in
             # Only positions with a target reach the LM head: those of the chunked loss, or the union of
             # the rows' target columns in the model's own forward (at most rows x the most in a row).
             positions = total if chunked and not cfg.prompt_learning else min(n * width, n * most)
-            est = estimate_batch(shapes, n, width, checkpointing, act_bytes, positions, chunked)
+            est = estimate_batch(shapes, n, width, checkpointing, act_bytes, positions, chunked, masks=masks,
+                                 device_type=device_type)
             best = est if best is None or est.total > best.total else best
         return best
 

@@ -106,12 +106,13 @@ def _lora_dropout_inputs(model: torch.nn.Module) -> int:
 
 def estimate_batch(shapes: ModelShapes, rows: int, width: int, gradient_checkpointing: bool,
                    act_bytes: int = 4, logit_positions: int | None = None,
-                   chunked_logits: bool = False, masks: bool = True) -> MemoryEstimate:
+                   chunked_logits: bool = False, masks: bool = True, device_type: str = "cpu") -> MemoryEstimate:
     """Peak resident memory of a training step on a micro-batch of ``rows`` rows padded to ``width``.
 
     ``logit_positions``: positions that reach the LM head (default: every token); ``chunked_logits``:
     the loss runs through ``chunked_loss`` (logits of one chunk at a time, not of every position);
-    ``masks``: count the attention masks of block-diagonal (packed or padded) rows.
+    ``masks``: count the attention masks of block-diagonal (packed or padded) rows (none with the
+    variable-length kernel); ``device_type``: where the chunked loss runs (its chunk size).
     """
     from tuneforge.train import chunked_loss
 
@@ -142,7 +143,7 @@ def estimate_batch(shapes: ModelShapes, rows: int, width: int, gradient_checkpoi
     positions = tokens if logit_positions is None else min(tokens, logit_positions)
     copies = 3
     if chunked_logits:
-        positions, copies = min(positions, chunked_loss.chunk_rows(s.vocab)), 2
+        positions, copies = min(positions, chunked_loss.chunk_rows(s.vocab, device_type)), 2
     logits = positions * s.vocab * 4 * copies
     return MemoryEstimate(float(s.weights), float(s.gradients), float(s.optimizer), activations, logits,
                           RUNTIME_BYTES)
