@@ -45,18 +45,23 @@ def linear_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
             "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
 
 
-def flops_terms(cfg: dict[str, Any], r: int, ctx: float, head_fraction: float) -> dict[str, float]:
-    """FLOPs per trained token by term (see the module docstring); ``head_fraction`` = head positions / tokens."""
+def flops_terms(cfg: dict[str, Any], r: int, ctx: float, head_fraction: float, method: str = "lora") -> dict[str, float]:
+    """FLOPs per trained token by term (see the module docstring); ``head_fraction`` = head positions / tokens.
+
+    ``method="full"``: every weight gets its gradient too (6 per weight and token instead of 4), no LoRA;
+    ``qlora`` counts as ``lora`` (dequantising the 4-bit weights is not a matmul).
+    """
     shapes = linear_shapes(cfg)
     layers = cfg["num_hidden_layers"]
     n_mm = layers * sum(i * o for i, o in shapes.values())
     n_lora = layers * sum(r * (i + o) for i, o in shapes.values())
     d_attn = cfg["num_attention_heads"] * (cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    per_weight = 6.0 if method == "full" else 4.0
     return {
-        "base": 4.0 * n_mm,
-        "lora": 6.0 * n_lora,
+        "base": per_weight * n_mm,
+        "lora": 0.0 if method == "full" else 6.0 * n_lora,
         "attention": 12.0 * layers * d_attn * ctx,
-        "lm_head": 4.0 * cfg["vocab_size"] * cfg["hidden_size"] * head_fraction,
+        "lm_head": per_weight * cfg["vocab_size"] * cfg["hidden_size"] * head_fraction,
     }
 
 
@@ -66,15 +71,18 @@ def model_config(name: str) -> dict[str, Any]:
     return json.loads((Path(resolve_model(name)) / "config.json").read_text())
 
 
-def per_token(cfg: dict[str, Any], r: int, run: dict[str, Any], head_on_all: bool = False) -> dict[str, float]:
+def per_token(cfg: dict[str, Any], r: int, run: dict[str, Any], head_on_all: bool = False,
+              per_example: bool = False, method: str = "lora") -> dict[str, float]:
     """Terms for one measured run: its mean row width and its share of LM-head positions.
 
     ``head_on_all``: a contender whose LM head runs on every position (transformers' own forward without
-    ``logits_to_keep``), not only on the loss positions.
+    ``logits_to_keep``), not only on the loss positions. ``per_example``: attention counted over each
+    example's own length (what a variable-length kernel computes and what the model needs), not the row's.
     """
-    ctx = run["ctx_tokens"] / run["tokens"]  # token-weighted mean row width of the timed steps
+    # token-weighted mean attention width of the timed steps: the row's, or the example's
+    ctx = run["example_ctx_tokens" if per_example else "ctx_tokens"] / run["tokens"]
     fraction = 1.0 if head_on_all else run["loss_tokens"] / run["tokens"]
-    return flops_terms(cfg, r, ctx, fraction)
+    return flops_terms(cfg, r, ctx, fraction, method)
 
 
 def utilisation_row(label: str, flops: dict[str, float], run: dict[str, Any], rate: float,

@@ -61,12 +61,13 @@ def validation_loss(model, tokenizer, val_file: Path, max_length: int) -> float:
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     with torch.no_grad():
         for row in read_jsonl(val_file):
             ids, labels = encode_pair(tokenizer, row["messages"], max_length)
-            x = torch.tensor([ids])
-            y = torch.tensor([labels[1:] + [-100]])
+            x = torch.tensor([ids], device=device)
+            y = torch.tensor([labels[1:] + [-100]], device=device)
             logits = model(input_ids=x).logits.float()
             loss = torch.nn.functional.cross_entropy(logits[0], y[0], ignore_index=-100, reduction="sum")
             total += float(loss)
@@ -92,24 +93,69 @@ def steady_state(marks: list[tuple[float, float]], step_tokens: list[int]) -> di
             "tokens_per_cpu_s": tokens / cpu, "timed_steps": len(marks) - 1, "all_tokens": sum(step_tokens)}
 
 
-def flop_counts(n_marks: int, counts: list[int], shapes: list[tuple[int, int]]) -> dict[str, int]:
-    """Over the timed steps (as ``steady_state``): sum of tokens x row width, and the loss positions."""
+def clock(cuda: bool):
+    """A function that reads (wall, CPU) clocks at the end of a step; on a GPU after the queued kernels
+    finish, so that a step's mark is not its launch."""
+    import torch
+
+    def read() -> tuple[float, float]:
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter(), time.process_time()
+
+    return read
+
+
+def gpu_memory() -> dict[str, float]:
+    """Peak GPU memory of this process so far (MB): what PyTorch's allocator handed out and what it held."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {"gpu_peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "gpu_peak_reserved_mb": torch.cuda.max_memory_reserved() / 2**20}
+
+
+def squared_lengths(position_ids, mask, shape: tuple[int, int]) -> int:
+    """Sum over a batch's examples of their length squared (examples start where position ids restart;
+    without ids, one per row; ``mask`` 0: padding, left out): what attention within each example costs."""
+    import torch
+
+    from tuneforge.models.varlen_attention import _starts
+
+    starts, n = _starts(position_ids, mask, shape, torch.device("cpu"))
+    lengths = torch.diff(torch.cat([starts, torch.tensor([n])]))
+    return int((lengths.long() ** 2).sum())
+
+
+def flop_counts(n_marks: int, counts: list[int], shapes: list[tuple[int, ...]]) -> dict[str, int]:
+    """Over the timed steps (as ``steady_state``): sum of tokens x row width, the loss positions and, where
+    the shapes carry it (third element), the sum of example lengths squared."""
     timed = range(1, n_marks)
-    return {"ctx_tokens": sum(counts[i] * shapes[i][0] for i in timed),
-            "loss_tokens": sum(shapes[i][1] for i in timed)}
+    out = {"ctx_tokens": sum(counts[i] * shapes[i][0] for i in timed),
+           "loss_tokens": sum(shapes[i][1] for i in timed)}
+    if all(len(shapes[i]) > 2 for i in timed):
+        out["example_ctx_tokens"] = sum(shapes[i][2] for i in timed)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ TRL
 
 
 def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing: bool, tuned: bool = False,
-               bf16: str | None = None) -> dict[str, Any]:
+               bf16: str | None = None, model: str = MODEL, device: str = "cpu", rows: int | None = None,
+               max_length: int | None = None, attn: str | None = None) -> dict[str, Any]:
     """Train with TRL's SFTTrainer (its defaults, our shared hyperparameters); time the training steps.
 
     TRL's defaults include bf16 autocast (``bf16=True`` unless fp16) and gradient checkpointing;
     ``tuned`` turns both off (fp32, no recomputation), which is what suits a CPU without native bfloat16.
     With ``tuned``, ``bf16="autocast"`` keeps its bf16 autocast and ``bf16="weights"`` also loads the model
     in bfloat16 (PEFT keeps the adapters float32): its settings for a CPU with AVX512-BF16 or AMX.
+    ``device="cuda"`` (``bench.gpu_train``): rows of ``max_length`` tokens, ``rows`` of them per step, and
+    ``method="qlora"``: the base loaded in 4 bits by bitsandbytes, as tuneforge's qlora loads it.
+    ``attn="varlen"``: the model attends through PyTorch's variable-length flash kernel (tuneforge's
+    registration of it), which TRL's padding-free batches (packing) feed with their example bounds: TRL's
+    GPU setting with a flash-attention kernel, where the ``flash-attn`` package cannot be installed.
     """
     import torch
     from datasets import Dataset
@@ -118,23 +164,39 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
     from trl import SFTConfig, SFTTrainer
 
     from tuneforge.models import resolve_model
-    from tuneforge.models.load import half_precision_folder
+    from tuneforge.models.load import _in_cache, half_precision_folder
 
-    folder = resolve_model(MODEL)
+    folder = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     dtype = torch.bfloat16 if bf16 == "weights" else torch.float32
-    if dtype == torch.bfloat16:  # the weights saved in bfloat16, as tuneforge loads them (and as the hub ships SmolLM2)
+    if dtype == torch.bfloat16 and _in_cache(folder):  # bfloat16 weights on disk, as tuneforge loads them
         folder = half_precision_folder(folder, dtype)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
-    rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in read_jsonl(Path(train_file))]
+    load: dict[str, Any] = {"dtype": dtype}
+    if attn == "varlen":
+        from tuneforge.models import varlen_attention
+
+        load["attn_implementation"] = varlen_attention.register()
+    elif attn:
+        load["attn_implementation"] = attn
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        load |= {"dtype": torch.bfloat16, "device_map": {"": 0}, "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)}
+    base = AutoModelForCausalLM.from_pretrained(str(folder), **load)
+    lines = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in read_jsonl(Path(train_file))]
     s = SETTINGS
+    max_length = max_length or s["max_length"]
     out = tempfile.mkdtemp(prefix="trl-bench-")
     args = SFTConfig(
-        output_dir=out, max_steps=steps, per_device_train_batch_size=s["packed_batch" if packing else "batch"], gradient_accumulation_steps=1,
-        learning_rate=s["lr"][method], lr_scheduler_type="cosine", warmup_steps=s["warmup_ratio"],
-        max_grad_norm=s["max_grad_norm"], weight_decay=0.0, max_length=s["max_length"], packing=packing,
-        logging_steps=10_000, save_strategy="no", eval_strategy="no", report_to="none", seed=s["seed"],
-        use_cpu=True, dataloader_num_workers=0, completion_only_loss=True,  # its default for this data, made explicit
+        output_dir=out, max_steps=steps, per_device_train_batch_size=rows or s["packed_batch" if packing else "batch"],
+        gradient_accumulation_steps=1,
+        learning_rate=s["lr"]["full" if method == "full" else "lora"], lr_scheduler_type="cosine",
+        warmup_steps=s["warmup_ratio"], max_grad_norm=s["max_grad_norm"], weight_decay=0.0, max_length=max_length,
+        packing=packing, logging_steps=10_000, save_strategy="no", eval_strategy="no", report_to="none",
+        seed=s["seed"], use_cpu=device == "cpu", dataloader_num_workers=0,
+        completion_only_loss=True,  # its default for this data, made explicit
         **({"bf16": bf16 is not None, "gradient_checkpointing": False} if tuned else {}),
     )
     lc = s["lora"]
@@ -142,39 +204,47 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
         r=lc["r"], lora_alpha=lc["alpha"], lora_dropout=lc["dropout"], target_modules=lc["target_modules"],
         task_type="CAUSAL_LM", bias="none",
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+    trainer = SFTTrainer(model=base, args=args, train_dataset=Dataset.from_list(lines),
                          processing_class=tokenizer, peft_config=peft_config)
 
     counts: list[int] = []
-    shapes: list[tuple[int, int]] = []  # (row width, loss positions) per batch, for the FLOP count
+    shapes: list[tuple[int, ...]] = []  # (row width, loss positions, sum of lengths^2) per batch: FLOP counts
+    collate_s: list[float] = []  # host seconds per batch building it (on the step's critical path)
     inner = trainer.data_collator
 
     def counting_collator(features):
+        t = time.perf_counter()
         batch = inner(features)
+        collate_s.append(time.perf_counter() - t)
         mask = batch.get("attention_mask")
         counts.append(int(mask.sum()) if mask is not None else int(batch["input_ids"].numel()))
         labels = batch.get("labels")
-        shapes.append((int(batch["input_ids"].shape[-1]),
-                       int((labels[..., 1:] != -100).sum()) if labels is not None else counts[-1]))
+        ids = batch["input_ids"]
+        shapes.append((int(ids.shape[-1]),
+                       int((labels[..., 1:] != -100).sum()) if labels is not None else counts[-1],
+                       squared_lengths(batch.get("position_ids"), mask, tuple(ids.shape))))
         return batch
 
     trainer.data_collator = counting_collator
     marks: list[tuple[float, float]] = []
+    read_clocks = clock(device != "cpu")
 
     class Clock(TrainerCallback):
         def on_step_end(self, *a, **k):
-            marks.append((time.perf_counter(), time.process_time()))
+            marks.append(read_clocks())
 
     trainer.add_callback(Clock())
     trainer.train()
     train_rss = common.peak_rss_mb()  # before the shared evaluator below
+    train_gpu = gpu_memory()
     # The dataloader may fetch one batch ahead: the first `steps` collated batches are the trained ones.
     timing = steady_state(marks, counts[:steps])
     timing.update(flop_counts(len(marks), counts, shapes))
-    val = validation_loss(trainer.model, tokenizer, Path(val_file), s["max_length"])
+    val = validation_loss(trainer.model, tokenizer, Path(val_file), max_length)
     shutil.rmtree(out, ignore_errors=True)
-    return {**timing, "val_loss": val, "train_peak_rss_mb": train_rss,
-            "params": sum(p.numel() for p in model.parameters()) if method == "full"
+    return {**timing, **train_gpu, "val_loss": val, "train_peak_rss_mb": train_rss,
+            "collate_ms": 1e3 * sum(collate_s) / max(len(collate_s), 1),
+            "params": sum(p.numel() for p in base.parameters()) if method == "full"
             else sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" not in n),
             "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": bool(args.bf16)}
 
@@ -183,10 +253,12 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
 
 
 def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, packing: bool,
-                     tuned: bool = False, checkpointing: bool = False, bf16: str | None = None) -> dict[str, Any]:
+                     tuned: bool = False, checkpointing: bool = False, bf16: str | None = None,
+                     model: str = MODEL, device: str = "cpu", rows: int | None = None,
+                     max_length: int | None = None, attn: str = "auto") -> dict[str, Any]:
     """Train with tuneforge (its defaults, the shared hyperparameters); time the training steps.
     ``bf16="autocast"``: ``train.mixed_precision: bf16``; ``bf16="weights"``: ``model.dtype: bfloat16`` (the
-    frozen base in bfloat16, the LoRA adapters float32)."""
+    frozen base in bfloat16, the LoRA adapters float32). ``device``, ``rows``, ``max_length``: as ``trl_worker``'s."""
     from tuneforge.config import load_recipe
     from tuneforge.models import load_tokenizer
     from tuneforge.runs import create_run
@@ -195,12 +267,15 @@ def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, pa
     s = SETTINGS
     out = tempfile.mkdtemp(prefix="tf-bench-run-")
     lc = s["lora"]
+    max_length = max_length or s["max_length"]
     overrides: dict[str, Any] = {
-        "model.name": MODEL, "run.output_dir": out, "run.name": f"bench-{method}", "run.seed": s["seed"],
-        "train.method": method, "train.max_steps": steps,
-        "train.batch_size": s["packed_batch" if packing else "batch"], "train.grad_accum": 1,
-        "train.learning_rate": s["lr"][method], "train.scheduler": "cosine", "train.warmup_ratio": s["warmup_ratio"],
-        "train.max_grad_norm": s["max_grad_norm"], "train.max_length": s["max_length"], "train.packing": packing,
+        "model.name": model, "model.device": device, "model.attn_implementation": attn, "run.output_dir": out,
+        "run.name": f"bench-{method}",
+        "run.seed": s["seed"], "train.method": method, "train.max_steps": steps,
+        "train.batch_size": rows or s["packed_batch" if packing else "batch"], "train.grad_accum": 1,
+        "train.learning_rate": s["lr"]["full" if method == "full" else "lora"], "train.scheduler": "cosine",
+        "train.warmup_ratio": s["warmup_ratio"],
+        "train.max_grad_norm": s["max_grad_norm"], "train.max_length": max_length, "train.packing": packing,
         "train.eval_at_start": False, "train.save_every": 10**6, "train.log_every": 10**6,
         "train.lora.r": lc["r"], "train.lora.alpha": lc["alpha"], "train.lora.dropout": lc["dropout"],
         "train.lora.target_modules": lc["target_modules"], "train.gradient_checkpointing": checkpointing,
@@ -209,34 +284,41 @@ def tuneforge_worker(train_file: str, val_file: str, method: str, steps: int, pa
     }
     recipe = load_recipe(None, overrides)
     run = create_run(recipe, "bench-train", inputs=[train_file])
-    tokenizer = load_tokenizer(MODEL)
+    tokenizer = load_tokenizer(model)
     # Count each micro-batch's real tokens by wrapping the loop's collate (a measurement hook only:
     # the batch is returned unchanged), and read the clocks after every optimizer step.
     import tuneforge.train.loop as loop
 
     counts: list[int] = []
-    shapes: list[tuple[int, int]] = []  # (row width, loss positions) per batch, for the FLOP count
+    shapes: list[tuple[int, ...]] = []  # (row width, loss positions, sum of lengths^2) per batch: FLOP counts
+    collate_s: list[float] = []  # host seconds per batch building it (on the step's critical path)
     inner = loop.collate
 
     def counting_collate(*args, **kwargs):
+        t = time.perf_counter()
         batch = inner(*args, **kwargs)
+        collate_s.append(time.perf_counter() - t)
         counts.append(batch.n_tokens)
-        shapes.append((int(batch.input_ids.shape[1]), batch.n_target))
+        shapes.append((int(batch.input_ids.shape[1]), batch.n_target,
+                       squared_lengths(batch.position_ids, batch.attention_mask, tuple(batch.input_ids.shape))))
         return batch
 
     loop.collate = counting_collate
     marks: list[tuple[float, float]] = []
+    read_clocks = clock(device != "cpu")
     # No val_file: validation is measured afterwards by the shared function, same as for TRL.
     result = train(recipe, run, Path(train_file), None, tokenizer=tokenizer,
-                   on_step=lambda step, loss: marks.append((time.perf_counter(), time.process_time())))
+                   on_step=lambda step, loss: marks.append(read_clocks()))
     loop.collate = inner
     train_rss = common.peak_rss_mb()  # before the shared evaluator below
+    train_gpu = gpu_memory()
     timing = steady_state(marks, counts)
     timing.update(flop_counts(len(marks), counts, shapes))
     # The trained model in place, as for TRL (reloading it would put a second copy in this process's peak RSS).
-    val = validation_loss(result.model, tokenizer, Path(val_file), s["max_length"])
+    val = validation_loss(result.model, tokenizer, Path(val_file), max_length)
     shutil.rmtree(out, ignore_errors=True)
-    return {**timing, "val_loss": val, "train_peak_rss_mb": train_rss, "params": result.total_params - (result.trainable_params if method != "full" else 0),
+    return {**timing, **train_gpu, "val_loss": val, "collate_ms": 1e3 * sum(collate_s) / max(len(collate_s), 1),
+            "train_peak_rss_mb": train_rss, "params": result.total_params - (result.trainable_params if method != "full" else 0),
             "tuneforge_tokens_per_s": result.tokens_per_s,
             "gradient_checkpointing": recipe.train.gradient_checkpointing}
 
