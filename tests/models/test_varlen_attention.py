@@ -180,3 +180,34 @@ def test_varlen_on_a_cpu_is_a_clear_error(tiny_model_dir):
 
     with pytest.raises(UserError, match="varlen needs a CUDA device"):
         load_model(ModelConfig(name=str(tiny_model_dir), device="cpu", attn_implementation="varlen"))
+
+
+def test_a_training_run_attends_through_varlen_and_hands_back_a_model_that_generates(
+        tmp_path, tiny_model_dir, tokenizer, cpu_kernel):
+    """The engine end to end where ``auto`` picks varlen (a CUDA device; here the CPU reference): every
+    forward of the run goes through the kernel with the batch's bounds, the losses are SDPA's, and the
+    trained model comes back on SDPA, able to generate with a KV cache."""
+    from tests.train.helpers import write_prepared, write_recipe
+    from tuneforge.config import load_recipe
+    from tuneforge.models.generate import chat_inputs
+    from tuneforge.runs import create_run
+    from tuneforge.train import train
+
+    data = write_prepared(tmp_path / "data")
+    losses = {}
+    for attn in ("sdpa", "auto"):
+        recipe = load_recipe(write_recipe(tmp_path / f"{attn}.yaml", tiny_model_dir, data, tmp_path / attn,
+                                          lora={"dropout": 0.0}, max_steps=3, eval_every=3),
+                             {"model.attn_implementation": attn, "model.device": "cpu"})
+        CALLS.clear()
+        result = train(recipe, create_run(recipe, "train"), data / "train.jsonl", data / "val.jsonl")
+        losses[attn] = (result.initial_val_loss, result.final_val_loss)
+        assert bool(CALLS) == (attn == "auto")
+    assert all(len(c["cu"]) > 2 for c in CALLS)  # packed rows: several examples per row
+    torch.testing.assert_close(losses["auto"], losses["sdpa"], rtol=1e-4, atol=1e-4)
+    assert result.model.config._attn_implementation == "sdpa"
+    inputs = chat_inputs(tokenizer, [{"role": "user", "content": "A film?"}])
+    with torch.no_grad():  # decoding with a KV cache: varlen would refuse it
+        out = result.model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 4
