@@ -183,7 +183,7 @@ def test_varlen_on_a_cpu_is_a_clear_error(tiny_model_dir):
 
 
 def test_a_training_run_attends_through_varlen_and_hands_back_a_model_that_generates(
-        tmp_path, tiny_model_dir, tokenizer, cpu_kernel):
+        tmp_path, tiny_model_dir, tokenizer, cpu_kernel, capsys):
     """The engine end to end where ``auto`` picks varlen (a CUDA device; here the CPU reference): every
     forward of the run goes through the kernel with the batch's bounds, the losses are SDPA's, and the
     trained model comes back on SDPA, able to generate with a KV cache."""
@@ -203,6 +203,7 @@ def test_a_training_run_attends_through_varlen_and_hands_back_a_model_that_gener
         result = train(recipe, create_run(recipe, "train"), data / "train.jsonl", data / "val.jsonl")
         losses[attn] = (result.initial_val_loss, result.final_val_loss)
         assert bool(CALLS) == (attn == "auto")
+        assert ("attention: PyTorch's variable-length flash kernel" in capsys.readouterr().out) == (attn == "auto")
     assert all(len(c["cu"]) > 2 for c in CALLS)  # packed rows: several examples per row
     torch.testing.assert_close(losses["auto"], losses["sdpa"], rtol=1e-4, atol=1e-4)
     assert result.model.config._attn_implementation == "sdpa"

@@ -144,6 +144,9 @@ def _setup_model(recipe: Recipe, model, tokenizer, say):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     counts = count_parameters(model)
     say(f"method {recipe.train.method}: {counts.describe()}")
+    if varlen_attention.in_use(model):
+        say("attention: PyTorch's variable-length flash kernel, each packed example within itself "
+            "(model.attn_implementation: sdpa to turn it off)")
     return model, tokenizer, counts
 
 
