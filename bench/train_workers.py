@@ -121,9 +121,9 @@ def squared_lengths(position_ids, mask, shape: tuple[int, int]) -> int:
     without ids, one per row; ``mask`` 0: padding, left out): what attention within each example costs."""
     import torch
 
-    from tuneforge.models.varlen_attention import _starts
+    from tuneforge.models.varlen_attention import example_starts
 
-    starts, n = _starts(position_ids, mask, shape, torch.device("cpu"))
+    starts, n = example_starts(position_ids, mask, shape, torch.device("cpu"))
     lengths = torch.diff(torch.cat([starts, torch.tensor([n])]))
     return int((lengths.long() ** 2).sum())
 

@@ -73,13 +73,13 @@ def packed_boundaries(position_ids: torch.Tensor, mask: torch.Tensor | None = No
     0 (padding) are left out. Computed once per batch, on the host where the ids live, so no layer waits
     on the device to learn the boundaries.
     """
-    starts, n = _starts(position_ids, mask, tuple(position_ids.shape), position_ids.device)
+    starts, n = example_starts(position_ids, mask, tuple(position_ids.shape), position_ids.device)
     cu = torch.cat([starts, torch.tensor([n], device=starts.device)]).to(torch.int32)
     longest = int((cu[1:] - cu[:-1]).max()) if len(cu) > 1 else 0
     return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
 
 
-def _starts(position_ids: torch.Tensor | None, mask: torch.Tensor | None, shape: tuple[int, ...],
+def example_starts(position_ids: torch.Tensor | None, mask: torch.Tensor | None, shape: tuple[int, ...],
             device: torch.device) -> tuple[torch.Tensor, int]:
     """Indices (into the kept tokens of a ``shape`` = (rows, width) batch) where an example starts, and the
     number of kept tokens. Without position ids every row is one example."""
@@ -150,7 +150,7 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
         q, k, v = q[keep], k[keep], v[keep]
     cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
     if cu is None or keep is not None:
-        starts, n = _starts(kwargs.get("position_ids"), mask, (rows, width), query.device)
+        starts, n = example_starts(kwargs.get("position_ids"), mask, (rows, width), query.device)
         cu = torch.cat([starts, torch.tensor([n], device=starts.device)]).to(torch.int32)
         longest = int((cu[1:] - cu[:-1]).max())
     out = _call_kernel(q, k, v, cu.to(query.device), int(longest), scaling, sliding_window)
