@@ -65,3 +65,11 @@ def test_report_gives_ratios_to_trl_and_mfu_against_the_measured_matmul_rate():
 def test_the_repeated_pair_alternates_and_the_rest_run_once():
     repeated = [p[1] for p in gpu_train.PLAN if p[0] == "smollm2" and p[4]]
     assert repeated == [gpu_train.TRL_LORA, gpu_train.TF_LORA]
+
+
+def test_only_picks_contenders_by_label_and_model():
+    assert gpu_train.selected("gemma3", gpu_train.TF_LORA, ["gemma3:"])
+    assert not gpu_train.selected("smollm2", gpu_train.TF_LORA, ["gemma3:"])
+    assert gpu_train.selected("smollm2", "tuneforge QLoRA (defaults)", ["smollm2:QLoRA"])
+    assert not gpu_train.selected("smollm2", "tuneforge full (defaults)", ["smollm2:QLoRA", "gemma3:full"])
+    assert gpu_train.selected("gemma3", "anything", None)
