@@ -185,6 +185,19 @@ def selected(key: str, label: str, only: list[str] | None) -> bool:
     return False
 
 
+def run_order(keys: list[str], only: list[str] | None, repeats: int) -> list[tuple[int, tuple]]:
+    """(repeat, plan entry) in run order, model by model: the repeated pair first, its order flipping every
+    repeat (a drift of the machine's speed cancels out of the median), then the rest once."""
+    order: list[tuple[int, tuple]] = []
+    for key in keys:
+        plan = [p for p in PLAN if p[0] == key and selected(key, p[1], only)]
+        pair = [p for p in plan if p[4]]
+        for r in range(repeats if pair else 0):
+            order += [(r, p) for p in (pair if r % 2 == 0 else pair[::-1])]
+        order += [(0, p) for p in plan if not p[4]]
+    return order
+
+
 def run_all(source: Path, out: Path, steps: int, rows: int, max_length: int, repeats: int,
             only: list[str] | None, models_order: list[str] | None = None, check: bool = True) -> dict[str, Any]:
     """Every contender of ``PLAN`` (``only``: see ``selected``) in its own process, model by model
@@ -214,14 +227,7 @@ def run_all(source: Path, out: Path, steps: int, rows: int, max_length: int, rep
             result["varlen_check"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         print(f"varlen vs sdpa: {result['varlen_check']}", flush=True)
         save()
-    order = []
-    for key in models:
-        plan = [p for p in PLAN if p[0] == key and selected(key, p[1], only)]
-        pair = [p for p in plan if p[4]]
-        for r in range(repeats if pair else 0):
-            order += [(r, p) for p in (pair if r % 2 == 0 else pair[::-1])]
-        order += [(0, p) for p in plan if not p[4]]
-    for r, (key, label, worker, kwargs, _) in order:
+    for r, (key, label, worker, kwargs, _) in run_order(list(models), only, repeats):
         args = {"train_file": str(data / "train.jsonl"), "val_file": str(data / "val.jsonl"), "steps": steps,
                 "packing": True, "model": str(models[key]), "device": "cuda", "rows": rows,
                 "max_length": max_length, **kwargs}

@@ -63,8 +63,14 @@ def test_report_gives_ratios_to_trl_and_mfu_against_the_measured_matmul_rate():
 
 
 def test_the_repeated_pair_alternates_and_the_rest_run_once():
-    repeated = [p[1] for p in gpu_train.PLAN if p[0] == "smollm2" and p[4]]
-    assert repeated == [gpu_train.TRL_LORA, gpu_train.TF_LORA]
+    order = [(r, p[0], p[1]) for r, p in gpu_train.run_order(["gemma3", "smollm2"], None, repeats=3)]
+    assert order[:2] == [(0, "gemma3", gpu_train.TRL_LORA), (0, "gemma3", gpu_train.TF_LORA)]  # gemma3: no repeats
+    smol = [(r, label) for r, key, label in order if key == "smollm2"]
+    assert smol[:6] == [(0, gpu_train.TRL_LORA), (0, gpu_train.TF_LORA), (1, gpu_train.TF_LORA),
+                        (1, gpu_train.TRL_LORA), (2, gpu_train.TRL_LORA), (2, gpu_train.TF_LORA)]
+    assert len(smol) == 6 + 5 and all(r == 0 for r, _ in smol[6:])
+    assert [p[1] for _, p in gpu_train.run_order(["smollm2"], ["smollm2:QLoRA"], 3)] == [
+        "TRL SFTTrainer QLoRA, varlen kernel", "tuneforge QLoRA (defaults)"]
 
 
 def test_only_picks_contenders_by_label_and_model():
