@@ -155,18 +155,24 @@ def test_decoding_with_a_cache_is_refused(cpu_kernel):
         varlen_attention.varlen_attention_forward(torch.nn.Module(), q, kv, kv, None)
 
 
-def test_training_picks_varlen_where_the_kernel_runs_and_hands_sdpa_back(monkeypatch, tokenizer):
+def test_training_picks_varlen_where_the_kernel_runs_and_hands_sdpa_back(monkeypatch, tokenizer, tiny_model_dir,
+                                                                         tmp_path):
+    from transformers import Gemma2Config
+
     from tuneforge.config import load_recipe
     from tuneforge.train.methods import training_attention
 
-    recipe = load_recipe(None, {"model.device": "cpu"})
+    model = {"model.name": str(tiny_model_dir)}  # a Llama
+    recipe = load_recipe(None, {**model, "model.device": "cpu"})
     assert training_attention(recipe) == "auto"  # a CPU: no variable-length kernel
     monkeypatch.setattr(varlen_attention, "available", lambda device: True)
     assert training_attention(recipe) == "varlen"
-    assert training_attention(load_recipe(None, {"model.attn_implementation": "sdpa"})) == "sdpa"
-    assert training_attention(load_recipe(None, {"train.method": "prompt_tuning"})) == "auto"
+    assert training_attention(load_recipe(None, {**model, "model.attn_implementation": "sdpa"})) == "sdpa"
+    assert training_attention(load_recipe(None, {**model, "train.method": "prompt_tuning"})) == "auto"
     fp32 = {"model.dtype": "float32", "train.mixed_precision": "no"}  # the kernel computes in bf16/fp16 only
-    assert training_attention(load_recipe(None, fp32)) == "auto"
+    assert training_attention(load_recipe(None, {**model, **fp32})) == "auto"
+    Gemma2Config().save_pretrained(tmp_path / "gemma2")  # soft-capped attention logits: not for this kernel
+    assert training_attention(load_recipe(None, {"model.name": str(tmp_path / "gemma2")})) == "auto"
 
     _, varlen = _models(tokenizer)
     varlen_attention.use_sdpa(varlen)

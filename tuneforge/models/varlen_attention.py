@@ -27,6 +27,13 @@ import torch
 
 NAME = "tuneforge_varlen"
 
+# Model types whose attention layers hand transformers' attention functions plain causal (optionally
+# sliding-window) attention over 1-D positions: what this kernel computes. Others keep SDPA under ``auto``:
+# Gemma 2's soft-capped logits, multimodal rotary positions (Qwen2-VL), attention sinks, ALiBi biases.
+MODEL_TYPES = frozenset({
+    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma3_text", "phi3", "olmo", "olmo2", "smollm3",
+})
+
 
 def kernel() -> Callable | None:
     """PyTorch's ``varlen_attn`` where this torch has it, else None."""
@@ -40,6 +47,11 @@ def kernel() -> Callable | None:
 def available(device: torch.device) -> bool:
     """The variable-length kernel can run here: a CUDA device and a torch that ships it."""
     return device.type == "cuda" and kernel() is not None
+
+
+def supports(config: Any) -> bool:
+    """``auto`` may give this model (its transformers config) the variable-length kernel."""
+    return getattr(config, "model_type", None) in MODEL_TYPES and getattr(config, "attn_logit_softcapping", None) is None
 
 
 def register() -> str:

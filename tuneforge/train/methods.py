@@ -82,16 +82,23 @@ def load_base_model(recipe: Recipe) -> PreTrainedModel:
 
 def training_attention(recipe: Recipe) -> str:
     """The recipe's ``model.attn_implementation`` for training: ``auto`` becomes ``varlen`` on a CUDA device
-    with PyTorch's variable-length kernel (each packed example attends within itself, no [row x row] mask),
-    except for prompt/prefix tuning, whose rows carry a padding mask and virtual tokens."""
-    from tuneforge.models import resolve_device, varlen_attention
+    with PyTorch's variable-length kernel (each packed example attends within itself, no [row x row] mask)
+    for the model types it suits (``varlen_attention.supports``), except for prompt/prefix tuning, whose
+    rows carry a padding mask and virtual tokens."""
+    from transformers import AutoConfig
+
+    from tuneforge.models import resolve_device, resolve_model, varlen_attention
 
     chosen = recipe.model.attn_implementation
     if chosen != "auto" or recipe.train.prompt_learning:
         return chosen
     if recipe.model.dtype == "float32" and recipe.train.mixed_precision == "no":
         return chosen  # the flash kernel computes in bf16/fp16 only
-    return "varlen" if varlen_attention.available(resolve_device(recipe.model.device)) else "auto"
+    if not varlen_attention.available(resolve_device(recipe.model.device)):
+        return chosen
+    config = AutoConfig.from_pretrained(str(resolve_model(recipe.model.name)),
+                                        trust_remote_code=recipe.model.trust_remote_code)
+    return "varlen" if varlen_attention.supports(config) else chosen
 
 
 def _load_4bit(recipe: Recipe) -> PreTrainedModel:
