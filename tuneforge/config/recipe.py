@@ -42,7 +42,8 @@ class ModelConfig(Section):
         False, description="Allow a model folder to run its own Python code. Off: only enable for folders you trust."
     )
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "varlen"] = Field(
-        "auto", description="Attention kernel. auto: sdpa, except training on a CUDA GPU, which uses varlen. "
+        "auto", description="Attention kernel. auto: sdpa, except training on a CUDA GPU, which uses varlen for "
+        "the model types it suits (Llama, Mistral, Qwen2/3, Gemma, Gemma 3, Phi-3, OLMo, SmolLM3). "
         "varlen: PyTorch's variable-length flash-attention kernel (CUDA, torch >= 2.10), one causal attention "
         "per packed example instead of a masked [row x row] one; for training and scoring only (the trained "
         "model returns to sdpa for generation).",
