@@ -121,11 +121,10 @@ def squared_lengths(position_ids, mask, shape: tuple[int, int]) -> int:
     without ids, one per row; ``mask`` 0: padding, left out): what attention within each example costs."""
     import torch
 
-    from tuneforge.models.varlen_attention import example_starts
+    from tuneforge.models.varlen_attention import cumulative_lengths
 
-    starts, n = example_starts(position_ids, mask, shape, torch.device("cpu"))
-    lengths = torch.diff(torch.cat([starts, torch.tensor([n])]))
-    return int((lengths.long() ** 2).sum())
+    cu, _ = cumulative_lengths(position_ids, mask, shape, torch.device("cpu"))
+    return int((torch.diff(cu).long() ** 2).sum())
 
 
 def flop_counts(n_marks: int, counts: list[int], shapes: list[tuple[int, ...]]) -> dict[str, int]:

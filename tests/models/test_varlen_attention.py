@@ -70,8 +70,8 @@ def test_bounds_come_from_restarting_positions_and_skip_padding():
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
     two = varlen_attention.packed_boundaries(torch.tensor([[0, 1, 0, 1], [0, 1, 2, 3]]), mask)
     assert two["cu_seq_lens_q"].tolist() == [0, 2, 4, 6] and two["max_length_q"] == 2
-    starts, n = varlen_attention.example_starts(None, mask, (2, 4), torch.device("cpu"))
-    assert starts.tolist() == [0, 4] and n == 6
+    cu, longest = varlen_attention.cumulative_lengths(None, mask, (2, 4), torch.device("cpu"))
+    assert cu.tolist() == [0, 4, 6] and longest == 4
 
 
 def _models(tokenizer, **overrides):

@@ -19,6 +19,7 @@ training and scoring only: a query shorter than its keys (decoding with a KV cac
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -85,13 +86,20 @@ def packed_boundaries(position_ids: torch.Tensor, mask: torch.Tensor | None = No
     0 (padding) are left out. Computed once per batch, on the host where the ids live, so no layer waits
     on the device to learn the boundaries.
     """
-    starts, n = example_starts(position_ids, mask, tuple(position_ids.shape), position_ids.device)
-    cu = torch.cat([starts, torch.tensor([n], device=starts.device)]).to(torch.int32)
-    longest = int((cu[1:] - cu[:-1]).max()) if len(cu) > 1 else 0
+    cu, longest = cumulative_lengths(position_ids, mask, tuple(position_ids.shape), position_ids.device)
     return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
 
 
-def example_starts(position_ids: torch.Tensor | None, mask: torch.Tensor | None, shape: tuple[int, ...],
+def cumulative_lengths(position_ids: torch.Tensor | None, mask: torch.Tensor | None, shape: tuple[int, ...],
+                       device: torch.device) -> tuple[torch.Tensor, int]:
+    """The examples' cumulative lengths over the kept tokens of a ``shape`` = (rows, width) batch (int32,
+    starting at 0) and the longest example's length."""
+    starts, n = _starts(position_ids, mask, shape, device)
+    cu = torch.cat([starts, torch.tensor([n], device=starts.device)]).to(torch.int32)
+    return cu, int((cu[1:] - cu[:-1]).max()) if len(cu) > 1 else 0
+
+
+def _starts(position_ids: torch.Tensor | None, mask: torch.Tensor | None, shape: tuple[int, ...],
             device: torch.device) -> tuple[torch.Tensor, int]:
     """Indices (into the kept tokens of a ``shape`` = (rows, width) batch) where an example starts, and the
     number of kept tokens. Without position ids every row is one example."""
@@ -108,13 +116,19 @@ def example_starts(position_ids: torch.Tensor | None, mask: torch.Tensor | None,
     return start.nonzero().squeeze(1), row.numel()
 
 
+@functools.lru_cache(maxsize=4)
+def _parameters(fn: Callable) -> frozenset[str]:
+    """The kernel's keyword names, read once (every layer of every forward calls it)."""
+    return frozenset(inspect.signature(fn).parameters)
+
+
 def _call_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, longest: int,
                  scale: float | None, window: int | None) -> torch.Tensor:
     """``varlen_attn`` causal (within ``window`` keys where given), across torch versions' signatures."""
     fn = kernel()
     if fn is None:
         raise RuntimeError("attn_implementation varlen needs torch.nn.attention.varlen (torch >= 2.10)")
-    params = inspect.signature(fn).parameters
+    params = _parameters(fn)
     kwargs: dict[str, Any] = {"scale": scale}
     if "window_size" in params:  # torch >= 2.11: causal is a window of (-1 or W-1 keys back, 0 ahead)
         kwargs["window_size"] = (window - 1 if window else -1, 0)
@@ -162,9 +176,7 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
         q, k, v = q[keep], k[keep], v[keep]
     cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
     if cu is None or keep is not None:
-        starts, n = example_starts(kwargs.get("position_ids"), mask, (rows, width), query.device)
-        cu = torch.cat([starts, torch.tensor([n], device=starts.device)]).to(torch.int32)
-        longest = int((cu[1:] - cu[:-1]).max())
+        cu, longest = cumulative_lengths(kwargs.get("position_ids"), mask, (rows, width), query.device)
     out = _call_kernel(q, k, v, cu.to(query.device), int(longest), scaling, sliding_window)
     if keep is not None:
         full = out.new_zeros(rows * width, heads, dim)
