@@ -221,6 +221,23 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def attention_kwargs(attn_implementation: str, device: torch.device) -> dict:
+    """``from_pretrained``'s ``attn_implementation`` for a recipe's choice: none for ``auto`` (transformers'
+    default), ``varlen`` registered under its transformers name (where it can run), the rest as named."""
+    import torch
+
+    if attn_implementation == "auto":
+        return {}
+    if attn_implementation == "varlen":
+        from tuneforge.models import varlen_attention
+
+        if not varlen_attention.available(device):
+            raise UserError(f"model.attn_implementation varlen needs a CUDA device and torch >= 2.10 "
+                            f"(device here: {device}, torch {torch.__version__}); use auto or sdpa")
+        return {"attn_implementation": varlen_attention.register()}
+    return {"attn_implementation": attn_implementation}
+
+
 def load_model(
     config: ModelConfig | str,
     *,
@@ -242,16 +259,8 @@ def load_model(
     folder = resolve_model(cfg.name)
     if torch_dtype in (torch.bfloat16, torch.float16) and _in_cache(folder):
         folder = half_precision_folder(folder, torch_dtype)
-    kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": cfg.trust_remote_code, "use_safetensors": True}
-    if cfg.attn_implementation == "varlen":
-        from tuneforge.models import varlen_attention
-
-        if not varlen_attention.available(dev):
-            raise UserError(f"model.attn_implementation varlen needs a CUDA device and torch >= 2.10 "
-                            f"(device here: {dev}, torch {torch.__version__}); use auto or sdpa")
-        kwargs["attn_implementation"] = varlen_attention.register()
-    elif cfg.attn_implementation != "auto":
-        kwargs["attn_implementation"] = cfg.attn_implementation
+    kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": cfg.trust_remote_code, "use_safetensors": True,
+                    **attention_kwargs(cfg.attn_implementation, dev)}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except OSError as exc:

@@ -104,14 +104,14 @@ def training_attention(recipe: Recipe) -> str:
 def _load_4bit(recipe: Recipe) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from tuneforge.models import resolve_model, varlen_attention
+    from tuneforge.models import resolve_model
+    from tuneforge.models.load import attention_kwargs
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     quant = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
     )
-    attn = training_attention(recipe)
-    extra = {} if attn == "auto" else {"attn_implementation": varlen_attention.register() if attn == "varlen" else attn}
+    extra = attention_kwargs(training_attention(recipe), torch.device("cuda", torch.cuda.current_device()))
     model = AutoModelForCausalLM.from_pretrained(
         str(resolve_model(recipe.model.name)), quantization_config=quant, dtype=compute,
         device_map={"": torch.cuda.current_device()}, use_safetensors=True,
