@@ -177,12 +177,10 @@ def trl_worker(train_file: str, val_file: str, method: str, steps: int, packing:
         load["attn_implementation"] = varlen_attention.register()
     elif attn:
         load["attn_implementation"] = attn
-    if method == "qlora":
-        from transformers import BitsAndBytesConfig
+    if method == "qlora":  # the quantisation tuneforge's qlora loads its base with
+        from tuneforge.train.methods import nf4_config
 
-        load |= {"dtype": torch.bfloat16, "device_map": {"": 0}, "quantization_config": BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)}
+        load |= {"dtype": torch.bfloat16, "device_map": {"": 0}, "quantization_config": nf4_config(torch.bfloat16)}
     base = AutoModelForCausalLM.from_pretrained(str(folder), **load)
     lines = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in read_jsonl(Path(train_file))]
     s = SETTINGS

@@ -101,16 +101,22 @@ def training_attention(recipe: Recipe) -> str:
     return "varlen" if varlen_attention.supports(config) else chosen
 
 
+def nf4_config(compute: torch.dtype):
+    """QLoRA's quantisation: 4-bit NormalFloat weights, their scales quantised too, products in ``compute``."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
 def _load_4bit(recipe: Recipe) -> PreTrainedModel:
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     from tuneforge.models import resolve_model
     from tuneforge.models.load import attention_kwargs
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    quant = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
-    )
+    quant = nf4_config(compute)
     extra = attention_kwargs(training_attention(recipe), torch.device("cuda", torch.cuda.current_device()))
     model = AutoModelForCausalLM.from_pretrained(
         str(resolve_model(recipe.model.name)), quantization_config=quant, dtype=compute,
