@@ -19,6 +19,20 @@ def shot(page, tmp_path, name: str) -> None:
     page.screenshot(path=str(tmp_path / "shots" / f"{name}.png"), full_page=True)
 
 
+def submit(page, selector: str) -> None:
+    """Click a button that posts a form and wait for the page it redirects to.
+
+    Stop and Resume redirect back to the same URL, so ``wait_for_url`` returns at once; a predicate run
+    while the old document unloads would then find no ``#status`` at all.
+    """
+    with page.expect_navigation():
+        page.click(selector)
+
+
+def wait_status(page, status: str, timeout: int) -> None:
+    page.wait_for_function(f"document.querySelector('#status')?.textContent === '{status}'", timeout=timeout)
+
+
 def test_pages_without_the_key_redirect_to_login(tmp_path, serve_ui, page):
     runs = tmp_path / "runs"
     make_run(runs, "done", finished=True)
@@ -93,7 +107,7 @@ def test_launch_watch_the_curve_grow_and_stop(tmp_path, serve_ui, page, tiny_mod
     # The curve gains points while the page stays loaded (no reload: the same document object).
     page.evaluate("window.__same_page = true")
     page.wait_for_function("Number(document.querySelector('#chart').dataset.points || 0) >= 2"
-                           " || document.querySelector('#status').textContent !== 'running'", timeout=180_000)
+                           " || (document.querySelector('#status')?.textContent ?? 'running') !== 'running'", timeout=180_000)
     assert page.inner_text("#status") == "running", page.inner_text("#log")
     first = int(page.get_attribute("#chart", "data-points"))
     page.wait_for_function(f"Number(document.querySelector('#chart').dataset.points) > {first}", timeout=120_000)
@@ -101,9 +115,9 @@ def test_launch_watch_the_curve_grow_and_stop(tmp_path, serve_ui, page, tiny_mod
     assert "step" in page.inner_text("#progress")
     shot(page, tmp_path, "run-live")
     pid = _run_pid(runs)
-    page.click("#stop")
-    page.wait_for_url(url + "/runs/live")
-    page.wait_for_function("document.querySelector('#status').textContent === 'killed'", timeout=120_000)
+    submit(page, "#stop")
+    assert page.url == url + "/runs/live"
+    wait_status(page, "killed", 120_000)
     _wait_gone(pid)
     shot(page, tmp_path, "run-stopped")
 
@@ -145,13 +159,13 @@ def test_stop_then_resume_from_the_ui_gives_the_weights_of_an_uninterrupted_run(
     page.click("#start")
     page.wait_for_url(url + "/runs/stopped")
     page.wait_for_function("Number(document.querySelector('#chart').dataset.points || 0) >= 4"
-                           " || document.querySelector('#status').textContent !== 'running'", timeout=180_000)
+                           " || (document.querySelector('#status')?.textContent ?? 'running') !== 'running'", timeout=180_000)
     assert page.inner_text("#status") == "running", page.inner_text("#log")
-    page.click("#stop")
-    page.wait_for_function("document.querySelector('#status').textContent === 'killed'", timeout=120_000)
+    submit(page, "#stop")
+    wait_status(page, "killed", 120_000)
     assert not (runs / "stopped" / "adapter").exists()  # it really stopped before the end
-    page.click("#resume")
-    page.wait_for_function("document.querySelector('#status').textContent === 'finished'", timeout=300_000)
+    submit(page, "#resume")
+    wait_status(page, "finished", 300_000)
     shot(page, tmp_path, "run-resumed")
 
     monkeypatch.chdir(tmp_path)
