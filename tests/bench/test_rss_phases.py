@@ -11,7 +11,7 @@ import time
 print("== 1. small", flush=True)
 time.sleep(0.6)
 big = bytearray(200 * 2**20)  # touched: resident
-time.sleep(0.3)
+time.sleep(0.6)  # many samples at 0.05 s: a stalled sampler on a loaded machine still sees it
 print("== 2. big", flush=True)
 del big
 time.sleep(0.3)

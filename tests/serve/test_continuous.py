@@ -180,13 +180,15 @@ def test_an_idle_engine_prefills_a_burst_together_while_its_requests_keep_arrivi
     took only those within it; the rest waited for that prefill and joined after)."""
     import time
 
-    engine = Engine(tiny_model, tokenizer, max_batch=4, max_waiting=4, batch_window_s=1.5)
+    # Gaps just over half a window: the three span more than one window, and a gap may stretch by
+    # 1.15 s (a loaded CI machine) before it would close the window.
+    engine = Engine(tiny_model, tokenizer, max_batch=4, max_waiting=4, batch_window_s=2.4)
     answers = [Answer() for _ in range(3)]
     engine.start()
     try:
-        for i, answer in enumerate(answers):  # 1.8 s from the first to the last: more than one window
+        for i, answer in enumerate(answers):  # 2.5 s from the first to the last: more than one window
             if i:
-                time.sleep(0.9)
+                time.sleep(1.25)
             engine.submit([row(tokenizer, PROMPTS[i], answer, 4)])
         assert all(a.text is not None for a in answers)
         assert engine.stats["batches"] == 1 and engine.stats["max_rows_in_batch"] == 3
