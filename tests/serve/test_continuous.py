@@ -194,3 +194,56 @@ def test_an_idle_engine_prefills_a_burst_together_while_its_requests_keep_arrivi
         assert engine.stats["batches"] == 1 and engine.stats["max_rows_in_batch"] == 3
     finally:
         engine.stop(10)
+
+
+def _burst(engine, tokenizer, n: int = 8) -> list[Answer]:
+    answers = [Answer() for _ in PROMPTS]
+    engine.start()
+    engine.submit([row(tokenizer, p, a, n) for p, a in zip(PROMPTS, answers, strict=True)])
+    return answers
+
+
+def _padded_prefills(monkeypatch) -> list[int]:
+    """Rows per call of the padded path (``Batch._prefill``), recorded from now on."""
+    from tuneforge.serve import scheduler
+
+    calls: list[int] = []
+    prefill = scheduler.Batch._prefill
+    monkeypatch.setattr(scheduler.Batch, "_prefill", lambda self, rows: (calls.append(len(rows)), prefill(self, rows)))
+    return calls
+
+
+def test_a_burst_on_an_idle_engine_is_one_flat_forward_with_the_greedy_answers(engine, tiny_model, tokenizer,
+                                                                             monkeypatch):
+    padded = _padded_prefills(monkeypatch)
+    expected = [reference(tiny_model, tokenizer, p, 8) for p in PROMPTS]
+    assert [a.text for a in _burst(engine, tokenizer)] == expected
+    assert padded == []
+    # one forward for the four prompts (no padded groups by length), then 7 decoding steps
+    assert engine.stats["batches"] == 1 and engine.stats["steps"] == 7
+    assert engine.stats["joined_in_step"] == 0  # nothing was running: none joined a step
+
+
+def test_a_burst_over_the_token_bound_takes_several_flat_forwards(engine, tiny_model, tokenizer, monkeypatch):
+    from tuneforge.serve import scheduler
+
+    bound = max(len(tokenizer(p)["input_ids"]) for p in PROMPTS)  # the longest prompt fits, not all four
+    monkeypatch.setattr(scheduler, "FLAT_TOKENS", bound)
+    chunks = scheduler.Batch(engine)._flat_chunks([row(tokenizer, p, Answer(), 8) for p in PROMPTS])
+    assert len(chunks) >= 2 and [len(r.prompt_ids) for c in chunks for r in c] == [
+        len(tokenizer(p)["input_ids"]) for p in PROMPTS]  # in arrival order, none left out
+    assert all(sum(len(r.prompt_ids) for r in c) <= bound for c in chunks)
+    expected = [reference(tiny_model, tokenizer, p, 8) for p in PROMPTS]
+    assert [a.text for a in _burst(engine, tokenizer)] == expected
+    # the later forwards carry the earlier chunks' rows decoding their next tokens
+    assert engine.stats["batches"] == len(chunks) and engine.stats["joined_in_step"] == 4 - len(chunks[0])
+
+
+def test_a_prompt_longer_than_the_bound_is_prefilled_apart(engine, tiny_model, tokenizer, monkeypatch):
+    from tuneforge.serve import scheduler
+
+    padded = _padded_prefills(monkeypatch)
+    monkeypatch.setattr(scheduler, "FLAT_TOKENS", len(tokenizer(PROMPTS[3])["input_ids"]) - 1)
+    expected = [reference(tiny_model, tokenizer, p, 8) for p in PROMPTS]
+    assert [a.text for a in _burst(engine, tokenizer)] == expected
+    assert padded == [4]  # SDPA's padded path, whose kernel does not hold [tokens x tokens] scores
