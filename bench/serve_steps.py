@@ -15,6 +15,9 @@ answers they are a large share of all the work, which caps the ratio however wel
 The ratio decoding steps alone reach, ``C x D(1) / D(C)``, is printed beside it.
 
     python -m bench.serve_steps   # fp32 (packed and plain weights), bf16 (native bf16 CPUs), int8; answers of 24 and 64 tokens
+
+A second table times a burst of 1, 8 and 32 prompts on an idle engine both ways the scheduler can compute
+it: padded groups of similar lengths (a forward each) or one flat forward (``scheduler.FLAT_TOKENS``).
 """
 
 from __future__ import annotations
@@ -107,6 +110,44 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = 
     return out
 
 
+def burst_costs(model_name: str, dtype: str = "auto", sizes: tuple[int, ...] = (1, 8, 32),
+                rounds: int = 5) -> list[dict[str, Any]]:
+    """Thread CPU ms to compute a burst of ``n`` new prompts on an idle engine (prefix store warm), both ways
+    the scheduler can: the padded path (``Batch._prefill``: groups of similar lengths, each left-padded and
+    its own forward) and one flat forward (``Batch._mixed``, what it does for up to ``FLAT_TOKENS`` prompt
+    tokens of one adapter since 2026-12-04), alternated round by round, median."""
+    import statistics
+
+    import torch
+
+    import tuneforge.config as C
+    from tuneforge.serve.engine import Engine
+    from tuneforge.serve.scheduler import Batch
+    from tuneforge.serve.server import load_base
+
+    model, tok = load_base(C.ModelConfig(name=model_name, dtype=dtype))
+    engine = Engine(model, tok, max_batch=max(sizes))
+    ids = _prompts(tok, 2 * max(sizes) + 1)
+    out = []
+    with torch.inference_mode():
+        batch = Batch(engine)
+        batch._prefill([silent_row(ids[0])])  # warm-up, and the template prefix is stored
+        batch.reset()
+        for n in sizes:
+            times: dict[str, list[float]] = {"padded": [], "flat": []}
+            for r in range(rounds + 1):  # round 0 warms both up and is not counted
+                prompts = ids[1 + (r % 2) * n:][:n]
+                for how in ("padded", "flat") if r % 2 else ("flat", "padded"):
+                    t = time.thread_time()
+                    (batch._prefill if how == "padded" else batch._mixed)([silent_row(p) for p in prompts])
+                    if r:
+                        times[how].append(time.thread_time() - t)
+                    batch.reset()
+            padded, flat = (1e3 * statistics.median(times[k]) for k in ("padded", "flat"))
+            out.append({"burst": n, "padded ms": padded, "flat ms": flat, "flat x padded": padded / flat})
+    return out
+
+
 def ceilings(costs: dict[str, Any], answer: int) -> dict[str, float]:
     """The most batching can gain at each client count for answers of ``answer`` tokens (formula above)."""
     p, d1 = costs["prefill ms"], costs["step ms at 1"]
@@ -134,11 +175,14 @@ def run(write: bool = True) -> common.Report:
              ("int8 export", str(int8_folder()), True, "auto")]
     if native_bf16():  # elsewhere bfloat16 is emulated, slower than float32: not a mode to serve
         modes.insert(2, ("bf16 (--dtype bfloat16)", MODEL, True, "bfloat16"))
+    bursts = []
     for label, name, pack, dtype in modes:
         print(f"bench.serve_steps: measuring {label}", flush=True)
         costs = step_costs(name, pack=pack, dtype=dtype)
         for answer in ANSWERS:
             rows.append({"mode": label, "answer tokens": answer, **costs, **ceilings(costs, answer)})
+        if pack:  # the scheduler's two ways of computing a burst, on the weights as served
+            bursts += [{"mode": label, **b} for b in burst_costs(name, dtype=dtype)]
     report.setup = [
         "in-process, no HTTP: the engine's scheduler (`tuneforge.serve.scheduler.Batch`) on the bundled model, torch "
         "threads 1, thread CPU time; prefill = one request on an idle engine, its prompt after the reused template "
@@ -156,6 +200,13 @@ def run(write: bool = True) -> common.Report:
             "join ms at 8", "join ms at 32", "steps alone x at 8", "ceiling x at 8", "steps alone x at 32",
             "ceiling x at 32", "join share at 8 %"]
     report.tables.append(common.table(rows, cols))
+    report.setup.append(
+        "burst = n of bench.serve's prompts arriving together at an idle engine, computed the two ways the "
+        "scheduler can: padded (`Batch._prefill`: groups of similar lengths, each left-padded, a forward each) "
+        "and flat (`Batch._mixed`: one forward over all their tokens, the scheduler's choice for up to "
+        "`FLAT_TOKENS` prompt tokens of one adapter, not for one prompt alone); thread CPU ms, median of 5 "
+        "alternated rounds")
+    report.tables.append(common.table(bursts, ["mode", "burst", "padded ms", "flat ms", "flat x padded"]))
     common.finish(report, write=write)
     return report
 

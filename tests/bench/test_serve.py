@@ -1,4 +1,4 @@
-"""bench.serve's llama.cpp contender and its report lines, without starting any server."""
+"""bench.serve's llama.cpp contender and its report lines (no server started), and bench.serve_steps' burst timing."""
 
 from __future__ import annotations
 
@@ -39,3 +39,11 @@ def test_targets_cover_int8_and_the_ratio_to_llama_cpp():
     assert "int8, p95 TTFT at 8 clients / idle TTFT (p50 at 1 client): target <= 2x, measured 3.00x -> **missed**" in lines
     assert any(line.startswith("int8, the same without the burst") and ": 1.50x idle TTFT" in line for line in lines)
     assert "tuneforge int8 / llama.cpp server at 8 client(s): 0.5x tokens/s, 0.5x tokens/CPU-s" in lines
+
+
+def test_serve_steps_times_a_burst_both_ways_the_scheduler_can(tiny_model_dir):
+    from bench.serve_steps import burst_costs
+
+    (row,) = burst_costs(str(tiny_model_dir), sizes=(3,), rounds=1)
+    assert row["burst"] == 3 and row["padded ms"] > 0 and row["flat ms"] > 0
+    assert row["flat x padded"] == row["padded ms"] / row["flat ms"]
