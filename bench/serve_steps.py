@@ -144,8 +144,40 @@ def burst_costs(model_name: str, dtype: str = "auto", sizes: tuple[int, ...] = (
                         times[how].append(time.thread_time() - t)
                     batch.reset()
             padded, flat = (1e3 * statistics.median(times[k]) for k in ("padded", "flat"))
-            out.append({"burst": n, "padded ms": padded, "flat ms": flat, "flat x padded": padded / flat})
+            first, last = _scheduler_burst(engine, batch, ids[1:1 + n], rounds)
+            out.append({"burst": n, "padded ms": padded, "flat ms": flat, "flat x padded": padded / flat,
+                        "scheduler: median first token ms": first, "scheduler: last first token ms": last})
     return out
+
+
+def _scheduler_burst(engine, batch, prompts: list[list[int]], rounds: int) -> tuple[float, float]:
+    """What the scheduler itself does with the burst (``Batch.step``, ``FLAT_TOKENS`` chunks, the earlier
+    chunks' rows decoding in the later forwards): thread CPU ms until the median row and the last row have
+    their first token, median over ``rounds``."""
+    import statistics
+
+    from tuneforge.serve.rows import Row
+
+    medians, lasts = [], []
+    saved, engine.eos_ids = engine.eos_ids, frozenset()  # no row may finish before every first token
+    try:
+        for _ in range(rounds):
+            firsts: dict[int, float] = {}
+            t0 = time.thread_time()
+
+            def emit_for(i: int, firsts=firsts, t0=t0):
+                return lambda kind, _p: firsts.setdefault(i, time.thread_time() - t0) if kind == "delta" else None
+
+            batch.step([Row(prompt_ids=list(p), adapter=None, max_tokens=10_000, emit=emit_for(i))
+                        for i, p in enumerate(prompts)])
+            while len(firsts) < len(prompts):
+                batch.step([])
+            medians.append(statistics.median(firsts.values()))
+            lasts.append(max(firsts.values()))
+            batch.reset()
+    finally:
+        engine.eos_ids = saved
+    return 1e3 * statistics.median(medians), 1e3 * statistics.median(lasts)
 
 
 def ceilings(costs: dict[str, Any], answer: int) -> dict[str, float]:
@@ -166,6 +198,7 @@ def run(write: bool = True) -> common.Report:
 
     from bench.serve import int8_folder
     from tuneforge.models import native_bf16
+    from tuneforge.serve.scheduler import FLAT_TOKENS
 
     torch.set_num_threads(1)  # as bench.serve runs its servers (--threads 1)
     report = common.Report(name="serve-steps", title="Serving: what batching can gain at most (engine CPU time)",
@@ -205,8 +238,11 @@ def run(write: bool = True) -> common.Report:
         "scheduler can: padded (`Batch._prefill`: groups of similar lengths, each left-padded, a forward each) "
         "and flat (`Batch._mixed`: one forward over all their tokens, the scheduler's choice for up to "
         "`FLAT_TOKENS` prompt tokens of one adapter, not for one prompt alone); thread CPU ms, median of 5 "
-        "alternated rounds")
-    report.tables.append(common.table(bursts, ["mode", "burst", "padded ms", "flat ms", "flat x padded"]))
+        "alternated rounds; scheduler: the burst given to `Batch.step` as the engine does (flat forwards of at "
+        "most `FLAT_TOKENS` = " + str(FLAT_TOKENS) + " prompt tokens, the earlier ones' rows decoding in the "
+        "later ones), thread CPU ms until the median and the last row had their first token")
+    report.tables.append(common.table(bursts, ["mode", "burst", "padded ms", "flat ms", "flat x padded",
+                                               "scheduler: median first token ms", "scheduler: last first token ms"]))
     common.finish(report, write=write)
     return report
 

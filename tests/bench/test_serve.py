@@ -47,3 +47,4 @@ def test_serve_steps_times_a_burst_both_ways_the_scheduler_can(tiny_model_dir):
     (row,) = burst_costs(str(tiny_model_dir), sizes=(3,), rounds=1)
     assert row["burst"] == 3 and row["padded ms"] > 0 and row["flat ms"] > 0
     assert row["flat x padded"] == row["padded ms"] / row["flat ms"]
+    assert 0 < row["scheduler: median first token ms"] <= row["scheduler: last first token ms"]

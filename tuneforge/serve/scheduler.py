@@ -55,9 +55,11 @@ MIXED = "__mixed__"  # group key of the rows that can share one forward
 # Prompt tokens in one flat forward at most (a burst beyond it takes several, each with the rows already
 # running). Flat, a burst of prompts is computed without padding and with one read of the weights: on one
 # Zen 4 thread, 8 of bench.serve's prompts 522 -> 402 ms fp32 (340 -> 269 bf16), 32 of them 2,160 -> 1,431 ms
-# (1,219 -> 945) against the padded groups of ``_prefill``. The bound keeps a long prompt's own attention
-# scores (``slot_attention``: [heads x tokens x tokens] in float32, ~150 MB at 2,048 tokens) in check.
-FLAT_TOKENS = 2048
+# (1,219 -> 945) against the padded groups of ``_prefill`` (``python -m bench.serve_steps``). Cut at 1,024
+# tokens, the 32 take two forwards: their median first token comes at 916 ms instead of 1,364 (at 512: 974),
+# the last at 1,470 (at 512: 1,765), fp32. The bound also keeps a long prompt's own attention scores
+# (``slot_attention``: [heads x tokens x tokens] in float32, ~38 MB at 1,024 tokens) in check.
+FLAT_TOKENS = 1024
 
 
 @dataclass(eq=False)
