@@ -54,11 +54,12 @@ class Engine(Protocol):
 MIXED = "__mixed__"  # group key of the rows that can share one forward
 # Prompt tokens in one flat forward at most (a burst beyond it takes several, each with the rows already
 # running). Flat, a burst of prompts is computed without padding and with one read of the weights: on one
-# Zen 4 thread, 8 of bench.serve's prompts 522 -> 402 ms fp32 (340 -> 269 bf16), 32 of them 2,160 -> 1,431 ms
-# (1,219 -> 945) against the padded groups of ``_prefill`` (``python -m bench.serve_steps``). Cut at 1,024
-# tokens, the 32 take two forwards: their median first token comes at 916 ms instead of 1,364 (at 512: 974),
-# the last at 1,470 (at 512: 1,765), fp32. The bound also keeps a long prompt's own attention scores
-# (``slot_attention``: [heads x tokens x tokens] in float32, ~38 MB at 1,024 tokens) in check.
+# Zen 4 thread (``python -m bench.serve_steps``, thread CPU), 8 of bench.serve's prompts 578 -> 522 ms fp32
+# (303 -> 272 bf16), 32 of them 2,012 -> 1,651 ms (1,097 -> 953) against the padded groups of ``_prefill``.
+# Cut at 1,024 tokens, the 32 take two forwards, the first chunk's rows decoding in the second: the median
+# row's first token comes at 1,090 ms instead of 1,632, the last at 1,632 as in one forward (at 512 tokens:
+# 1,033 and 1,825), fp32. The bound also keeps a long prompt's own attention scores (``slot_attention``:
+# [heads x tokens x tokens] in float32, ~38 MB at 1,024 tokens) in check.
 FLAT_TOKENS = 1024
 
 
@@ -125,7 +126,7 @@ class Batch:
         model, the rows (running ones included) are of more than one adapter, a prompt alone is longer
         than the bound (its own slot attention would hold ``[heads x tokens x tokens]`` scores; SDPA's
         kernel in ``_prefill`` does not), or one prompt comes to an idle engine (nothing to share a forward
-        with, and SDPA's kernel is as quick: 99 vs 97 ms fp32, 55 vs 61-63 ms bf16, the prompts above)."""
+        with, and SDPA's kernel is as quick: 107 vs 107 ms fp32, 64 vs 66 ms bf16, 30 alternated rounds)."""
         if not rows or not self.engine.mixed_steps or (len(rows) == 1 and not self.live):
             return []
         if len({lv.row.adapter for lv in self.live} | {r.adapter for r in rows}) != 1:
