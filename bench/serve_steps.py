@@ -113,10 +113,11 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = 
 
 def burst_costs(model_name: str, dtype: str = "auto", sizes: tuple[int, ...] = (1, 8, 32),
                 rounds: int = 5) -> list[dict[str, Any]]:
-    """Thread CPU ms to compute a burst of ``n`` new prompts on an idle engine (prefix store warm), both ways
-    the scheduler can: the padded path (``Batch._prefill``: groups of similar lengths, each left-padded and
-    its own forward) and one flat forward (``Batch._mixed``, what it does for up to ``FLAT_TOKENS`` prompt
-    tokens of one adapter since 2026-12-04), alternated round by round, median."""
+    """Thread CPU ms to compute a burst of ``n`` new prompts on an idle engine (its prefix store holding only
+    the chat template's tokens in common with them), both ways the scheduler can: the padded path
+    (``Batch._prefill``: groups of similar lengths, each left-padded and its own forward) and one flat forward
+    (``Batch._mixed``, what it does for up to ``FLAT_TOKENS`` prompt tokens of one adapter since 2026-12-04),
+    alternated round by round, median."""
     import statistics
 
     import torch
