@@ -32,11 +32,9 @@ def _inputs(model: torch.nn.Module, batch: Batch, prompt_learning: bool) -> tupl
             # The variable-length kernel takes the examples' bounds instead: found here, on the host, once per
             # batch rather than by every layer from the ids on the device.
             bounds = varlen_attention.packed_boundaries(batch.position_ids)
-            for key in ("cu_seq_lens_q", "cu_seq_lens_k"):
-                bounds[key] = bounds[key].to(device, non_blocking=True)
-            kwargs.update(bounds)
+            cu = bounds["cu_seq_lens_q"].to(device, non_blocking=True)  # q and k share one tensor: one copy
+            kwargs.update(bounds, cu_seq_lens_q=cu, cu_seq_lens_k=cu)
     return kwargs, batch.target.to(device, non_blocking=True)
-
 
 
 def _logits_and_target(model: torch.nn.Module, batch: Batch, prompt_learning: bool):
