@@ -59,25 +59,29 @@ def mid_answer_batch(engine, prompts: list[list[int]], rows: int):
     return batch
 
 
-def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = True,
-               dtype: str = "auto") -> dict[str, Any]:
-    """Thread CPU ms of one request's prefill (mean over ``prompts``, prefix store warm) and of one decoding
-    step at each of ``ROWS`` (best of 3 x ``steps``); ``pack=False``: float32 layers through plain ``F.linear``
-    instead of oneDNN's prepacked weights (``tuneforge.serve.packed``), as served before them; ``dtype``: the
-    weights' (``tuneforge serve --dtype``)."""
-    import torch
-
+def serving_engine(model_name: str, pack: bool = True, dtype: str = "auto"):
+    """The serving engine on ``model_name`` with room for ``ROWS``' largest batch; ``pack=False``: float32
+    layers through plain ``F.linear`` instead of oneDNN's prepacked weights (``tuneforge.serve.packed``), as
+    served before them; ``dtype``: the weights' (``tuneforge serve --dtype``)."""
     import tuneforge.config as C
     from tuneforge.serve.engine import Engine
-    from tuneforge.serve.scheduler import Batch
     from tuneforge.serve.server import load_base
 
     model, tok = load_base(C.ModelConfig(name=model_name, dtype=dtype))
-    engine = Engine(model, tok, max_batch=max(ROWS), **({} if pack else {"pack_weights": None}))
-    engine.eos_ids = frozenset()  # rows must keep decoding for the whole measurement, whatever they say
-    ids = _prompts(tok, prompts + 1)
+    return Engine(model, tok, max_batch=max(ROWS), **({} if pack else {"pack_weights": None}))
 
-    out: dict[str, Any] = {"model": model_name}
+
+def step_costs(engine, prompts: int = 16, steps: int = 5) -> dict[str, Any]:
+    """Thread CPU ms of one request's prefill (mean over ``prompts``, prefix store warm) and of one decoding
+    step at each of ``ROWS`` (best of 3 x ``steps``)."""
+    import torch
+
+    from tuneforge.serve.scheduler import Batch
+
+    engine.eos_ids = frozenset()  # rows must keep decoding for the whole measurement, whatever they say
+    ids = _prompts(engine.tokenizer, prompts + 1)
+
+    out: dict[str, Any] = {}
     with torch.inference_mode():
         batch = Batch(engine)
         batch._prefill([silent_row(ids[0])])  # warm-up, and the template prefix is stored
@@ -111,8 +115,7 @@ def step_costs(model_name: str, prompts: int = 16, steps: int = 5, pack: bool = 
     return out
 
 
-def burst_costs(model_name: str, dtype: str = "auto", sizes: tuple[int, ...] = (1, 8, 32),
-                rounds: int = 5) -> list[dict[str, Any]]:
+def burst_costs(engine, sizes: tuple[int, ...] = (1, 8, 32), rounds: int = 5) -> list[dict[str, Any]]:
     """Thread CPU ms to compute a burst of ``n`` new prompts on an idle engine (its prefix store holding only
     the chat template's tokens in common with them), both ways the scheduler can: the padded path
     (``Batch._prefill``: groups of similar lengths, each left-padded and its own forward) and one flat forward
@@ -122,14 +125,9 @@ def burst_costs(model_name: str, dtype: str = "auto", sizes: tuple[int, ...] = (
 
     import torch
 
-    import tuneforge.config as C
-    from tuneforge.serve.engine import Engine
     from tuneforge.serve.scheduler import Batch
-    from tuneforge.serve.server import load_base
 
-    model, tok = load_base(C.ModelConfig(name=model_name, dtype=dtype))
-    engine = Engine(model, tok, max_batch=max(sizes))
-    ids = _prompts(tok, 2 * max(sizes) + 1)
+    ids = _prompts(engine.tokenizer, 2 * max(sizes) + 1)
     out = []
     with torch.inference_mode():
         batch = Batch(engine)
@@ -221,11 +219,12 @@ def run(write: bool = True) -> common.Report:
     bursts = []
     for label, name, pack, dtype in modes:
         print(f"bench.serve_steps: measuring {label}", flush=True)
-        costs = step_costs(name, pack=pack, dtype=dtype)
+        engine = serving_engine(name, pack=pack, dtype=dtype)
+        costs = step_costs(engine)
         for answer in ANSWERS:
             rows.append({"mode": label, "answer tokens": answer, **costs, **ceilings(costs, answer)})
         if pack:  # the scheduler's two ways of computing a burst, on the weights as served
-            bursts += [{"mode": label, **b} for b in burst_costs(name, dtype=dtype)]
+            bursts += [{"mode": label, **b} for b in burst_costs(engine)]
     report.setup = [
         "in-process, no HTTP: the engine's scheduler (`tuneforge.serve.scheduler.Batch`) on the bundled model, torch "
         "threads 1, thread CPU time; prefill = one request on an idle engine, its prompt after the reused template "

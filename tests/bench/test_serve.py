@@ -42,9 +42,9 @@ def test_targets_cover_int8_and_the_ratio_to_llama_cpp():
 
 
 def test_serve_steps_times_a_burst_both_ways_the_scheduler_can(tiny_model_dir):
-    from bench.serve_steps import burst_costs
+    from bench.serve_steps import burst_costs, serving_engine
 
-    (row,) = burst_costs(str(tiny_model_dir), sizes=(3,), rounds=1)
+    (row,) = burst_costs(serving_engine(str(tiny_model_dir)), sizes=(3,), rounds=1)
     assert row["burst"] == 3 and row["padded ms"] > 0 and row["flat ms"] > 0
     assert row["flat x padded"] == row["padded ms"] / row["flat ms"]
     assert 0 < row["scheduler: median first token ms"] <= row["scheduler: last first token ms"]
