@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge import atomic, locks
+from tuneforge.allocator import active as active_allocator
 from tuneforge.config.base import check_folder_name
 from tuneforge.config.loader import dump_recipe
 from tuneforge.config.recipe import Recipe
@@ -350,6 +351,7 @@ def _write_run_files(run: Run, command: str, inputs: list[str | Path] | None, re
             "versions": library_versions(),
             "git_commit": git_commit(),
             "platform": platform.platform(),
+            "allocator": active_allocator(),  # tuneforge.allocator: TCMalloc is faster (and changes peak RSS)
         }
     )
     manifest.setdefault("inputs", {})

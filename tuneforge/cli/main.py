@@ -10,6 +10,7 @@ import sys
 import traceback
 
 from tuneforge import __version__
+from tuneforge.allocator import active, restart_with_allocator
 from tuneforge.errors import UserError
 from tuneforge.interrupt import take_back_sigint
 from tuneforge.secrets import RedactingFormatter, redact_text
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneforge", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"tuneforge {__version__}")
+    parser.add_argument("--version", action="version", version=f"tuneforge {__version__} (allocator: {active()})")
     parser.add_argument("--verbose", "-v", action="store_true", help="Show library logs and full tracebacks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command line (not a caller's main([...])): on TCMalloc where the system has it
+        restart_with_allocator()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     take_back_sigint()
     parser = build_parser()
