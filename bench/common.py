@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge import allocator
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 VERSIONED = ("tuneforge", "torch", "transformers", "peft", "accelerate", "trl", "datasets", "lancedb", "numpy")
@@ -153,6 +155,14 @@ def ratio(a: float | None, b: float | None) -> float | None:
 # ----------------------------------------------------------------------------------------------- worker
 
 
+def cli_env() -> dict[str, str]:
+    """Environment variables that put a worker on the allocator the `tuneforge` command restarts itself on
+    (``tuneforge/allocator.py``: TCMalloc, else jemalloc, where this machine has one), so a worker that calls
+    the Python API measures what a user of the command gets; {} where there is none (glibc's malloc)."""
+    library = allocator.find()
+    return allocator.preload_env(library) if library else {}
+
+
 def run_worker(func: str, kwargs: dict[str, Any], env: dict[str, str] | None = None,
                timeout: float | None = None) -> dict[str, Any]:
     """Run ``module:function(**kwargs)`` in a fresh Python process; return its dict plus ``peak_rss_mb``.
@@ -197,6 +207,7 @@ def _worker_main(argv: list[str]) -> None:
     fn = getattr(importlib.import_module(module), name)
     result = fn(**json.loads(Path(args_path).read_text()))
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["allocator"] = allocator.active()  # glibc ("system") unless the worker's env preloaded another
     Path(out_path).write_text(json.dumps(result))
 
 

@@ -123,7 +123,7 @@ def run(only: list[str] | None = None, threads: int = 2, write: bool = True,
         try:
             res = common.run_worker("bench.memory:worker", {"train_file": str(data), "overrides": train_overrides,
                                                             "threads": threads, "model": model, "steps": steps},
-                                    timeout=1800)
+                                    env=common.cli_env(), timeout=1800)  # the allocator `tuneforge train` runs on
         except Exception as exc:  # a failed configuration is reported, not hidden
             print(f"{name} failed: {exc}", flush=True)
             rows.append({"config": name, "settings": _settings(overrides), "estimate GB": None, "peak RSS GB": None})
@@ -148,6 +148,8 @@ def run(only: list[str] | None = None, threads: int = 2, write: bool = True,
         name="memory", title="Training memory: estimate vs peak RSS", size="small",
         setup=[f"bundled {MODEL}, {steps} optimizer steps per configuration, each in a fresh process, "
                f"{threads} threads, no validation; the estimate is the memory planner's",
+               "allocator: " + (common.cli_env().get("LD_PRELOAD", "") or "glibc's malloc") + ", as the `tuneforge` "
+               "command runs on (tuneforge/allocator.py)",
                "error = (estimate - peak RSS) / peak RSS"],
         tables=[common.table(rows, cols)],
         targets=[common.target_line("largest |error|", max(errors) if errors else None, 15,

@@ -17,6 +17,10 @@ Run it as ``python -m bench.train --full --vs-best`` (``--repeats`` to change th
 CPU with AVX512-BF16 or AMX) two more contenders join the alternation: tuneforge and TRL with the base model's
 weights in bfloat16 (``model.dtype: bfloat16``; TRL: the model loaded in bfloat16, ``bf16=True``), the LoRA
 adapters float32 in both; their ratios are reported against TRL fp32 (the issue's figure) and TRL bf16.
+
+Allocator: the `tuneforge` command runs on TCMalloc (else jemalloc) where the system has one
+(``tuneforge/allocator.py``), so tuneforge's contenders run on it; TRL runs on glibc's malloc as users run it,
+and once more on tuneforge's allocator, so the table also shows what the allocator alone gives TRL.
 """
 
 from __future__ import annotations
@@ -29,32 +33,45 @@ from typing import Any
 from bench import common, train_flops
 from bench.data import write_splits
 from bench.train_workers import worker_env
+from tuneforge import allocator
 
 TRL_BEST = "TRL SFTTrainer fp32, no checkpointing, packing=True"
 TUNEFORGE = "tuneforge (defaults: packing)"
 TRL_BF16 = "TRL SFTTrainer bf16 weights, no checkpointing, packing=True"
 TUNEFORGE_BF16 = "tuneforge bf16 weights (model.dtype: bfloat16)"
-# label -> (worker, keyword arguments besides the data files and the size)
-CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
-    TRL_BEST: ("bench.train_workers:trl_worker", {"method": "lora", "packing": True, "tuned": True}),
-    TUNEFORGE: ("bench.train_workers:tuneforge_worker", {"method": "lora", "packing": True}),
-    TRL_BF16: ("bench.train_workers:trl_worker", {"method": "lora", "packing": True, "tuned": True, "bf16": "weights"}),
-    TUNEFORGE_BF16: ("bench.train_workers:tuneforge_worker", {"method": "lora", "packing": True, "bf16": "weights"}),
+TRL_ALLOCATOR = "TRL SFTTrainer fp32, no checkpointing, packing=True, on tuneforge's allocator (LD_PRELOAD)"
+# label -> (worker, keyword arguments besides the data files and the size, runs on tuneforge's allocator). The
+# `tuneforge` command restarts itself on TCMalloc or jemalloc where the system has one (tuneforge/allocator.py):
+# its contenders run on it as the command would; TRL runs on glibc's malloc as users run it, and once more
+# on the same allocator (TRL_ALLOCATOR), so the table shows what the allocator alone gives either tool.
+CONTENDERS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    TRL_BEST: ("bench.train_workers:trl_worker", {"method": "lora", "packing": True, "tuned": True}, False),
+    TUNEFORGE: ("bench.train_workers:tuneforge_worker", {"method": "lora", "packing": True}, True),
+    TRL_BF16: ("bench.train_workers:trl_worker", {"method": "lora", "packing": True, "tuned": True, "bf16": "weights"},
+               False),
+    TUNEFORGE_BF16: ("bench.train_workers:tuneforge_worker", {"method": "lora", "packing": True, "bf16": "weights"},
+                     True),
+    TRL_ALLOCATOR: ("bench.train_workers:trl_worker", {"method": "lora", "packing": True, "tuned": True}, True),
 }
 # (tuneforge, TRL) pairs whose ratios are reported; the first is the issue's figure
-PAIRS = [(TUNEFORGE, TRL_BEST), (TUNEFORGE_BF16, TRL_BEST), (TUNEFORGE_BF16, TRL_BF16)]
+PAIRS = [(TUNEFORGE, TRL_BEST), (TUNEFORGE_BF16, TRL_BEST), (TUNEFORGE_BF16, TRL_BF16), (TUNEFORGE, TRL_ALLOCATOR),
+         (TUNEFORGE_BF16, TRL_ALLOCATOR)]
 
 
 MM_SIZE = 2048  # the matmul whose rate is "the machine's": 17 GFLOP, large enough for the BLAS's best blocking
 
 
-def schedule(repeats: int, bf16: bool = False) -> list[tuple[int, str]]:
+def schedule(repeats: int, bf16: bool = False, trl_on_allocator: bool | None = None) -> list[tuple[int, str]]:
     """(repeat, contender) in run order: rounds whose order flips every repeat (A B, B A, A B, ...).
 
     Flipping cancels a steady drift of the load (rising or falling) out of the median ratio, which a
-    fixed order would fold into it.
+    fixed order would fold into it. ``trl_on_allocator`` (default: where tuneforge's allocator is found):
+    TRL runs once more on that allocator.
     """
-    pair = [TRL_BEST, TUNEFORGE, *((TRL_BF16, TUNEFORGE_BF16) if bf16 else ())]
+    if trl_on_allocator is None:
+        trl_on_allocator = allocator.find() is not None
+    pair = [TRL_BEST, TUNEFORGE, *((TRL_BF16, TUNEFORGE_BF16) if bf16 else ()),
+            *((TRL_ALLOCATOR,) if trl_on_allocator else ())]
     return [(r, label) for r in range(repeats) for label in (pair if r % 2 == 0 else pair[::-1])]
 
 
@@ -116,11 +133,12 @@ def run(size: str, sizes: dict, settings: dict, repeats: int = 3, write: bool = 
     with tempfile.TemporaryDirectory(prefix="tf-bench-data-") as tmp:
         train_file, val_file = write_splits(Path(tmp), cfg["n_train"], cfg["n_val"])
         for rep, label in schedule(repeats, bf16):
-            worker, extra = CONTENDERS[label]
+            worker, extra, fast_malloc = CONTENDERS[label]
             print(f"\n=== repeat {rep + 1}/{repeats}: {label} ===", flush=True)
             kwargs = {"train_file": str(train_file), "val_file": str(val_file), "steps": cfg["steps"], **extra}
             try:
-                runs[(rep, label)] = common.run_worker(worker, kwargs, env=env)
+                runs[(rep, label)] = common.run_worker(worker, kwargs, env={**env, **(common.cli_env() if fast_malloc
+                                                                                     else {})})
             except RuntimeError as exc:
                 print(exc, flush=True)
                 report.setup.append(f"repeat {rep + 1}, {label}: failed (see the run's output)")
@@ -161,24 +179,31 @@ def build_report(report: common.Report, runs: dict[tuple[int, str], dict[str, An
             "bfloat16 (tuneforge `model.dtype: bfloat16`; TRL: `from_pretrained(dtype=bfloat16)` and `bf16=True`), "
             "both from the same bfloat16 safetensors file (as the hub ships SmolLM2), PEFT's LoRA adapters float32 in "
             "both; in the same alternation as the fp32 pair")
+    library = allocator.find()
+    report.setup.append(
+        f"allocator: tuneforge's contenders on {library.name} (LD_PRELOAD), as the `tuneforge` command restarts "
+        "itself (tuneforge/allocator.py); TRL on glibc's malloc, as users run it, and once more on the same "
+        f"library ('{TRL_ALLOCATOR}'); each run's own in the column 'allocator'" if library else
+        "allocator: glibc's malloc for every contender (no TCMalloc or jemalloc on this machine)")
     order = schedule(repeats, bf16)
-    per_run = [{"repeat": rep + 1, "contender": label, "timed tokens": r["tokens"], "wall s": r["seconds"],
+    per_run = [{"repeat": rep + 1, "contender": label, "allocator": r.get("allocator", "system"),
+                "timed tokens": r["tokens"], "wall s": r["seconds"],
                 "tokens/s": r["tokens_per_s"], "tokens/CPU-s": r["tokens_per_cpu_s"],
                 "peak RSS MB": r["peak_rss_mb"], "peak RSS MB, training": r.get("train_peak_rss_mb"),
                 "val loss": r["val_loss"]}
                for (rep, label), r in sorted(runs.items(), key=lambda kv: order.index(kv[0]))]
-    report.tables.append(common.table(per_run, ["repeat", "contender", "timed tokens", "wall s", "tokens/s",
+    report.tables.append(common.table(per_run, ["repeat", "contender", "allocator", "timed tokens", "wall s", "tokens/s",
                                                 "tokens/CPU-s", "peak RSS MB", "peak RSS MB, training",
                                                 "val loss"]))
     summary = []
-    for tf, trl in PAIRS if bf16 else PAIRS[:1]:
+    for tf, trl in PAIRS:
         pair = pair_ratios(runs, tf, trl)
         if pair:
             summary += [{"tuneforge": tf, "TRL": trl, **row} for row in summary_rows(pair)]
     if summary:
         report.tables.append(common.table(summary, ["tuneforge", "TRL", "ratio (tuneforge / TRL)", "median", "min",
                                                     "max"]))
-    for tf, trl in PAIRS if bf16 else PAIRS[:1]:
+    for tf, trl in PAIRS:
         med = {row["ratio (tuneforge / TRL)"]: row["median"] for row in summary if (row["tuneforge"], row["TRL"]) == (tf, trl)}
         if not med:
             continue

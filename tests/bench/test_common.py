@@ -71,3 +71,15 @@ def test_clustered_vectors_are_unit_length():
     assert all(len(t) == 10 for t in top)
     # the exact top-1 is the best dot product
     assert int(top[0][0]) == int(np.argmax(data @ queries[0]))
+
+
+def test_workers_report_their_allocator_and_cli_env_puts_them_on_the_commands_one():
+    from tuneforge import allocator
+
+    plain = common.run_worker("builtins:dict", {"x": 1})
+    assert plain["x"] == 1 and plain["allocator"] == "system"  # glibc's malloc unless a worker's env preloads
+    library = allocator.find("auto")
+    assert common.cli_env() == (allocator.preload_env(library) if library else {})
+    preloaded = common.run_worker("builtins:dict", {}, env=common.cli_env())
+    assert preloaded["allocator"] == (next(n for n, f in allocator.LIBRARIES if library.name in f) if library
+                                      else "system")

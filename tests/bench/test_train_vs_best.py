@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.train_vs_best import (
+    TRL_ALLOCATOR,
     TRL_BEST,
     TRL_BF16,
     TUNEFORGE,
@@ -24,7 +25,7 @@ def test_contenders_keep_openmps_own_wait_policy_unless_passive_is_asked():
 
 
 def test_schedule_flips_the_order_every_repeat():
-    assert schedule(3) == [(0, TRL_BEST), (0, TUNEFORGE), (1, TUNEFORGE), (1, TRL_BEST), (2, TRL_BEST), (2, TUNEFORGE)]
+    assert schedule(3, trl_on_allocator=False) == [(0, TRL_BEST), (0, TUNEFORGE), (1, TUNEFORGE), (1, TRL_BEST), (2, TRL_BEST), (2, TUNEFORGE)]
 
 
 def test_median_and_spread_of_repeats():
@@ -56,10 +57,19 @@ def test_ratios_pair_runs_of_the_same_repeat_and_skip_incomplete_ones():
 
 
 def test_bf16_contenders_join_the_alternation_and_pair_with_either_trl():
-    assert schedule(2, bf16=True) == [(0, TRL_BEST), (0, TUNEFORGE), (0, TRL_BF16), (0, TUNEFORGE_BF16),
+    assert schedule(2, bf16=True, trl_on_allocator=False) == [(0, TRL_BEST), (0, TUNEFORGE), (0, TRL_BF16), (0, TUNEFORGE_BF16),
                                       (1, TUNEFORGE_BF16), (1, TRL_BF16), (1, TUNEFORGE), (1, TRL_BEST)]
     runs = {(0, TRL_BEST): _run(100, 50, 2000, 4.0), (0, TRL_BF16): _run(125, 60, 1500, 4.0),
             (0, TUNEFORGE_BF16): _run(250, 100, 1200, 4.04)}
     assert pair_ratios(runs) == []  # the fp32 tuneforge run is missing
     assert pair_ratios(runs, TUNEFORGE_BF16, TRL_BEST)[0]["tokens/s x TRL"] == pytest.approx(2.5)
     assert pair_ratios(runs, TUNEFORGE_BF16, TRL_BF16)[0]["RSS x TRL"] == pytest.approx(0.8)
+
+
+def test_trl_also_runs_on_tuneforges_allocator_and_pairs_with_both_tuneforge_runs():
+    assert schedule(2, trl_on_allocator=True) == [(0, TRL_BEST), (0, TUNEFORGE), (0, TRL_ALLOCATOR),
+                                                  (1, TRL_ALLOCATOR), (1, TUNEFORGE), (1, TRL_BEST)]
+    runs = {(0, TRL_BEST): _run(100, 50, 2000, 4.0), (0, TRL_ALLOCATOR): _run(125, 60, 1900, 4.0),
+            (0, TUNEFORGE): _run(250, 100, 1200, 4.0)}
+    assert pair_ratios(runs)[0]["tokens/s x TRL"] == pytest.approx(2.5)
+    assert pair_ratios(runs, TUNEFORGE, TRL_ALLOCATOR)[0]["tokens/s x TRL"] == pytest.approx(2.0)
