@@ -16,17 +16,49 @@ from pathlib import Path
 
 import torch
 
+from tuneforge.allocator import active as active_allocator
+from tuneforge.allocator import release_free_memory
+
 GB = 1024**3
 
 
-# The Python/torch/transformers runtime, tokenizer and data of a training process before the model
-# loads: 0.45 GB measured (RSS) on the bundled model's run.
-RUNTIME_BYTES = 0.45 * GB
-# glibc malloc keeps freed activation temporaries in its heap (its mmap threshold grows to 32 MB), so
-# peak RSS exceeds the live tensors: on SmolLM2-135M, LoRA, the RSS beyond weights and runtime was 1.6x
-# the saved-for-backward bytes at 256 tokens per micro-batch and 2.1x at 916. A fixed mmap threshold
-# brings it to 1.2x but cost 60% more CPU time per step, so the estimate carries a factor instead.
-ALLOCATOR_FACTOR = 1.7
+
+
+@dataclass(frozen=True)
+class AllocatorTerms:
+    """What the process's memory allocator adds to the live tensors (``tuneforge.allocator``)."""
+
+    factor: float  # resident bytes of activations per saved-for-backward byte
+    runtime: float  # the Python/torch/transformers runtime, tokenizer and data before the model loads
+
+
+ALLOCATOR_TERMS: dict[str, AllocatorTerms] = {
+    # glibc's malloc keeps freed activation temporaries in its heap (its mmap threshold grows to 32 MB), so
+    # peak RSS exceeds the live tensors: on SmolLM2-135M, LoRA, the RSS beyond weights and runtime was 1.6x
+    # the saved-for-backward bytes at 256 tokens per micro-batch and 2.1x at 916. A fixed mmap threshold
+    # brings it to 1.2x but cost 60% more CPU time per step, so the estimate carries a factor instead.
+    # Runtime: 0.45 GB measured (RSS) on the bundled model's run.
+    "system": AllocatorTerms(1.7, 0.45 * GB),
+    # TCMalloc (the `tuneforge` command's allocator where the system has it) reuses those blocks: the ten
+    # `bench.memory` configurations (2026-12-04, 10 steps; with glibc's terms the estimates were up to 33%
+    # over) fit 1.0x the saved bytes on top of a 0.50 GB runtime (its caches make the runtime larger: the
+    # tiny model's runs peaked 0.69-0.72 GB against glibc's 0.62-0.65): every one within -6.3% .. +8.8%.
+    "tcmalloc": AllocatorTerms(1.0, 0.50 * GB),
+    # jemalloc: the same ten configurations, the same terms: every one within +1% .. +12%.
+    "jemalloc": AllocatorTerms(1.0, 0.50 * GB),
+}
+# Kept for readers of the glibc figures above (and the tests that pin them).
+ALLOCATOR_FACTOR = ALLOCATOR_TERMS["system"].factor
+RUNTIME_BYTES = ALLOCATOR_TERMS["system"].runtime
+
+
+def allocator_terms(name: str | None = None, device_type: str = "cpu") -> AllocatorTerms:
+    """The terms of allocator ``name`` (default: the one this process runs on); glibc's for an allocator
+    not measured (mimalloc) and on a GPU, whose activations the CUDA caching allocator holds instead (the
+    planner's GPU figures were measured with these)."""
+    if device_type != "cpu":
+        return ALLOCATOR_TERMS["system"]
+    return ALLOCATOR_TERMS.get(name or active_allocator(), ALLOCATOR_TERMS["system"])
 # With gradient checkpointing the step holds the block inputs and, measured, about 5 blocks' worth of
 # saved-for-backward tensors, not the 1 block being recomputed: SmolLM2-135M, LoRA, 1 packed row, the
 # checkpointed first forward alone grew anonymous RSS by 0.47-0.59 MB per token (bench.memory phases,
@@ -106,13 +138,15 @@ def _lora_dropout_inputs(model: torch.nn.Module) -> int:
 
 def estimate_batch(shapes: ModelShapes, rows: int, width: int, gradient_checkpointing: bool,
                    act_bytes: int = 4, logit_positions: int | None = None,
-                   chunked_logits: bool = False, masks: bool = True, device_type: str = "cpu") -> MemoryEstimate:
+                   chunked_logits: bool = False, masks: bool = True, device_type: str = "cpu",
+                   allocator: str | None = None) -> MemoryEstimate:
     """Peak resident memory of a training step on a micro-batch of ``rows`` rows padded to ``width``.
 
     ``logit_positions``: positions that reach the LM head (default: every token); ``chunked_logits``:
     the loss runs through ``chunked_loss`` (logits of one chunk at a time, not of every position);
     ``masks``: count the attention masks of block-diagonal (packed or padded) rows (none with the
-    variable-length kernel); ``device_type``: where the chunked loss runs (its chunk size).
+    variable-length kernel); ``device_type``: where the chunked loss runs (its chunk size);
+    ``allocator``: the memory allocator's name (default: this process's, :func:`allocator_terms`).
     """
     from tuneforge.train import chunked_loss
 
@@ -135,7 +169,8 @@ def estimate_batch(shapes: ModelShapes, rows: int, width: int, gradient_checkpoi
         saved += dropout * live / max(1, s.layers)
     else:
         saved = tokens * s.layers * per_token_layer + s.layers * mask_layer + dropout
-    activations = saved * ALLOCATOR_FACTOR
+    terms = allocator_terms(allocator, device_type)
+    activations = saved * terms.factor
     # fp32 logits of the positions that carry loss: the model's own loss keeps logits, log-softmax and
     # their gradient (3 copies); the chunked loss one chunk's logits, turned into its gradient in place,
     # and logsumexp's temporary (2 copies: the tiny model's loss phase peaked 127 MB above the forward,
@@ -146,7 +181,7 @@ def estimate_batch(shapes: ModelShapes, rows: int, width: int, gradient_checkpoi
         positions, copies = min(positions, chunked_loss.chunk_rows(s.vocab, device_type)), 2
     logits = positions * s.vocab * 4 * copies
     return MemoryEstimate(float(s.weights), float(s.gradients), float(s.optimizer), activations, logits,
-                          RUNTIME_BYTES)
+                          terms.runtime)
 
 
 def estimate_memory(model: torch.nn.Module, tokens_per_micro_batch: int, gradient_checkpointing: bool,
@@ -201,12 +236,15 @@ def return_freed_memory() -> None:
     glibc keeps freed chunks for reuse; what runs after training (evaluation, export) allocates other
     sizes, which do not fit those holes, and grows RSS on top of them: measured, a bf16 LoRA run's shared
     evaluator raised the peak 190 MB above training's after 6 steps. Called once per run (per step it halved
-    tokens/s, every step faulting its pages in again). A no-op where the C library has no ``malloc_trim``.
+    tokens/s, every step faulting its pages in again). On TCMalloc or jemalloc (``tuneforge.allocator``) their
+    own call; a no-op where the C library has no ``malloc_trim``.
     """
     import ctypes
     import gc
 
     gc.collect()
+    if release_free_memory():
+        return
     try:
         libc = ctypes.CDLL(None)
         trim = libc.malloc_trim
