@@ -21,6 +21,7 @@ malloc, no restart), or the path of an allocator library. Linux only; elsewhere 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -55,6 +56,7 @@ def find(choice: str | None = None) -> Path | None:
     return None
 
 
+@functools.cache  # fixed when the process starts; the memory planner asks for every plan it weighs
 def active() -> str:
     """The allocator this process runs on: ``tcmalloc``, ``jemalloc``, ``mimalloc`` or ``system``."""
     try:

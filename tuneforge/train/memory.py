@@ -59,6 +59,8 @@ def allocator_terms(name: str | None = None, device_type: str = "cpu") -> Alloca
     if device_type != "cpu":
         return ALLOCATOR_TERMS["system"]
     return ALLOCATOR_TERMS.get(name or active_allocator(), ALLOCATOR_TERMS["system"])
+
+
 # With gradient checkpointing the step holds the block inputs and, measured, about 5 blocks' worth of
 # saved-for-backward tensors, not the 1 block being recomputed: SmolLM2-135M, LoRA, 1 packed row, the
 # checkpointed first forward alone grew anonymous RSS by 0.47-0.59 MB per token (bench.memory phases,
