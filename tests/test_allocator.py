@@ -18,10 +18,15 @@ print(active(), os.getpid(), repr(os.environ.get("LD_PRELOAD")), flush=True)
 
 
 def _probe(**env: str) -> list[str]:
+    """(allocator, pid, repr of LD_PRELOAD) as the probe's final process saw them."""
     base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV)}
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**base, **env}, capture_output=True, text=True,
-                         timeout=120, check=True)
-    return out.stdout.strip().split(maxsplit=2)
+    proc = subprocess.Popen([sys.executable, "-c", PROBE], env={**base, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    name, pid, preload = out.strip().split(maxsplit=2)
+    assert int(pid) == proc.pid  # a restart keeps the process (what a parent waits for or signals)
+    return [name, pid, preload]
 
 
 def _expected() -> str:
