@@ -30,14 +30,8 @@ GLIBC_VARIANTS = {
 
 def variants() -> dict[str, dict[str, str]]:
     """glibc's settings, then every allocator library tuneforge knows that this machine has, preloaded."""
-    out = dict(GLIBC_VARIANTS)
-    for name, files in allocator.LIBRARIES:
-        for folder in allocator.SEARCH_DIRS:
-            found = [Path(folder) / f for f in files if (Path(folder) / f).is_file()]
-            if found:
-                out[f"{name} (LD_PRELOAD)"] = allocator.preload_env(found[0])
-                break
-    return out
+    return {**GLIBC_VARIANTS, **{f"{name} (LD_PRELOAD)": allocator.preload_env(path)
+                                 for name, path in allocator.available().items()}}
 
 
 def main(argv: list[str] | None = None) -> None:

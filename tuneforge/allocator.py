@@ -39,21 +39,26 @@ SEARCH_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/
 KNOWN = ("tcmalloc", "jemalloc", "mimalloc")
 
 
+def available() -> dict[str, Path]:
+    """name -> library file of every allocator in :data:`LIBRARIES` this system has, in order of preference."""
+    found = {}
+    for name, files in LIBRARIES:
+        path = next((Path(d) / f for d in SEARCH_DIRS for f in files if (Path(d) / f).is_file()), None)
+        if path is not None:
+            found[name] = path
+    return found
+
+
 def find(choice: str | None = None) -> Path | None:
-    """The allocator library ``choice`` (default: ``$TUNEFORGE_ALLOCATOR``, else ``auto``) names, or None."""
+    """The allocator library ``choice`` (default: ``$TUNEFORGE_ALLOCATOR``, else ``auto``: the first of
+    :func:`available`) names, or None."""
     choice = choice or os.environ.get(ENV, "auto")
     if choice == "system":
         return None
     if choice != "auto":
         path = Path(choice).expanduser()
         return path if path.is_file() else None
-    for _, names in LIBRARIES:
-        for folder in SEARCH_DIRS:
-            for name in names:
-                path = Path(folder) / name
-                if path.is_file():
-                    return path
-    return None
+    return next(iter(available().values()), None)
 
 
 @functools.cache  # fixed when the process starts; the memory planner asks for every plan it weighs

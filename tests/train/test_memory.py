@@ -96,14 +96,14 @@ def test_lora_dropout_counts_the_inputs_it_keeps_for_backward(tokenizer):
     # examples/lora.yaml (dropout 0.05) under a 4 GB budget peaked at 4.96 GB against a 3.33 GB estimate
     from tuneforge.config.train import LoraConfig
     from tuneforge.models.tiny import tiny_model
-    from tuneforge.train.memory import ALLOCATOR_FACTOR, ModelShapes
+    from tuneforge.train.memory import ModelShapes, allocator_terms
 
     plain = apply_method(tiny_model(tokenizer), TrainConfig(method="lora", lora=LoraConfig(dropout=0.0)))
     dropped = apply_method(tiny_model(tokenizer), TrainConfig(method="lora", lora=LoraConfig(dropout=0.1)))
     shapes = ModelShapes.of(dropped)
     assert ModelShapes.of(plain).dropout_inputs == 0 and shapes.dropout_inputs > 0
     extra = estimate_memory(dropped, 1024, False).activations - estimate_memory(plain, 1024, False).activations
-    assert abs(extra - 1024 * shapes.dropout_inputs * 5 * ALLOCATOR_FACTOR) < 1
+    assert abs(extra - 1024 * shapes.dropout_inputs * 5 * allocator_terms().factor) < 1
 
 
 def test_on_a_gpu_the_loss_chunks_are_larger_and_varlen_rows_need_no_masks():

@@ -47,9 +47,6 @@ ALLOCATOR_TERMS: dict[str, AllocatorTerms] = {
     # jemalloc: the same ten configurations, the same terms: every one within +1% .. +12%.
     "jemalloc": AllocatorTerms(1.0, 0.50 * GB),
 }
-# Kept for readers of the glibc figures above (and the tests that pin them).
-ALLOCATOR_FACTOR = ALLOCATOR_TERMS["system"].factor
-RUNTIME_BYTES = ALLOCATOR_TERMS["system"].runtime
 
 
 def allocator_terms(name: str | None = None, device_type: str = "cpu") -> AllocatorTerms:
