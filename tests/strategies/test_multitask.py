@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tuneforge.config.recipe import Recipe
@@ -72,3 +73,52 @@ def test_three_task_mixture_runs_end_to_end(tiny_model_dir, tmp_path):
     assert "Forgetting" in report and all(p in report for p in choice)
     assert "| drift |" in report and "| general_loss |" in report and "- Drift: " in report
     assert (run.path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_multitask_trains_and_scores_one_model_at_a_time(tiny_model_dir, tmp_path, monkeypatch):
+    """Nothing held twice: the base is freed once its rows are scored, before training loads its own copy
+    (the memory planner counts the model it trains, nothing beside it); the tuned rows are scored on the
+    trained model, not on a second copy read back from the run folder. A caller's model, which stays in
+    memory, comes out of an explicit budget instead."""
+    import gc
+
+    from transformers import PreTrainedModel
+
+    import tuneforge.strategies.multitask as multitask
+    import tuneforge.train as train_pkg
+    from tuneforge.strategies.common import weights_gb
+
+    def models() -> int:  # whole models alive (not their inner decoders); session fixtures may hold some
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, PreTrainedModel) and hasattr(o, "lm_head"))
+
+    real, real_score, at_train, scoring, budgets = train_pkg.train, multitask.score_tasks, [], [], []
+
+    def counting(recipe, *args, **kwargs):
+        at_train.append(models() - before)
+        budgets.append(recipe.train.memory_limit_gb)
+        return real(recipe, *args, **kwargs)
+
+    def counting_score(*args, **kwargs):
+        scoring.append(models() - before)
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(train_pkg, "train", counting)
+    monkeypatch.setattr(multitask, "score_tasks", counting_score)
+    data = shrink(yaml.safe_load((EXAMPLES / "multitask.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=12)
+    data["train"]["memory_limit_gb"] = 4
+    data["eval"]["forgetting"] = False
+    recipe = Recipe.model_validate(data)
+    before = models()
+    multitask.run_multitask(recipe, create_run(recipe, "multitask"))
+    assert at_train == [1] and budgets == [4]  # before: the base beside the trained copy, not budgeted
+    assert scoring == [1, 1]  # the base, then the trained model (before: 2 then, base copy and tuned)
+
+    from transformers import AutoModelForCausalLM
+
+    mine = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    at_train.clear(), scoring.clear(), budgets.clear()
+    data["run"]["name"] = "with-a-model"
+    recipe = Recipe.model_validate(data)
+    multitask.run_multitask(recipe, create_run(recipe, "multitask"), model=mine)
+    assert budgets == pytest.approx([4 - weights_gb(mine)])

@@ -13,6 +13,7 @@ from tuneforge.config.recipe import Recipe
 from tuneforge.errors import UserError
 from tuneforge.eval.results import read_results
 from tuneforge.runs import create_run
+from tuneforge.strategies.common import weights_gb
 from tuneforge.strategies.stages import plan_stages, replay_rows
 from tuneforge.strategies.stages_report import forgetting_table
 
@@ -187,7 +188,7 @@ def test_a_stage_trains_beside_only_the_weights_it_starts_from(tiny_model_dir, t
     assert alive == [2, 2, 2]
     from transformers import AutoModelForCausalLM
 
-    one_copy = stages._weights_gb(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)))
+    one_copy = weights_gb(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)))
     assert one_copy > 0 and budgets == pytest.approx([4 - one_copy] * 3)
     # scoring: the base alone, then after each stage the scored model and the merged copy for the next stage
     assert scoring == [1, 2, 2, 2]

@@ -39,6 +39,26 @@ def load_tuned(recipe: Recipe, weights: TunedWeights):
     return load_model(recipe.model.model_copy(update={"name": str(weights.path), "adapter": None}))
 
 
+def weights_gb(*models: Any) -> float:
+    """GB (2**30 bytes, as train.memory_limit_gb) of the models' parameters and buffers."""
+    return sum(t.numel() * t.element_size() for m in models if m is not None
+               for t in (*m.parameters(), *m.buffers())) / 2**30
+
+
+def leave_room(recipe: Recipe, *held: Any) -> Recipe:
+    """``recipe`` whose explicit ``train.memory_limit_gb`` leaves room for the models ``held`` in memory beside
+    the one being trained: the run's memory planner counts its own model only. (Without an explicit limit
+    the planner's share of free memory already excludes them.)"""
+    limit = recipe.train.memory_limit_gb
+    if not limit:
+        return recipe
+    gb = weights_gb(*held)
+    print(f"memory: {gb:.2f} GB of weights held beside this training: it plans within "
+          f"{limit - gb:.2f} of train.memory_limit_gb's {limit:g} GB")
+    train_cfg = recipe.train.model_copy(update={"memory_limit_gb": max(limit - gb, 0.01)})
+    return recipe.model_copy(update={"train": train_cfg})
+
+
 @dataclass
 class TaskFiles:
     """One task's prepared splits (every example tagged with the task name)."""

@@ -13,6 +13,7 @@ what mixing tasks must not cost). ``<run>/strategy.json`` and
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING, Any
 
 from tuneforge import atomic
@@ -20,6 +21,7 @@ from tuneforge.errors import UserError
 from tuneforge.strategies.common import (
     forgetting_suite,
     forgetting_summary,
+    leave_room,
     load_tuned,
     prepare_training_files,
     primary_metric,
@@ -53,10 +55,19 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
         run.log_metrics(step=0, split="val", task=task, loss=loss)
 
     # train() wraps the model it is given (PEFT layers are injected into it, in place): give it its own
-    # copy, and keep a handle on it so each validation can also be scored task by task.
+    # copy, and keep a handle on it so each validation can also be scored task by task. The base rows are
+    # scored: a base this function loaded is freed before training loads its own (the planner counts the
+    # model it trains, nothing beside it); a caller's model stays in memory, so an explicit budget leaves
+    # room for it.
     from tuneforge.train.methods import load_base_model
 
-    train_model = _copy(model) if model is not None else load_base_model(recipe)
+    if model is None:
+        del base
+        gc.collect()
+        train_model = load_base_model(recipe)
+    else:
+        train_model = _copy(model)
+        recipe = leave_room(recipe, model)
     # Prompt/prefix tuning keep their virtual tokens in the PEFT wrapper, not in the wrapped model.
     per_task = files.val is not None and not recipe.train.prompt_learning
 
@@ -67,7 +78,14 @@ def run_multitask(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = 
         return False
 
     result = train(recipe, run, files.train, files.val, model=train_model, tokenizer=tokenizer, on_eval=on_eval)
-    tuned = load_tuned(recipe, run.tuned_weights(required=True))
+    # The trained model holds the exported (best) weights and the base rows are scored: score it as it is
+    # rather than load a second copy from the run folder beside it. A resumed run whose training had already
+    # finished returns no model: its unused copy goes before the saved weights are read back.
+    tuned, result.model, train_model = result.model, None, None
+    if tuned is None:
+        gc.collect()
+        tuned = load_tuned(recipe, run.tuned_weights(required=True))
+    tuned.eval()
     val_after = task_losses(tuned, tokenizer, files.val, max_length=max_len) if files.val else {}
     for task, loss in val_after.items():  # the exported (best) weights, which may predate the last step
         run.log_metrics(step=result.steps, split="val_final", task=task, loss=loss)

@@ -35,6 +35,7 @@ from tuneforge.strategies.common import (
     TaskFiles,
     forgetting_suite,
     forgetting_summary,
+    leave_room,
     load_tuned,
     prepare_task,
     probe_forgetting,
@@ -146,24 +147,10 @@ def _after(current: _Current, plan: StagePlan, weights: TunedWeights, next_conti
     return _Current(merged, adapter=weights.adapter, adapter_base=trained_on if next_continues else None), scored
 
 
-def _weights_gb(*models: Any) -> float:
-    """GB (2**30 bytes, as train.memory_limit_gb) of the models' parameters and buffers."""
-    return sum(t.numel() * t.element_size() for m in models if m is not None
-               for t in (*m.parameters(), *m.buffers())) / 2**30
-
-
 def _budgeted(recipe: Recipe, current: _Current) -> Recipe:
     """A stage's recipe whose explicit ``train.memory_limit_gb`` leaves room for the weights held beside the copy
-    being trained (those the stage starts from, and an adapter's base): the run's memory planner counts its
-    own model only. (Without an explicit limit the planner's share of free memory already excludes them.)"""
-    limit = recipe.train.memory_limit_gb
-    if not limit:
-        return recipe
-    held = _weights_gb(current.weights, current.adapter_base)
-    print(f"memory: {held:.2f} GB of weights held beside this stage's training: it plans within "
-          f"{limit - held:.2f} of train.memory_limit_gb's {limit:g} GB")
-    train_cfg = recipe.train.model_copy(update={"memory_limit_gb": max(limit - held, 0.01)})
-    return recipe.model_copy(update={"train": train_cfg})
+    being trained: those the stage starts from, and an adapter's base."""
+    return leave_room(recipe, current.weights, current.adapter_base)
 
 
 def run_stages(recipe: Recipe, run: Run, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
