@@ -31,6 +31,46 @@ def shrink(data: dict, model_dir: Path, out: Path, n: int = 30) -> dict:
     return data
 
 
+def models_alive() -> int:
+    """Whole models alive (not their inner decoders); session fixtures may hold some."""
+    import gc
+
+    from transformers import PreTrainedModel
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, PreTrainedModel) and hasattr(o, "lm_head"))
+
+
+class ModelWatch:
+    """Models alive (beyond those at ``start()``) at each ``train()`` call of a strategy and at each of its
+    ``score_tasks`` calls, and the memory budget each training was given."""
+
+    def __init__(self, monkeypatch, strategy) -> None:
+        import tuneforge.train as train_pkg
+
+        self.at_train: list[int] = []
+        self.scoring: list[int] = []
+        self.budgets: list[float | None] = []
+        self.before = 0
+        real_train, real_score = train_pkg.train, strategy.score_tasks
+
+        def counting_train(recipe, *args, **kwargs):
+            self.at_train.append(models_alive() - self.before)
+            self.budgets.append(recipe.train.memory_limit_gb)
+            return real_train(recipe, *args, **kwargs)
+
+        def counting_score(*args, **kwargs):
+            self.scoring.append(models_alive() - self.before)
+            return real_score(*args, **kwargs)
+
+        monkeypatch.setattr(train_pkg, "train", counting_train)
+        monkeypatch.setattr(strategy, "score_tasks", counting_score)
+
+    def start(self) -> None:
+        self.at_train.clear(), self.scoring.clear(), self.budgets.clear()
+        self.before = models_alive()
+
+
 def test_three_task_mixture_runs_end_to_end(tiny_model_dir, tmp_path):
     from tuneforge.strategies.multitask import run_multitask
 
@@ -80,45 +120,24 @@ def test_multitask_trains_and_scores_one_model_at_a_time(tiny_model_dir, tmp_pat
     (the memory planner counts the model it trains, nothing beside it); the tuned rows are scored on the
     trained model, not on a second copy read back from the run folder. A caller's model, which stays in
     memory, comes out of an explicit budget instead."""
-    import gc
-
-    from transformers import PreTrainedModel
-
     import tuneforge.strategies.multitask as multitask
-    import tuneforge.train as train_pkg
     from tuneforge.strategies.common import weights_gb
 
-    def models() -> int:  # whole models alive (not their inner decoders); session fixtures may hold some
-        gc.collect()
-        return sum(1 for o in gc.get_objects() if isinstance(o, PreTrainedModel) and hasattr(o, "lm_head"))
-
-    real, real_score, at_train, scoring, budgets = train_pkg.train, multitask.score_tasks, [], [], []
-
-    def counting(recipe, *args, **kwargs):
-        at_train.append(models() - before)
-        budgets.append(recipe.train.memory_limit_gb)
-        return real(recipe, *args, **kwargs)
-
-    def counting_score(*args, **kwargs):
-        scoring.append(models() - before)
-        return real_score(*args, **kwargs)
-
-    monkeypatch.setattr(train_pkg, "train", counting)
-    monkeypatch.setattr(multitask, "score_tasks", counting_score)
+    watch = ModelWatch(monkeypatch, multitask)
     data = shrink(yaml.safe_load((EXAMPLES / "multitask.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=12)
     data["train"]["memory_limit_gb"] = 4
     data["eval"]["forgetting"] = False
     recipe = Recipe.model_validate(data)
-    before = models()
+    watch.start()
     multitask.run_multitask(recipe, create_run(recipe, "multitask"))
-    assert at_train == [1] and budgets == [4]  # before: the base beside the trained copy, not budgeted
-    assert scoring == [1, 1]  # the base, then the trained model (before: 2 then, base copy and tuned)
+    assert watch.at_train == [1] and watch.budgets == [4]  # before: the base beside the trained copy, not budgeted
+    assert watch.scoring == [1, 1]  # the base, then the trained model (before: 2 then, base copy and tuned)
 
     from transformers import AutoModelForCausalLM
 
     mine = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
-    at_train.clear(), scoring.clear(), budgets.clear()
     data["run"]["name"] = "with-a-model"
     recipe = Recipe.model_validate(data)
+    watch.start()
     multitask.run_multitask(recipe, create_run(recipe, "multitask"), model=mine)
-    assert budgets == pytest.approx([4 - weights_gb(mine)])
+    assert watch.budgets == pytest.approx([4 - weights_gb(mine)])

@@ -17,7 +17,7 @@ from tuneforge.strategies.common import weights_gb
 from tuneforge.strategies.stages import plan_stages, replay_rows
 from tuneforge.strategies.stages_report import forgetting_table
 
-from .test_multitask import EXAMPLES, shrink
+from .test_multitask import EXAMPLES, ModelWatch, shrink
 
 
 def test_plan_merges_stage_overrides_into_the_train_section():
@@ -155,40 +155,19 @@ def test_a_stage_trains_beside_only_the_weights_it_starts_from(tiny_model_dir, t
     being trained, not also the base model and the previous stage's trained copy (up to 5 models before);
     while it is scored, the scored model and the merged copy for the next stage. The copy held beside the
     training one comes out of an explicit memory budget, so the stage's planner does not count it twice."""
-    import gc
-
-    from transformers import PreTrainedModel
-
     import tuneforge.strategies.stages as stages
-    import tuneforge.train as train_pkg
     from tuneforge.strategies.stages import run_stages
 
-    def models() -> int:  # whole models alive (not their inner decoders); session fixtures may hold some
-        gc.collect()
-        return sum(1 for o in gc.get_objects() if isinstance(o, PreTrainedModel) and hasattr(o, "lm_head"))
-
-    real, real_score, alive, scoring, budgets = train_pkg.train, stages.score_tasks, [], [], []
-
-    def counting(recipe, *args, **kwargs):
-        alive.append(models() - before)
-        budgets.append(recipe.train.memory_limit_gb)
-        return real(recipe, *args, **kwargs)
-
-    def counting_score(*args, **kwargs):
-        scoring.append(models() - before)
-        return real_score(*args, **kwargs)
-
-    monkeypatch.setattr(train_pkg, "train", counting)
-    monkeypatch.setattr(stages, "score_tasks", counting_score)
+    watch = ModelWatch(monkeypatch, stages)
     data = shrink(yaml.safe_load((EXAMPLES / "sequential.yaml").read_text()), tiny_model_dir, tmp_path / "runs", n=12)
     data["train"]["memory_limit_gb"] = 4
     recipe = Recipe.model_validate(data)
-    before = models()
+    watch.start()
     run_stages(recipe, create_run(recipe, "stages"))
-    assert alive == [2, 2, 2]
+    assert watch.at_train == [2, 2, 2]
     from transformers import AutoModelForCausalLM
 
     one_copy = weights_gb(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)))
-    assert one_copy > 0 and budgets == pytest.approx([4 - one_copy] * 3)
+    assert one_copy > 0 and watch.budgets == pytest.approx([4 - one_copy] * 3)
     # scoring: the base alone, then after each stage the scored model and the merged copy for the next stage
-    assert scoring == [1, 2, 2, 2]
+    assert watch.scoring == [1, 2, 2, 2]
