@@ -61,15 +61,25 @@ def test_a_packed_model_keeps_its_logits_and_holds_each_weight_once(tiny_model, 
     assert all(w.untyped_storage().nbytes() == 4 and w.dtype == torch.float32 for w in placeholders)
 
 
-def test_the_engine_packs_only_the_large_layers_by_default(tiny_model, tokenizer):
-    """oneDNN's call overhead outweighs its GEMM on small matrices: they stay plain Linear layers."""
+def test_the_engine_packs_only_the_large_layers_by_default(tiny_model, tokenizer, monkeypatch):
+    """Without AVX-512, oneDNN's call overhead outweighs its GEMM on small matrices: they stay plain Linear layers."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     large = [m for m in tiny_model.modules() if type(m) is nn.Linear and m.weight.numel() >= MIN_WEIGHTS[torch.float32]]
-    assert 0 < len(large) < 15  # the tiny model: its head is large, its block layers are not
+    assert 0 < len(large) < 15  # the tiny model (15 Linear layers): its head is large, its block layers are not
     engine = Engine(tiny_model, tokenizer)
     assert engine.packed_linears == len(large)
     packed = [m for m in tiny_model.modules() if isinstance(m, PackedLinear)]
     assert [m.weight.numel() for m in packed] == [m.weight.numel() for m in large]
     assert Engine(tiny_model, tokenizer, pack_weights=None).packed_linears == 0
+
+
+def test_the_engine_packs_every_float32_layer_where_torch_runs_avx512(tiny_model, tokenizer, monkeypatch):
+    """With AVX-512 kernels oneDNN is as quick for one row and quicker for many at every shape."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    linears = [m for m in tiny_model.modules() if type(m) is nn.Linear]
+    engine = Engine(tiny_model, tokenizer)
+    assert engine.packed_linears == len(linears) > 1
+    assert not any(type(m) is nn.Linear for m in tiny_model.modules())
 
 
 def _fresh(model_dir):

@@ -32,7 +32,7 @@ from tuneforge.serve.slot_attention import install as install_slot_attention
 
 log = logging.getLogger(__name__)
 BURST_WINDOWS = 4  # an idle engine waits for a burst at most this many batch windows after its first row
-PACK = "by dtype"  # Engine(pack_weights=): packed.MIN_WEIGHTS' bound for each layer's dtype
+PACK = "by dtype"  # Engine(pack_weights=): packed.min_weights()' bound for each layer's dtype (and CPU)
 
 class EngineBusy(Exception):
     """No room for the rows now (the HTTP layer answers 429)."""
@@ -75,9 +75,9 @@ class Engine:
         # oneDNN's prepacked weights (``packed``) until an adapter that reads the base weights (DoRA) is loaded
         self.packed_linears = 0
         if pack_weights is not None:
-            from tuneforge.serve.packed import MIN_WEIGHTS, pack_linears
+            from tuneforge.serve.packed import min_weights, pack_linears
 
-            self.packed_linears = pack_linears(model, MIN_WEIGHTS if pack_weights == PACK else int(pack_weights))
+            self.packed_linears = pack_linears(model, min_weights() if pack_weights == PACK else int(pack_weights))
         # batches: prefill forwards; steps: decoding forwards; rows: generated (taken into the batch);
         # joined_running: rows that joined while others were decoding (joined_in_step: of those, the ones whose
         # prompt rode in the running rows' decoding step, one forward for both); rows_dropped: stopped unfinished

@@ -8,11 +8,17 @@ head cost 40 ms at 1 row, 75 ms at 2 rows, 92 ms at 8 and 167 ms at 32 through `
 PyTorch's own ``torch.compile`` freezing path picks on CPU). The same float32 arithmetic, summed in
 another order: outputs differ from ``F.linear`` by float rounding only.
 
-A float32 oneDNN call costs ~25 us more than ``F.linear`` whatever its size, which the small matrices do
-not earn back: the engine packs only those of at least ``MIN_WEIGHTS[float32]`` weights (2 MB: SmolLM2's
-MLP and head; its attention projections stay plain). Whole decoding steps of the real model, in one
-process, median of 4 (``bench.serve_steps`` measures the same): 1 row 54.8 ms plain, 57.5 all packed,
-53.9 large ones packed; 8 rows 110 / 93 / 90; 32 rows 197 / 188 / 182; a 20-token prefill 122 / 115 / 114.
+On that CPU (12-03's; it had no AVX512-BF16, its other flags were not recorded) a float32 oneDNN call costs
+~25 us more than ``F.linear`` whatever its size, which the small matrices do not earn back: the engine packs
+only those of at least ``MIN_WEIGHTS[float32]`` weights (2 MB: SmolLM2's MLP and head; its attention
+projections stay plain). Whole decoding steps of the real model, in one process, median of 4
+(``bench.serve_steps`` measures the same): 1 row 54.8 ms plain, 57.5 all packed, 53.9 large ones packed; 8
+rows 110 / 93 / 90; 32 rows 197 / 188 / 182; a 20-token prefill 122 / 115 / 114. On a Zen 4 core (AVX-512,
+PyTorch's AVX512 kernels) oneDNN wins at the small shapes too, the attention projections included, so every
+float32 layer is packed where PyTorch runs AVX-512 kernels (:func:`min_weights`; an AVX-512 CPU without
+bfloat16 was not measured; engine steps, alternated in one process, median of 12, thread CPU: 1 row 51.3 ms
+large ones packed / 51.3 all packed, 8 rows 65.8 / 61.1, 32 rows 146.4 / 139.7, a prefill of bench.serve's
+prompts 87.4 / 80.1).
 
 bfloat16 ``F.linear`` already runs on oneDNN, but reorders the plain weight into its blocked layout at
 every call: packed once, every bfloat16 layer is quicker, the small ones too (the same sums, bit for bit;
@@ -37,8 +43,16 @@ from torch import nn
 
 from tuneforge.models.load import native_bf16
 
-# the smallest Linear layer packed, in weights, by dtype (the module docstring says why they differ)
+# the smallest Linear layer packed, in weights, by dtype (the module docstring says why they differ): on a CPU
+# without AVX-512, and where it has it
 MIN_WEIGHTS: dict[torch.dtype, int] = {torch.float32: 1 << 19, torch.bfloat16: 0}
+MIN_WEIGHTS_AVX512: dict[torch.dtype, int] = {torch.float32: 0, torch.bfloat16: 0}
+
+
+def min_weights() -> dict[torch.dtype, int]:
+    """The bounds for this CPU: :data:`MIN_WEIGHTS_AVX512` where PyTorch runs AVX-512 kernels, else
+    :data:`MIN_WEIGHTS`."""
+    return MIN_WEIGHTS_AVX512 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else MIN_WEIGHTS
 
 
 def available() -> bool:
@@ -66,7 +80,7 @@ class PackedLinear(nn.Linear):
 
 def pack_linears(model: nn.Module, min_weights: int | dict[torch.dtype, int] = 0) -> int:
     """Swap every float32 (and, where the CPU has :func:`native_bf16`, bfloat16) CPU ``nn.Linear`` of
-    ``model`` with at least ``min_weights`` weights (one bound, or one per dtype: :data:`MIN_WEIGHTS`) for a
+    ``model`` with at least ``min_weights`` weights (one bound, or one per dtype: :func:`min_weights`) for a
     :class:`PackedLinear`; returns how many."""
     if not available():
         return 0
