@@ -206,6 +206,7 @@ def run(write: bool = True) -> common.Report:
 
     from bench.serve import int8_folder
     from tuneforge.models import native_bf16
+    from tuneforge.serve.packed import min_weights
     from tuneforge.serve.scheduler import FLAT_TOKENS
 
     torch.set_num_threads(1)  # as bench.serve runs its servers (--threads 1)
@@ -225,6 +226,9 @@ def run(write: bool = True) -> common.Report:
             rows.append({"mode": label, "answer tokens": answer, **costs, **ceilings(costs, answer)})
         if pack:  # the scheduler's two ways of computing a burst, on the weights as served
             bursts += [{"mode": label, **b} for b in burst_costs(engine)]
+    cpu = torch.backends.cpu.get_cpu_capability()
+    fp32_packed = ("every Linear layer" if min_weights()[torch.float32] == 0
+                   else "its large Linear layers (MLP, head)")
     report.setup = [
         "in-process, no HTTP: the engine's scheduler (`tuneforge.serve.scheduler.Batch`) on the bundled model, torch "
         "threads 1, thread CPU time; prefill = one request on an idle engine, its prompt after the reused template "
@@ -233,8 +237,9 @@ def run(write: bool = True) -> common.Report:
         "rows (median of 5)",
         "ceiling x at C = (prefill + N x step(1)) / (join(C) + N x step(C) / C) for answers of N tokens: the most "
         "any scheduling can gain over one client at a time with these costs; steps alone x = C x step(1) / step(C)",
-        "fp32 serves its large Linear layers (MLP, head) from oneDNN's prepacked weights (`tuneforge.serve.packed`); "
-        "the plain row is the same model through `F.linear` (MKL) only, as served before, measured in the same run",
+        f"fp32 serves {fp32_packed} from oneDNN's prepacked weights (`tuneforge.serve.packed`, by the CPU's "
+        f"kernels: {cpu}); the plain row is the same model through `F.linear` (MKL) only, as served before, "
+        "measured in the same run",
         "bf16: the same model with `--dtype bfloat16`, every Linear prepacked (oneDNN's native bfloat16 GEMM): "
         + ("measured" if native_bf16() else "**not measured**, this CPU has no native bfloat16 (AVX512-BF16, AMX)"),
     ]
