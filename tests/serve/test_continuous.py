@@ -174,6 +174,39 @@ def test_the_kv_cache_moves_only_the_leaving_rows_slot():
     assert cache.keys[0][0, 0, 1:4, 0].tolist() == [9.0, 10.0, 11.0] and cache.start[0] == 1
 
 
+def test_a_drained_cache_keeps_its_minimum_tensors_and_frees_what_grew_past_them():
+    from tuneforge.serve.kv_cache import SlotCache
+
+    cache = SlotCache(n_layers=1, slots=2, capacity=8)
+    cache.plan_prefill([0, 1], [3, 5])
+    k = torch.ones(2, 1, 5, 1)
+    cache.update(k, k, 0)
+    kept = cache.keys[0]
+    cache.release()  # the batch drained: the next rows write into the same tensors, nothing is zeroed again
+    assert cache.keys[0] is kept
+    cache.plan_prefill([0], [20])  # a long prompt grows the cache past its minimum
+    cache.update(torch.ones(1, 1, 20, 1), torch.ones(1, 1, 20, 1), 0)
+    assert cache.keys[0].shape[2] >= 20
+    cache.release()  # a long answer must not keep a large cache alive
+    assert cache.keys == [None] and cache.values == [None]
+    cache.plan_prefill([0], [3])
+    cache.update(torch.ones(1, 1, 3, 1), torch.ones(1, 1, 3, 1), 0)
+    cache.release(keep_minimum=False)  # after a failed step nothing it holds is kept
+    assert cache.keys == [None]
+
+
+def test_rows_after_the_batch_drained_get_the_greedy_answer_over_the_earlier_rows_columns(engine, tiny_model,
+                                                                                        tokenizer):
+    """The kept cache still holds the last rows' keys and values; the next rows must not see them. The second
+    pair's short row sits in a slot a long row wrote, inside the columns its longer neighbour reads."""
+    engine.start()
+    for pair in ((3, 1), (2, 3), (0, 2)):
+        answers = [Answer(), Answer()]
+        engine.submit([row(tokenizer, PROMPTS[i], a, 10) for i, a in zip(pair, answers, strict=True)])
+        assert [a.text for a in answers] == [reference(tiny_model, tokenizer, PROMPTS[i], 10) for i in pair]
+    assert engine.stats["batches"] == 3  # each pair came to an idle engine
+
+
 def test_an_idle_engine_prefills_a_burst_together_while_its_requests_keep_arriving(tiny_model, tokenizer):
     """Requests of a burst reach the engine a little apart: each one within a batch window of the one before
     keeps the window open, so all are prefilled in one forward (a window counted from the first request

@@ -86,8 +86,9 @@ class Batch:
         return [lv.row for lv in self.live]
 
     def reset(self) -> None:
+        """Drop every row and the whole cache (after a failed step: nothing it holds is trusted)."""
         self.live = []
-        self.cache.release()
+        self.cache.release(keep_minimum=False)
 
     # -- one iteration ---------------------------------------------------------------------------
 
