@@ -176,14 +176,15 @@ class SlotCache:
         self.start[dst], self.end[dst] = lo, hi
 
     def release(self, keep_minimum: bool = True) -> None:
-        """No row is running: give back what grew past ``min_capacity`` columns (a long answer must not keep a
-        large cache alive), or everything (``keep_minimum=False``: after a failed forward, whose values are
-        not trusted). Tensors of the minimum capacity stay for the next rows: allocating them is zeroing
-        them, 189 MB for SmolLM2-135M's 32 slots, 15-20 ms of every prefill on an idle engine (one Zen 4
-        thread: a prompt 92-97 -> 76-78 ms). What earlier rows wrote there is never attended to: every
-        plan's mask covers only the columns its rows have written, and the rest are finite keys and values
-        of the same model, which weigh exactly nothing masked out (as in a busy engine's slots, which rows
-        hand on to each other without clearing them; a NaN would leak through SDPA's mask)."""
+        """No row is running: give back what grew past ``min_capacity`` columns (a long answer must not keep a large
+        cache alive), or everything (``keep_minimum=False``: after a failed forward, whose values are not
+        trusted). Tensors of the minimum capacity stay for the next rows: allocating them is zeroing them, 189
+        MB for SmolLM2-135M's 32 slots, a tenth of a prefill on an idle engine (one Zen 4 thread, median of 16
+        prompts: 80 -> 72 ms on TCMalloc, the ``tuneforge`` command's allocator; 91 -> 76 ms on glibc's
+        malloc, which page-faults fresh blocks in). What earlier rows wrote there is never attended to: every
+        plan's mask covers only the columns its rows have written, and the rest are finite keys and values of
+        the same model, which weigh exactly nothing masked out (as in a busy engine's slots, which rows hand
+        on to each other without clearing them; a NaN would leak through SDPA's mask)."""
         if not keep_minimum or any(k is not None and k.shape[2] > self.min_capacity for k in self.keys):
             self.keys = [None] * self.n_layers
             self.values = [None] * self.n_layers
