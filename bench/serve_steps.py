@@ -48,12 +48,6 @@ def silent_row(prompt_ids: list[int]):
     return Row(prompt_ids=list(prompt_ids), adapter=None, max_tokens=10_000, emit=lambda kind, payload: None)
 
 
-def idle(batch) -> None:
-    """Every row gone, as when the engine's batch drains (its cache keeps the minimum capacity: ``release``)."""
-    batch.live = []
-    batch.cache.release()
-
-
 def mid_answer_batch(engine, prompts: list[list[int]], rows: int):
     """A batch of ``rows`` running rows (prompts reused in turn) whose caches hold prompt + 24 tokens."""
     from tuneforge.serve.scheduler import Batch
@@ -96,7 +90,7 @@ def step_costs(engine, prompts: int = 16, steps: int = 5) -> dict[str, Any]:
             t = time.thread_time()
             batch._prefill([silent_row(p)])
             cost += time.thread_time() - t
-            idle(batch)
+            batch.reset(keep_minimum=True)  # as when the engine's batch drains
         out["prompt tokens"] = sum(len(p) for p in ids[1:]) / prompts
         out["prefill ms"] = 1e3 * cost / prompts
         for n in ROWS:
@@ -142,7 +136,7 @@ def burst_costs(engine, sizes: tuple[int, ...] = (1, 8, 32), rounds: int = 5) ->
             """The prefix store holds a prompt that shares only the chat template with the burst's: one
             variant must not find the other's last prompt there and skip nearly all of it."""
             batch._prefill([silent_row(ids[0])])
-            idle(batch)
+            batch.reset(keep_minimum=True)
 
         for n in sizes:
             times: dict[str, list[float]] = {"padded": [], "flat": []}
@@ -154,7 +148,7 @@ def burst_costs(engine, sizes: tuple[int, ...] = (1, 8, 32), rounds: int = 5) ->
                     (batch._prefill if how == "padded" else batch._mixed)([silent_row(p) for p in prompts])
                     if r:
                         times[how].append(time.thread_time() - t)
-                    idle(batch)
+                    batch.reset(keep_minimum=True)
             padded, flat = (1e3 * statistics.median(times[k]) for k in ("padded", "flat"))
             first, last = _scheduler_burst(engine, batch, ids[1:1 + n], rounds, template_only)
             out.append({"burst": n, "padded ms": padded, "flat ms": flat, "flat x padded": padded / flat,
@@ -188,7 +182,7 @@ def _scheduler_burst(engine, batch, prompts: list[list[int]], rounds: int,
                 batch.step([])
             medians.append(statistics.median(firsts.values()))
             lasts.append(max(firsts.values()))
-            idle(batch)
+            batch.reset(keep_minimum=True)
     finally:
         engine.eos_ids = saved
     return 1e3 * statistics.median(medians), 1e3 * statistics.median(lasts)

@@ -46,7 +46,7 @@ from tuneforge.models.load import native_bf16
 # the smallest Linear layer packed, in weights, by dtype (the module docstring says why they differ): on a CPU
 # without AVX-512, and where it has it
 MIN_WEIGHTS: dict[torch.dtype, int] = {torch.float32: 1 << 19, torch.bfloat16: 0}
-MIN_WEIGHTS_AVX512: dict[torch.dtype, int] = {torch.float32: 0, torch.bfloat16: 0}
+MIN_WEIGHTS_AVX512: dict[torch.dtype, int] = {**MIN_WEIGHTS, torch.float32: 0}
 
 
 def min_weights() -> dict[torch.dtype, int]:

@@ -85,10 +85,11 @@ class Batch:
     def rows(self) -> list[Row]:
         return [lv.row for lv in self.live]
 
-    def reset(self) -> None:
-        """Drop every row and the whole cache (after a failed step: nothing it holds is trusted)."""
+    def reset(self, keep_minimum: bool = False) -> None:
+        """Drop every row and the whole cache (after a failed step: nothing it holds is trusted), or, with
+        ``keep_minimum``, leave the cache as a drained batch does (``SlotCache.release``)."""
         self.live = []
-        self.cache.release(keep_minimum=False)
+        self.cache.release(keep_minimum)
 
     # -- one iteration ---------------------------------------------------------------------------
 
